@@ -26,9 +26,13 @@ class SessionConfig:
     initial_rto: float = 1.0
     min_rto: float = 0.2
     max_rto: float = 2.0
-    #: Declare the peer dead after this long without hearing from it while we
-    #: wait for it (unacknowledged data or an unanswered SHUTDOWN).
+    #: The peer is declared dead once we have heard nothing from it for
+    #: ``peer_timeout`` seconds *and* ``dead_peer_retransmissions`` timed-out
+    #: retransmissions in a row went unanswered (time alone would kill
+    #: sessions on very lossy paths; a count alone would on very fast ones).
+    #: With the defaults a silent peer is given up after about 20 seconds.
     peer_timeout: float = 10.0
+    dead_peer_retransmissions: int = 12
     #: Give up a shutdown exchange that makes no progress for this long.
     shutdown_timeout: float = 3.0
     #: After a clean close, answer retransmitted SHUTDOWN-ACKs for this long.
@@ -46,6 +50,10 @@ class SessionConfig:
     send_buffer_high_water: int = 1024 * 1024
     #: ...and below which they may resume.
     send_buffer_low_water: int = 256 * 1024
+    #: Stream offset both directions start from.  Interoperable peers require
+    #: 0 (the wire carries "total bytes sent"); tests set it just below 2**32
+    #: on both ends to exercise sequence-number wrap-around quickly.
+    stream_origin: int = 0
 
     def __post_init__(self) -> None:
         if not DATA_HEADER_SIZE < self.max_datagram_size <= DATA_HEADER_SIZE + MAX_PAYLOAD:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Closed", "CloseReason", "DataReceived", "Established", "Event", "SendBufferLow"]
+__all__ = ["CloseReason", "Closed", "DataReceived", "Established", "Event", "SendBufferLow"]
 
 
 class CloseReason(Enum):

@@ -209,10 +209,18 @@ class Abort(_TagOnly):
 
 
 Packet = (
-    Init | Cookie | CookieEcho | CookieAck | Data | Shutdown | ShutdownAck | ShutdownComplete | Abort
+    Init
+    | Cookie
+    | CookieEcho
+    | CookieAck
+    | Data
+    | Shutdown
+    | ShutdownAck
+    | ShutdownComplete
+    | Abort
 )
 
-_TAG_ONLY: Final[dict[int, type[_TagOnly]]] = {
+_TAG_ONLY: Final[dict[int, type[CookieAck | ShutdownAck | ShutdownComplete | Abort]]] = {
     PacketType.COOKIE_ACK: CookieAck,
     PacketType.SHUTDOWN_ACK: ShutdownAck,
     PacketType.SHUTDOWN_COMPLETE: ShutdownComplete,
@@ -236,8 +244,7 @@ def parse(datagram: bytes) -> Packet:
         _, tag, seq, ack, length = _DATA_HEADER.unpack_from(datagram)
         if len(datagram) != DATA_HEADER_SIZE + length:
             raise MalformedPacket(
-                f"DATA says {length} payload bytes but carries "
-                f"{len(datagram) - DATA_HEADER_SIZE}"
+                f"DATA says {length} payload bytes but carries {len(datagram) - DATA_HEADER_SIZE}"
             )
         return Data(tag, seq, ack, bytes(datagram[DATA_HEADER_SIZE:]))
     if kind == PacketType.INIT:

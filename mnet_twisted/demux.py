@@ -1,0 +1,269 @@
+"""
+All MNET sessions of one UDP socket, sans-IO.
+
+The demultiplexer routes each datagram to its session by (peer address, peer
+tag), answers strangers statelessly (COOKIE, COOKIE-ACK, ABORT or silence, as
+the routing table in ``docs/design.md`` says), and keeps one deadline heap for
+all its sessions so the event loop needs a single timer however many
+sessions there are.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+from collections.abc import Callable
+
+from . import wire
+from .config import SessionConfig
+from .cookie import CookieMinter, CookieVerdict
+from .events import Event
+from .session import Session
+
+__all__ = ["Demultiplexer"]
+
+Address = tuple[str, int]
+_Key = tuple[Address, bytes]
+
+
+class Demultiplexer:
+    """Routes datagrams to sessions and collects what they want to send."""
+
+    def __init__(
+        self,
+        *,
+        local_port: int,
+        cookies: CookieMinter | None = None,
+        config: SessionConfig | None = None,
+        accepting: bool = False,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.local_port = local_port
+        self.config = config if config is not None else SessionConfig()
+        self.cookies = cookies if cookies is not None else CookieMinter.random(random_bytes)
+        #: Whether a valid handshake from a stranger creates a session.
+        self.accepting = accepting
+        self._random_bytes = random_bytes
+        #: Sessions by the tag their peer writes in every packet.
+        self._by_peer_tag: dict[_Key, Session] = {}
+        #: Sessions by the tag we write: how a connector finds its COOKIE, and
+        #: how anyone finds an ABORT that echoes our own tag back.
+        self._by_local_tag: dict[_Key, Session] = {}
+        self._sessions: dict[Session, None] = {}
+        self._with_output: dict[Session, None] = {}
+        self._with_events: dict[Session, None] = {}
+        self._stateless: list[tuple[bytes, Address]] = []
+        self._heap: list[tuple[float, int, Session]] = []
+        self._scheduled: dict[Session, float] = {}
+        self._tiebreak = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    # ------------------------------------------------------------------
+    # Inputs
+
+    def connect(
+        self, address: Address, now: float, config: SessionConfig | None = None
+    ) -> Session:
+        """Start a connection to the listener at ``address``; INIT leaves at the next drain."""
+        tag = self._random_bytes(3)
+        while (address, tag) in self._by_local_tag:
+            tag = self._random_bytes(3)
+        session = Session(
+            peer_address=address,
+            local_tag=tag,
+            peer_tag=None,
+            is_connector=True,
+            config=config if config is not None else self.config,
+            now=now,
+            notify=self._touch,
+        )
+        self._sessions[session] = None
+        self._by_local_tag[(address, tag)] = session
+        session.start(now)
+        self._touch(session)
+        return session
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        """Handle one datagram from ``address``.  Never raises."""
+        if len(data) < 4:
+            return
+        kind = data[0]
+        tag = bytes(data[1:4])
+        if kind == wire.PacketType.INIT:
+            self._on_init(data, address, now)
+        elif kind == wire.PacketType.COOKIE_ECHO:
+            self._on_cookie_echo(data, address, now)
+        elif kind == wire.PacketType.COOKIE:
+            self._on_cookie(data, address, now)
+        else:
+            session = self._by_peer_tag.get((address, tag))
+            if kind == wire.PacketType.ABORT:
+                if session is None:
+                    session = self._by_local_tag.get((address, tag))
+                if session is not None:
+                    session.receive_datagram(data, now)
+            elif session is not None:
+                session.receive_datagram(data, now)
+            else:
+                self._reply(wire.Abort(tag), address)
+
+    def handle_timers(self, now: float) -> None:
+        """Let every session whose deadline has passed act on it."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, session = heapq.heappop(heap)
+            if self._scheduled.get(session) != deadline:
+                continue  # superseded by an earlier entry, or forgotten
+            del self._scheduled[session]
+            actual = session.next_deadline()
+            if actual is None:
+                continue
+            if actual > now:
+                self._schedule(session, actual)
+            else:
+                session.handle_timer(now)
+                self._touch(session)
+
+    def abort_all(self, now: float) -> None:
+        """Abort every session, e.g. because the socket is going away."""
+        for session in list(self._sessions):
+            session.abort(now)
+
+    # ------------------------------------------------------------------
+    # Drains
+
+    def next_event(self) -> tuple[Session, Event] | None:
+        while self._with_events:
+            session = next(iter(self._with_events))
+            event = session.next_event()
+            if event is not None:
+                return session, event
+            del self._with_events[session]
+        return None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out = self._stateless
+        self._stateless = []
+        sessions = self._with_output
+        self._with_output = {}
+        for session in sessions:
+            address = session.peer_address
+            out.extend((datagram, address) for datagram in session.datagrams_to_send(now))
+            if session.forgettable:
+                self._forget(session)
+            else:
+                deadline = session.next_deadline()
+                if deadline is not None:
+                    self._schedule(session, deadline)
+        return out
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap and self._scheduled.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    # ------------------------------------------------------------------
+    # The handshake, answered without state until the cookie comes back
+
+    def _on_init(self, data: bytes, address: Address, now: float) -> None:
+        try:
+            init = wire.parse(data)
+        except wire.MalformedPacket:
+            return
+        assert isinstance(init, wire.Init)
+        if init.version != wire.VERSION or not self.accepting:
+            self._reply(wire.Abort(init.tag), address)
+            return
+        listener_tag = self.cookies.listener_tag(address, init.tag)
+        expiration = (int(now) + self.config.cookie_lifetime) & 0xFFFFFFFF
+        mac = self.cookies.mint(
+            listener_tag=listener_tag,
+            connector_tag=init.tag,
+            version=init.version,
+            expiration=expiration,
+            connector=address,
+            local_port=self.local_port,
+        )
+        self._reply(wire.Cookie(listener_tag, init.tag, init.version, expiration, mac), address)
+
+    def _on_cookie_echo(self, data: bytes, address: Address, now: float) -> None:
+        try:
+            echo = wire.parse(data)
+        except wire.MalformedPacket:
+            return
+        assert isinstance(echo, wire.CookieEcho)
+        verdict = self.cookies.check(echo, connector=address, local_port=self.local_port, now=now)
+        if verdict is CookieVerdict.FORGED:
+            return
+        existing = self._by_peer_tag.get((address, echo.connector_tag))
+        if existing is not None and not existing.closed:
+            if existing.local_tag == echo.listener_tag and not existing.is_connector:
+                # Our COOKIE-ACK was lost; the session already exists.
+                self._reply(wire.CookieAck(echo.listener_tag), address)
+            return
+        if verdict is CookieVerdict.EXPIRED or not self.accepting:
+            self._reply(wire.Abort(echo.connector_tag), address)
+            return
+        if existing is not None:
+            self._forget(existing)  # a lingering predecessor; the tag is reused
+        session = Session(
+            peer_address=address,
+            local_tag=echo.listener_tag,
+            peer_tag=echo.connector_tag,
+            is_connector=False,
+            config=self.config,
+            now=now,
+            notify=self._touch,
+        )
+        self._sessions[session] = None
+        self._by_peer_tag[(address, echo.connector_tag)] = session
+        self._by_local_tag.setdefault((address, echo.listener_tag), session)
+        self._touch(session)
+        self._reply(wire.CookieAck(echo.listener_tag), address)
+
+    def _on_cookie(self, data: bytes, address: Address, now: float) -> None:
+        try:
+            cookie = wire.parse(data)
+        except wire.MalformedPacket:
+            return
+        assert isinstance(cookie, wire.Cookie)
+        session = self._by_local_tag.get((address, cookie.connector_tag))
+        if session is None or not session.is_connector or session.peer_tag is not None:
+            return  # unsolicited, or a duplicate: answering could reflect traffic
+        key = (address, cookie.listener_tag)
+        if key in self._by_peer_tag:
+            return  # that listener tag already names another of our sessions
+        session.receive_datagram(data, now)
+        if session.peer_tag is not None:
+            self._by_peer_tag[key] = session
+
+    # ------------------------------------------------------------------
+    # Bookkeeping
+
+    def _reply(self, packet: wire.Packet, address: Address) -> None:
+        self._stateless.append((packet.to_bytes(), address))
+
+    def _touch(self, session: Session) -> None:
+        self._with_output[session] = None
+        self._with_events[session] = None
+
+    def _schedule(self, session: Session, deadline: float) -> None:
+        registered = self._scheduled.get(session)
+        if registered is None or deadline < registered:
+            self._scheduled[session] = deadline
+            heapq.heappush(self._heap, (deadline, next(self._tiebreak), session))
+
+    def _forget(self, session: Session) -> None:
+        self._sessions.pop(session, None)
+        self._scheduled.pop(session, None)
+        address = session.peer_address
+        for table, tag in (
+            (self._by_peer_tag, session.peer_tag),
+            (self._by_local_tag, session.local_tag),
+        ):
+            if tag is not None and table.get((address, tag)) is session:
+                del table[(address, tag)]

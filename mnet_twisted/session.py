@@ -1,0 +1,610 @@
+"""
+One MNET session as a sans-IO state machine.
+
+A :class:`Session` is driven by its :class:`~mnet_twisted.demux.Demultiplexer`
+(datagrams, timers) and by the application (``send``, ``close``, ``abort``,
+``pause_reading``).  It hands back datagrams (``datagrams_to_send``), events
+(``next_event``) and one deadline (``next_deadline``).  It never reads a clock:
+every call that depends on time takes ``now``.  The state table is in
+``docs/design.md``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+
+from . import wire
+from .config import SessionConfig
+from .congestion import NewReno
+from .errors import SessionClosedError
+from .events import Closed, CloseReason, DataReceived, Established, Event, SendBufferLow
+from .recvbuf import ReassemblyBuffer
+from .rtt import RttEstimator
+from .sendbuf import SendBuffer
+from .seqnum import unwrap, wrap
+
+__all__ = ["Session", "SessionState"]
+
+Address = tuple[str, int]
+
+
+class SessionState(Enum):
+    COOKIE_WAIT = "cookie-wait"
+    COOKIE_ECHOED = "cookie-echoed"
+    ESTABLISHED = "established"
+    SHUTDOWN_PENDING = "shutdown-pending"
+    SHUTDOWN_SENT = "shutdown-sent"
+    SHUTDOWN_RECEIVED = "shutdown-received"
+    SHUTDOWN_ACK_SENT = "shutdown-ack-sent"
+    CLOSED = "closed"
+
+
+_S = SessionState
+_HANDSHAKING = frozenset({_S.COOKIE_WAIT, _S.COOKIE_ECHOED})
+#: States in which our own stream may still carry data to the peer.
+_SENDING = frozenset({_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED})
+_WRITABLE = frozenset({_S.COOKIE_WAIT, _S.COOKIE_ECHOED, _S.ESTABLISHED, _S.SHUTDOWN_RECEIVED})
+#: States in which a SHUTDOWN-ACK from the peer breaks the protocol.
+_OPEN = frozenset({_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED})
+
+
+class _PendingData:
+    """Received bytes not yet taken by the application, coalesced."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+
+class Session:
+    """The state of one MNET session, as seen from this end."""
+
+    def __init__(
+        self,
+        *,
+        peer_address: Address,
+        local_tag: bytes,
+        peer_tag: bytes | None,
+        is_connector: bool,
+        config: SessionConfig,
+        now: float,
+        notify: Callable[[Session], None],
+    ) -> None:
+        self.peer_address = peer_address
+        self.local_tag = local_tag
+        self.peer_tag = peer_tag
+        self.is_connector = is_connector
+        self.config = config
+        self._notify = notify
+        self.state = _S.COOKIE_WAIT if is_connector else _S.ESTABLISHED
+
+        mss = config.max_segment_size
+        origin = config.stream_origin
+        # Sending: snd_una <= snd_nxt <= snd_max <= send buffer end.
+        self._send_buffer = SendBuffer(origin)
+        self._snd_nxt = origin
+        self._snd_max = origin
+        self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
+        self._congestion = NewReno(
+            mss, config.initial_window_segments, config.max_congestion_window
+        )
+        #: (end offset, send time) of segments sent once only, for RTT samples.
+        self._timed: deque[tuple[int, float]] = deque()
+        self._rto_deadline: float | None = None
+        self._want_send_buffer_low = False
+        self._close_requested = False
+
+        # Receiving.
+        self._rcv_nxt = origin
+        self._reassembly = ReassemblyBuffer()
+        self._unread = 0
+        self._reading_paused = False
+        self._ack_pending = False
+
+        self._events: deque[Event | _PendingData] = deque()
+        self._outbox: list[bytes] = []
+
+        self._last_heard = now
+        self._last_progress = now
+        self._unanswered_timeouts = 0
+        # Handshake (connector only).
+        self._connect_deadline = now + config.connect_timeout
+        self._handshake_retry_at: float | None = None
+        self._handshake_interval = config.handshake_retry_interval
+        self._handshake_sent_at = now
+        self._handshake_retried = False
+        self._echo_tries = 0
+        self._cookie_echo = b""
+        # Shutdown.
+        self._control_retry_at: float | None = None
+        self._linger_until: float | None = None
+
+        #: Counters for logs and tests: what this session did on the wire.
+        self.retransmissions = 0
+        self.bytes_received = 0
+
+        if not is_connector:
+            self._events.append(Established())
+
+    # ------------------------------------------------------------------
+    # Queries
+
+    @property
+    def closed(self) -> bool:
+        return self.state is _S.CLOSED
+
+    @property
+    def writable(self) -> bool:
+        """Whether ``send()`` accepts data now."""
+        return self.state in _WRITABLE and not self._close_requested
+
+    @property
+    def send_buffer_size(self) -> int:
+        """Bytes written but not yet acknowledged (sent or not)."""
+        return len(self._send_buffer)
+
+    @property
+    def receive_buffer_size(self) -> int:
+        """Bytes held for the application: unread in-order plus out-of-order."""
+        return self._unread + self._reassembly.cost
+
+    @property
+    def forgettable(self) -> bool:
+        """Whether the demultiplexer may drop this session from its tables."""
+        return self.state is _S.CLOSED and self._linger_until is None
+
+    @property
+    def smoothed_rtt(self) -> float | None:
+        return self._rtt.smoothed
+
+    @property
+    def congestion_window(self) -> int:
+        return self._congestion.cwnd
+
+    # ------------------------------------------------------------------
+    # Application calls
+
+    def start(self, now: float) -> None:
+        """Send the first INIT (connector only)."""
+        assert self.is_connector and self.state is _S.COOKIE_WAIT
+        self._send_init(now)
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` for the peer; it leaves at the next drain."""
+        if not self.writable:
+            raise SessionClosedError(f"session is {self.state.value}; it takes no more data")
+        if data:
+            self._send_buffer.append(data)
+            self._notify(self)
+
+    def close(self, now: float) -> None:
+        """Deliver everything written so far, then close both directions."""
+        if self._close_requested or self.state not in (_HANDSHAKING | _OPEN):
+            return
+        self._close_requested = True
+        if self.state is _S.ESTABLISHED:
+            self.state = _S.SHUTDOWN_PENDING
+            self._advance_shutdown(now)
+        self._notify(self)
+
+    def abort(self, now: float) -> None:
+        """End the session at once; the peer is told with ABORT."""
+        if self.state is _S.CLOSED:
+            return
+        self._send_abort()
+        self._terminate(CloseReason.ABORTED_LOCALLY, "aborted by the application", now)
+
+    def pause_reading(self) -> None:
+        """Hold received data; past ``receive_buffer_limit`` new data is dropped."""
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        if self._events:
+            self._notify(self)
+
+    def notify_when_send_buffer_low(self) -> None:
+        """Emit one ``SendBufferLow`` once the send buffer is below the low-water mark."""
+        self._want_send_buffer_low = True
+        self._check_send_buffer_low()
+
+    # ------------------------------------------------------------------
+    # Drains
+
+    def next_event(self) -> Event | None:
+        if not self._events:
+            return None
+        head = self._events[0]
+        if isinstance(head, _PendingData):
+            if self._reading_paused:
+                return None
+            self._events.popleft()
+            self._unread -= head.size
+            return DataReceived(b"".join(head.chunks))
+        self._events.popleft()
+        return head
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        out = self._outbox
+        self._outbox = []
+        if self.state in _SENDING and self.peer_tag is not None:
+            self._transmit(now, out)
+        if self._ack_pending:
+            self._ack_pending = False
+            out.append(self._pure_ack())
+        return out
+
+    def next_deadline(self) -> float | None:
+        if self.state is _S.CLOSED:
+            return self._linger_until
+        if self.state in _HANDSHAKING:
+            retry = self._handshake_retry_at
+            return self._connect_deadline if retry is None else min(retry, self._connect_deadline)
+        deadlines = [
+            deadline
+            for deadline in (self._rto_deadline, self._control_retry_at)
+            if deadline is not None
+        ]
+        if self.state is _S.SHUTDOWN_ACK_SENT:
+            deadlines.append(self._last_progress + self.config.shutdown_timeout)
+        elif self.state is _S.SHUTDOWN_SENT:
+            deadlines.append(self._last_heard + self.config.shutdown_timeout)
+        return min(deadlines) if deadlines else None
+
+    # ------------------------------------------------------------------
+    # Inputs from the network and the clock
+
+    def receive_datagram(self, datagram: bytes, now: float) -> None:
+        """A datagram the demultiplexer routed to this session."""
+        try:
+            packet = wire.parse(datagram)
+        except wire.MalformedPacket:
+            return
+        if self.state is _S.CLOSED:
+            if isinstance(packet, wire.ShutdownAck) and self._linger_until is not None:
+                self._outbox.append(wire.ShutdownComplete(self.local_tag).to_bytes())
+                self._notify(self)
+            return
+        self._last_heard = now
+        self._unanswered_timeouts = 0
+        if isinstance(packet, wire.Data):
+            self._on_data(packet, now)
+        elif isinstance(packet, wire.Cookie):
+            self._on_cookie(packet, now)
+        elif isinstance(packet, wire.CookieAck):
+            if self.state is _S.COOKIE_ECHOED:
+                self._establish(now)
+        elif isinstance(packet, wire.Shutdown):
+            self._on_shutdown(packet, now)
+        elif isinstance(packet, wire.ShutdownAck):
+            self._on_shutdown_ack(now)
+        elif isinstance(packet, wire.ShutdownComplete):
+            if self.state is _S.SHUTDOWN_ACK_SENT:
+                self._terminate(CloseReason.CLEAN, "", now)
+        elif isinstance(packet, wire.Abort):
+            self._on_abort(now)
+        self._notify(self)
+
+    def handle_timer(self, now: float) -> None:
+        """Act on whatever deadline has passed."""
+        if self.state is _S.CLOSED:
+            if self._linger_until is not None and now >= self._linger_until:
+                self._linger_until = None
+                self._notify(self)
+            return
+        if self.state in _HANDSHAKING:
+            self._handshake_timer(now)
+        elif self._peer_is_dead(now):
+            self._send_abort()
+            self._terminate(CloseReason.PEER_TIMEOUT, "the peer stopped answering", now)
+        elif self.state is _S.SHUTDOWN_ACK_SENT and (
+            now >= self._last_progress + self.config.shutdown_timeout
+        ):
+            # Both streams were fully acknowledged before we got here.
+            self._terminate(CloseReason.CLEAN, "", now)
+        elif self.state is _S.SHUTDOWN_SENT and (
+            now >= self._last_heard + self.config.shutdown_timeout
+        ):
+            self._send_abort()
+            self._terminate(CloseReason.SHUTDOWN_TIMEOUT, "no answer to SHUTDOWN", now)
+        else:
+            if self._rto_deadline is not None and now >= self._rto_deadline:
+                self._unanswered_timeouts += 1
+                self._on_retransmission_timeout(now)
+            if self._control_retry_at is not None and now >= self._control_retry_at:
+                self._unanswered_timeouts += 1
+                self._retransmit_control(now)
+        self._notify(self)
+
+    # ------------------------------------------------------------------
+    # Handshake
+
+    def _send_init(self, now: float) -> None:
+        self._outbox.append(wire.Init(self.local_tag).to_bytes())
+        self._handshake_sent_at = now
+        self._handshake_retry_at = now + self._handshake_interval
+
+    def _send_echo(self, now: float) -> None:
+        self._outbox.append(self._cookie_echo)
+        self._echo_tries += 1
+        self._handshake_sent_at = now
+        self._handshake_retry_at = now + self._handshake_interval
+
+    def _handshake_timer(self, now: float) -> None:
+        if now >= self._connect_deadline:
+            if self.state is _S.COOKIE_ECHOED:
+                self._send_abort()  # the listener may already hold the session
+            self._terminate(CloseReason.CONNECT_TIMEOUT, "no answer from the listener", now)
+            return
+        if self._handshake_retry_at is None or now < self._handshake_retry_at:
+            return
+        self._handshake_retried = True
+        self._handshake_interval = min(
+            2 * self._handshake_interval, self.config.handshake_max_retry_interval
+        )
+        if self.state is _S.COOKIE_ECHOED and self._echo_tries >= self.config.cookie_echo_tries:
+            # The cookie may have expired meanwhile: start over.
+            self.state = _S.COOKIE_WAIT
+        if self.state is _S.COOKIE_WAIT:
+            self._send_init(now)
+        else:
+            self._send_echo(now)
+
+    def _on_cookie(self, cookie: wire.Cookie, now: float) -> None:
+        if self.state is not _S.COOKIE_WAIT:
+            return
+        if not self._handshake_retried:
+            self._rtt.add_sample(now - self._handshake_sent_at)
+        self.peer_tag = cookie.listener_tag
+        self._cookie_echo = wire.CookieEcho.of(cookie).to_bytes()
+        self.state = _S.COOKIE_ECHOED
+        self._echo_tries = 0
+        self._handshake_retried = False
+        self._handshake_interval = self.config.handshake_retry_interval
+        self._send_echo(now)
+
+    def _establish(self, now: float) -> None:
+        if not self._handshake_retried:
+            self._rtt.add_sample(now - self._handshake_sent_at)
+        self.state = _S.ESTABLISHED
+        self._handshake_retry_at = None
+        self._last_progress = now
+        self._events.append(Established())
+        if self._close_requested:
+            self.state = _S.SHUTDOWN_PENDING
+            self._advance_shutdown(now)
+
+    # ------------------------------------------------------------------
+    # Data
+
+    def _on_data(self, packet: wire.Data, now: float) -> None:
+        if self.state is _S.COOKIE_ECHOED:
+            # DATA from the listener proves our echo arrived; its ACK was lost.
+            self._establish(now)
+        elif self.state is _S.COOKIE_WAIT:
+            return
+        self._process_ack(packet.ack, now, pure=not packet.payload)
+        if packet.payload:
+            self._process_payload(packet.seq, packet.payload, now)
+
+    def _process_ack(self, wire_ack: int, now: float, *, pure: bool) -> None:
+        snd_una = self._send_buffer.start
+        ack = unwrap(wire_ack, snd_una)
+        if ack > self._snd_max or ack < snd_una:
+            return  # acknowledges nothing we sent, or an old ack overtaken
+        if ack > snd_una:
+            self._on_new_ack(ack - snd_una, ack, now)
+        elif pure and self._snd_nxt > snd_una:
+            flight = self._snd_nxt - snd_una
+            if self._congestion.on_duplicate_ack(flight, snd_una, self._snd_max):
+                self._retransmit_first(now)
+
+    def _on_new_ack(self, acked: int, ack: int, now: float) -> None:
+        sent_at = None
+        while self._timed and self._timed[0][0] <= ack:
+            sent_at = self._timed.popleft()[1]
+        if sent_at is not None:
+            self._rtt.add_sample(now - sent_at)
+        else:
+            self._rtt.reset_backoff()
+        self._send_buffer.release_until(ack)
+        self._snd_nxt = max(self._snd_nxt, ack)
+        self._last_progress = now
+        if self._congestion.on_new_ack(acked, ack):
+            self._retransmit_first(now)
+        if self._snd_nxt > ack:
+            self._rto_deadline = now + self._rtt.rto
+        else:
+            self._rto_deadline = None
+        self._check_send_buffer_low()
+        self._advance_shutdown(now)
+
+    def _process_payload(self, wire_seq: int, payload: bytes, now: float) -> None:
+        end = unwrap(wire_seq, self._rcv_nxt)
+        start = end - len(payload)
+        if end <= self._rcv_nxt:
+            self._outbox.append(self._pure_ack())  # a duplicate: our ack was lost
+            return
+        limit = self.config.receive_buffer_limit
+        if start > self._rcv_nxt:
+            if self.receive_buffer_size + len(payload) <= limit:
+                self._reassembly.add(start, payload, self._rcv_nxt)
+            # Out of order: acknowledge at once so the sender counts duplicates.
+            self._outbox.append(self._pure_ack())
+            return
+        fresh = payload[self._rcv_nxt - start :]
+        if self.receive_buffer_size + len(fresh) > limit:
+            self._outbox.append(self._pure_ack())
+            return
+        self._deliver(fresh)
+        held = self._reassembly.pop_contiguous(self._rcv_nxt)
+        for data in held:
+            self._deliver(data)
+        self._last_progress = now
+        if held:
+            self._outbox.append(self._pure_ack())
+        else:
+            self._ack_pending = True
+
+    def _deliver(self, data: bytes) -> None:
+        self._rcv_nxt += len(data)
+        self.bytes_received += len(data)
+        self._unread += len(data)
+        tail = self._events[-1] if self._events else None
+        if not isinstance(tail, _PendingData):
+            tail = _PendingData()
+            self._events.append(tail)
+        tail.chunks.append(data)
+        tail.size += len(data)
+
+    def _transmit(self, now: float, out: list[bytes]) -> None:
+        """Send new (or gone-back-to) segments while the window allows."""
+        mss = self.config.max_segment_size
+        snd_una = self._send_buffer.start
+        end_of_data = self._send_buffer.end
+        cwnd = self._congestion.cwnd
+        while self._snd_nxt < end_of_data:
+            size = min(mss, end_of_data - self._snd_nxt)
+            flight = self._snd_nxt - snd_una
+            if flight and flight + size > cwnd:
+                break
+            start = self._snd_nxt
+            end = start + size
+            out.append(self._data_packet(start, end))
+            if start >= self._snd_max:
+                self._timed.append((end, now))
+                self._snd_max = end
+            else:
+                self.retransmissions += 1
+                self._snd_max = max(self._snd_max, end)
+            self._snd_nxt = end
+            self._ack_pending = False
+            if self._rto_deadline is None:
+                self._rto_deadline = now + self._rtt.rto
+
+    def _retransmit_first(self, now: float) -> None:
+        snd_una = self._send_buffer.start
+        end = min(snd_una + self.config.max_segment_size, self._snd_max)
+        if end <= snd_una:
+            return
+        self._outbox.append(self._data_packet(snd_una, end))
+        self.retransmissions += 1
+        self._timed.clear()  # Karn: no sample may come from an ambiguous ack
+        self._rto_deadline = now + self._rtt.rto
+
+    def _on_retransmission_timeout(self, now: float) -> None:
+        self._rto_deadline = None
+        snd_una = self._send_buffer.start
+        if self._snd_max <= snd_una:
+            return
+        self._congestion.on_timeout(self._snd_nxt - snd_una, self._snd_max)
+        self._rtt.back_off()
+        self._timed.clear()
+        self._snd_nxt = snd_una  # no SACK: go back and resend from the hole
+        self._transmit(now, self._outbox)
+
+    # Every packet carries its sender's own tag (observed on the wire).
+    def _data_packet(self, start: int, end: int) -> bytes:
+        payload = self._send_buffer.get(start, end - start)
+        return wire.Data(self.local_tag, wrap(end), wrap(self._rcv_nxt), payload).to_bytes()
+
+    def _pure_ack(self) -> bytes:
+        return wire.Data(self.local_tag, wrap(self._snd_max), wrap(self._rcv_nxt)).to_bytes()
+
+    def _peer_is_dead(self, now: float) -> bool:
+        return (
+            self._unanswered_timeouts >= self.config.dead_peer_retransmissions
+            and now >= self._last_heard + self.config.peer_timeout
+        )
+
+    def _check_send_buffer_low(self) -> None:
+        if (
+            self._want_send_buffer_low
+            and self.state is not _S.CLOSED
+            and len(self._send_buffer) < self.config.send_buffer_low_water
+        ):
+            self._want_send_buffer_low = False
+            self._events.append(SendBufferLow())
+            self._notify(self)
+
+    # ------------------------------------------------------------------
+    # Shutdown and abort
+
+    def _advance_shutdown(self, now: float) -> None:
+        if len(self._send_buffer):
+            return
+        if self.state is _S.SHUTDOWN_PENDING:
+            self.state = _S.SHUTDOWN_SENT
+            self._last_progress = now
+            self._send_control(wire.Shutdown(self.local_tag, wrap(self._rcv_nxt)), now)
+        elif self.state is _S.SHUTDOWN_RECEIVED:
+            self.state = _S.SHUTDOWN_ACK_SENT
+            self._last_progress = now
+            self._send_control(wire.ShutdownAck(self.local_tag), now)
+
+    def _send_control(self, packet: wire.Shutdown | wire.ShutdownAck, now: float) -> None:
+        self._outbox.append(packet.to_bytes())
+        self._control_retry_at = now + self._rtt.rto
+
+    def _retransmit_control(self, now: float) -> None:
+        self._rtt.back_off()
+        if self.state is _S.SHUTDOWN_SENT:
+            self._send_control(wire.Shutdown(self.local_tag, wrap(self._rcv_nxt)), now)
+        elif self.state is _S.SHUTDOWN_ACK_SENT:
+            self._send_control(wire.ShutdownAck(self.local_tag), now)
+        else:
+            self._control_retry_at = None
+
+    def _on_shutdown(self, packet: wire.Shutdown, now: float) -> None:
+        if self.state in _HANDSHAKING:
+            return
+        self._process_ack(packet.ack, now, pure=False)
+        if self.state in (_S.ESTABLISHED, _S.SHUTDOWN_PENDING):
+            self.state = _S.SHUTDOWN_RECEIVED
+            self._last_progress = now
+            self._advance_shutdown(now)
+        elif self.state in (_S.SHUTDOWN_SENT, _S.SHUTDOWN_ACK_SENT):
+            # Simultaneous close, or our SHUTDOWN-ACK was lost.
+            if self.state is _S.SHUTDOWN_SENT:
+                self._last_progress = now
+            self.state = _S.SHUTDOWN_ACK_SENT
+            self._send_control(wire.ShutdownAck(self.local_tag), now)
+
+    def _on_shutdown_ack(self, now: float) -> None:
+        if self.state in (_S.SHUTDOWN_SENT, _S.SHUTDOWN_ACK_SENT):
+            self._outbox.append(wire.ShutdownComplete(self.local_tag).to_bytes())
+            self._terminate(CloseReason.CLEAN, "", now, linger=True)
+        elif self.state in _OPEN:
+            self._send_abort()
+            self._terminate(CloseReason.PROTOCOL_ERROR, "SHUTDOWN-ACK on an open session", now)
+
+    def _on_abort(self, now: float) -> None:
+        if self.state in _HANDSHAKING:
+            self._terminate(CloseReason.REFUSED, "the listener answered ABORT", now)
+        elif self.state is _S.SHUTDOWN_ACK_SENT:
+            # Everything was acknowledged both ways; the closer just forgot us.
+            self._terminate(CloseReason.CLEAN, "", now)
+        else:
+            self._terminate(CloseReason.ABORTED_BY_PEER, "the peer sent ABORT", now)
+
+    def _send_abort(self) -> None:
+        self._outbox.append(wire.Abort(self.local_tag).to_bytes())
+
+    def _terminate(
+        self, reason: CloseReason, detail: str, now: float, *, linger: bool = False
+    ) -> None:
+        self.state = _S.CLOSED
+        self._rto_deadline = None
+        self._control_retry_at = None
+        self._handshake_retry_at = None
+        self._ack_pending = False
+        self._want_send_buffer_low = False
+        self._linger_until = now + self.config.linger if linger else None
+        self._reassembly = ReassemblyBuffer()
+        self._send_buffer.release_until(self._send_buffer.end)
+        self._events.append(Closed(reason, detail))
+        self._notify(self)
