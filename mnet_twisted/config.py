@@ -33,8 +33,6 @@ class SessionConfig:
     #: With the defaults a silent peer is given up after about 20 seconds.
     peer_timeout: float = 10.0
     dead_peer_retransmissions: int = 12
-    #: Give up a shutdown exchange that makes no progress for this long.
-    shutdown_timeout: float = 3.0
     #: After a clean close, answer retransmitted SHUTDOWN-ACKs for this long.
     linger: float = 2.0
     #: Initial congestion window, in segments (RFC 6928).

@@ -26,7 +26,7 @@ class CloseReason(Enum):
     CONNECT_TIMEOUT = "connect timeout"
     #: The peer stopped answering while we waited for it.
     PEER_TIMEOUT = "peer timeout"
-    #: The shutdown exchange made no progress for too long.
+    #: Our SHUTDOWN went unanswered (the peer-timeout rule, while closing).
     SHUTDOWN_TIMEOUT = "shutdown timeout"
     #: The peer broke the protocol (for example SHUTDOWN-ACK on an open session).
     PROTOCOL_ERROR = "protocol error"

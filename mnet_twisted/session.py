@@ -17,13 +17,11 @@ from enum import Enum
 
 from . import wire
 from .config import SessionConfig
-from .congestion import NewReno
 from .errors import SessionClosedError
 from .events import Closed, CloseReason, DataReceived, Established, Event, SendBufferLow
-from .recvbuf import ReassemblyBuffer
-from .rtt import RttEstimator
-from .sendbuf import SendBuffer
-from .seqnum import unwrap, wrap
+from .receiver import Ack, StreamReceiver
+from .sender import Segment, StreamSender
+from .seqnum import wrap
 
 __all__ = ["Session", "SessionState"]
 
@@ -82,25 +80,11 @@ class Session:
         self._notify = notify
         self.state = _S.COOKIE_WAIT if is_connector else _S.ESTABLISHED
 
-        mss = config.max_segment_size
-        origin = config.stream_origin
-        # Sending: snd_una <= snd_nxt <= snd_max <= send buffer end.
-        self._send_buffer = SendBuffer(origin)
-        self._snd_nxt = origin
-        self._snd_max = origin
-        self._rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
-        self._congestion = NewReno(
-            mss, config.initial_window_segments, config.max_congestion_window
-        )
-        #: (end offset, send time) of segments sent once only, for RTT samples.
-        self._timed: deque[tuple[int, float]] = deque()
-        self._rto_deadline: float | None = None
+        self._sender = StreamSender(config)
+        self._receiver = StreamReceiver(config.stream_origin, config.receive_buffer_limit)
         self._want_send_buffer_low = False
         self._close_requested = False
-
-        # Receiving.
-        self._rcv_nxt = origin
-        self._reassembly = ReassemblyBuffer()
+        #: Received bytes queued as events the application has not taken.
         self._unread = 0
         self._reading_paused = False
         self._ack_pending = False
@@ -109,7 +93,6 @@ class Session:
         self._outbox: list[bytes] = []
 
         self._last_heard = now
-        self._last_progress = now
         self._unanswered_timeouts = 0
         # Handshake (connector only).
         self._connect_deadline = now + config.connect_timeout
@@ -123,8 +106,6 @@ class Session:
         self._control_retry_at: float | None = None
         self._linger_until: float | None = None
 
-        #: Counters for logs and tests: what this session did on the wire.
-        self.retransmissions = 0
         self.bytes_received = 0
 
         if not is_connector:
@@ -145,12 +126,12 @@ class Session:
     @property
     def send_buffer_size(self) -> int:
         """Bytes written but not yet acknowledged (sent or not)."""
-        return len(self._send_buffer)
+        return self._sender.buffered
 
     @property
     def receive_buffer_size(self) -> int:
         """Bytes held for the application: unread in-order plus out-of-order."""
-        return self._unread + self._reassembly.cost
+        return self._unread + self._receiver.held_out_of_order
 
     @property
     def forgettable(self) -> bool:
@@ -159,11 +140,15 @@ class Session:
 
     @property
     def smoothed_rtt(self) -> float | None:
-        return self._rtt.smoothed
+        return self._sender.rtt.smoothed
 
     @property
     def congestion_window(self) -> int:
-        return self._congestion.cwnd
+        return self._sender.congestion.cwnd
+
+    @property
+    def retransmissions(self) -> int:
+        return self._sender.retransmissions
 
     # ------------------------------------------------------------------
     # Application calls
@@ -178,7 +163,7 @@ class Session:
         if not self.writable:
             raise SessionClosedError(f"session is {self.state.value}; it takes no more data")
         if data:
-            self._send_buffer.append(data)
+            self._sender.write(data)
             self._notify(self)
 
     def close(self, now: float) -> None:
@@ -231,8 +216,8 @@ class Session:
     def datagrams_to_send(self, now: float) -> list[bytes]:
         out = self._outbox
         self._outbox = []
-        if self.state in _SENDING and self.peer_tag is not None:
-            self._transmit(now, out)
+        if self.state in _SENDING:
+            self._emit(self._sender.transmit(now), out)
         if self._ack_pending:
             self._ack_pending = False
             out.append(self._pure_ack())
@@ -246,13 +231,9 @@ class Session:
             return self._connect_deadline if retry is None else min(retry, self._connect_deadline)
         deadlines = [
             deadline
-            for deadline in (self._rto_deadline, self._control_retry_at)
+            for deadline in (self._sender.rto_deadline, self._control_retry_at)
             if deadline is not None
         ]
-        if self.state is _S.SHUTDOWN_ACK_SENT:
-            deadlines.append(self._last_progress + self.config.shutdown_timeout)
-        elif self.state is _S.SHUTDOWN_SENT:
-            deadlines.append(self._last_heard + self.config.shutdown_timeout)
         return min(deadlines) if deadlines else None
 
     # ------------------------------------------------------------------
@@ -299,22 +280,20 @@ class Session:
         if self.state in _HANDSHAKING:
             self._handshake_timer(now)
         elif self._peer_is_dead(now):
-            self._send_abort()
-            self._terminate(CloseReason.PEER_TIMEOUT, "the peer stopped answering", now)
-        elif self.state is _S.SHUTDOWN_ACK_SENT and (
-            now >= self._last_progress + self.config.shutdown_timeout
-        ):
-            # Both streams were fully acknowledged before we got here.
-            self._terminate(CloseReason.CLEAN, "", now)
-        elif self.state is _S.SHUTDOWN_SENT and (
-            now >= self._last_heard + self.config.shutdown_timeout
-        ):
-            self._send_abort()
-            self._terminate(CloseReason.SHUTDOWN_TIMEOUT, "no answer to SHUTDOWN", now)
+            if self.state is _S.SHUTDOWN_ACK_SENT:
+                # Both streams were fully acknowledged before we got here.
+                self._terminate(CloseReason.CLEAN, "", now)
+            elif self.state is _S.SHUTDOWN_SENT:
+                self._send_abort()
+                self._terminate(CloseReason.SHUTDOWN_TIMEOUT, "no answer to SHUTDOWN", now)
+            else:
+                self._send_abort()
+                self._terminate(CloseReason.PEER_TIMEOUT, "the peer stopped answering", now)
         else:
-            if self._rto_deadline is not None and now >= self._rto_deadline:
+            rto_deadline = self._sender.rto_deadline
+            if rto_deadline is not None and now >= rto_deadline:
                 self._unanswered_timeouts += 1
-                self._on_retransmission_timeout(now)
+                self._emit(self._sender.on_timeout(now), self._outbox)
             if self._control_retry_at is not None and now >= self._control_retry_at:
                 self._unanswered_timeouts += 1
                 self._retransmit_control(now)
@@ -358,7 +337,7 @@ class Session:
         if self.state is not _S.COOKIE_WAIT:
             return
         if not self._handshake_retried:
-            self._rtt.add_sample(now - self._handshake_sent_at)
+            self._sender.rtt.add_sample(now - self._handshake_sent_at)
         self.peer_tag = cookie.listener_tag
         self._cookie_echo = wire.CookieEcho.of(cookie).to_bytes()
         self.state = _S.COOKIE_ECHOED
@@ -369,10 +348,9 @@ class Session:
 
     def _establish(self, now: float) -> None:
         if not self._handshake_retried:
-            self._rtt.add_sample(now - self._handshake_sent_at)
+            self._sender.rtt.add_sample(now - self._handshake_sent_at)
         self.state = _S.ESTABLISHED
         self._handshake_retry_at = None
-        self._last_progress = now
         self._events.append(Established())
         if self._close_requested:
             self.state = _S.SHUTDOWN_PENDING
@@ -392,66 +370,22 @@ class Session:
             self._process_payload(packet.seq, packet.payload, now)
 
     def _process_ack(self, wire_ack: int, now: float, *, pure: bool) -> None:
-        snd_una = self._send_buffer.start
-        ack = unwrap(wire_ack, snd_una)
-        if ack > self._snd_max or ack < snd_una:
-            return  # acknowledges nothing we sent, or an old ack overtaken
-        if ack > snd_una:
-            self._on_new_ack(ack - snd_una, ack, now)
-        elif pure and self._snd_nxt > snd_una:
-            flight = self._snd_nxt - snd_una
-            if self._congestion.on_duplicate_ack(flight, snd_una, self._snd_max):
-                self._retransmit_first(now)
-
-    def _on_new_ack(self, acked: int, ack: int, now: float) -> None:
-        sent_at = None
-        while self._timed and self._timed[0][0] <= ack:
-            sent_at = self._timed.popleft()[1]
-        if sent_at is not None:
-            self._rtt.add_sample(now - sent_at)
-        else:
-            self._rtt.reset_backoff()
-        self._send_buffer.release_until(ack)
-        self._snd_nxt = max(self._snd_nxt, ack)
-        self._last_progress = now
-        if self._congestion.on_new_ack(acked, ack):
-            self._retransmit_first(now)
-        if self._snd_nxt > ack:
-            self._rto_deadline = now + self._rtt.rto
-        else:
-            self._rto_deadline = None
-        self._check_send_buffer_low()
-        self._advance_shutdown(now)
+        newly_acked, retransmit = self._sender.on_ack(wire_ack, now, pure=pure)
+        self._emit(retransmit, self._outbox)
+        if newly_acked:
+            self._check_send_buffer_low()
+            self._advance_shutdown(now)
 
     def _process_payload(self, wire_seq: int, payload: bytes, now: float) -> None:
-        end = unwrap(wire_seq, self._rcv_nxt)
-        start = end - len(payload)
-        if end <= self._rcv_nxt:
-            self._outbox.append(self._pure_ack())  # a duplicate: our ack was lost
-            return
-        limit = self.config.receive_buffer_limit
-        if start > self._rcv_nxt:
-            if self.receive_buffer_size + len(payload) <= limit:
-                self._reassembly.add(start, payload, self._rcv_nxt)
-            # Out of order: acknowledge at once so the sender counts duplicates.
-            self._outbox.append(self._pure_ack())
-            return
-        fresh = payload[self._rcv_nxt - start :]
-        if self.receive_buffer_size + len(fresh) > limit:
-            self._outbox.append(self._pure_ack())
-            return
-        self._deliver(fresh)
-        held = self._reassembly.pop_contiguous(self._rcv_nxt)
-        for data in held:
+        delivered, ack = self._receiver.on_segment(wire_seq, payload, self._unread)
+        for data in delivered:
             self._deliver(data)
-        self._last_progress = now
-        if held:
+        if ack is Ack.NOW:
             self._outbox.append(self._pure_ack())
         else:
             self._ack_pending = True
 
     def _deliver(self, data: bytes) -> None:
-        self._rcv_nxt += len(data)
         self.bytes_received += len(data)
         self._unread += len(data)
         tail = self._events[-1] if self._events else None
@@ -461,59 +395,18 @@ class Session:
         tail.chunks.append(data)
         tail.size += len(data)
 
-    def _transmit(self, now: float, out: list[bytes]) -> None:
-        """Send new (or gone-back-to) segments while the window allows."""
-        mss = self.config.max_segment_size
-        snd_una = self._send_buffer.start
-        end_of_data = self._send_buffer.end
-        cwnd = self._congestion.cwnd
-        while self._snd_nxt < end_of_data:
-            size = min(mss, end_of_data - self._snd_nxt)
-            flight = self._snd_nxt - snd_una
-            if flight and flight + size > cwnd:
-                break
-            start = self._snd_nxt
-            end = start + size
-            out.append(self._data_packet(start, end))
-            if start >= self._snd_max:
-                self._timed.append((end, now))
-                self._snd_max = end
-            else:
-                self.retransmissions += 1
-                self._snd_max = max(self._snd_max, end)
-            self._snd_nxt = end
-            self._ack_pending = False
-            if self._rto_deadline is None:
-                self._rto_deadline = now + self._rtt.rto
-
-    def _retransmit_first(self, now: float) -> None:
-        snd_una = self._send_buffer.start
-        end = min(snd_una + self.config.max_segment_size, self._snd_max)
-        if end <= snd_una:
-            return
-        self._outbox.append(self._data_packet(snd_una, end))
-        self.retransmissions += 1
-        self._timed.clear()  # Karn: no sample may come from an ambiguous ack
-        self._rto_deadline = now + self._rtt.rto
-
-    def _on_retransmission_timeout(self, now: float) -> None:
-        self._rto_deadline = None
-        snd_una = self._send_buffer.start
-        if self._snd_max <= snd_una:
-            return
-        self._congestion.on_timeout(self._snd_nxt - snd_una, self._snd_max)
-        self._rtt.back_off()
-        self._timed.clear()
-        self._snd_nxt = snd_una  # no SACK: go back and resend from the hole
-        self._transmit(now, self._outbox)
-
     # Every packet carries its sender's own tag (observed on the wire).
-    def _data_packet(self, start: int, end: int) -> bytes:
-        payload = self._send_buffer.get(start, end - start)
-        return wire.Data(self.local_tag, wrap(end), wrap(self._rcv_nxt), payload).to_bytes()
+    def _emit(self, segments: list[Segment], out: list[bytes]) -> None:
+        if not segments:
+            return
+        ack = wrap(self._receiver.rcv_nxt)
+        for end, payload in segments:
+            out.append(wire.Data(self.local_tag, wrap(end), ack, payload).to_bytes())
+        self._ack_pending = False
 
     def _pure_ack(self) -> bytes:
-        return wire.Data(self.local_tag, wrap(self._snd_max), wrap(self._rcv_nxt)).to_bytes()
+        seq = wrap(self._sender.snd_max)
+        return wire.Data(self.local_tag, seq, wrap(self._receiver.rcv_nxt)).to_bytes()
 
     def _peer_is_dead(self, now: float) -> bool:
         return (
@@ -525,7 +418,7 @@ class Session:
         if (
             self._want_send_buffer_low
             and self.state is not _S.CLOSED
-            and len(self._send_buffer) < self.config.send_buffer_low_water
+            and self._sender.buffered < self.config.send_buffer_low_water
         ):
             self._want_send_buffer_low = False
             self._events.append(SendBufferLow())
@@ -535,25 +428,23 @@ class Session:
     # Shutdown and abort
 
     def _advance_shutdown(self, now: float) -> None:
-        if len(self._send_buffer):
+        if self._sender.buffered:
             return
         if self.state is _S.SHUTDOWN_PENDING:
             self.state = _S.SHUTDOWN_SENT
-            self._last_progress = now
-            self._send_control(wire.Shutdown(self.local_tag, wrap(self._rcv_nxt)), now)
+            self._send_control(wire.Shutdown(self.local_tag, wrap(self._receiver.rcv_nxt)), now)
         elif self.state is _S.SHUTDOWN_RECEIVED:
             self.state = _S.SHUTDOWN_ACK_SENT
-            self._last_progress = now
             self._send_control(wire.ShutdownAck(self.local_tag), now)
 
     def _send_control(self, packet: wire.Shutdown | wire.ShutdownAck, now: float) -> None:
         self._outbox.append(packet.to_bytes())
-        self._control_retry_at = now + self._rtt.rto
+        self._control_retry_at = now + self._sender.rtt.rto
 
     def _retransmit_control(self, now: float) -> None:
-        self._rtt.back_off()
+        self._sender.rtt.back_off()
         if self.state is _S.SHUTDOWN_SENT:
-            self._send_control(wire.Shutdown(self.local_tag, wrap(self._rcv_nxt)), now)
+            self._send_control(wire.Shutdown(self.local_tag, wrap(self._receiver.rcv_nxt)), now)
         elif self.state is _S.SHUTDOWN_ACK_SENT:
             self._send_control(wire.ShutdownAck(self.local_tag), now)
         else:
@@ -565,12 +456,9 @@ class Session:
         self._process_ack(packet.ack, now, pure=False)
         if self.state in (_S.ESTABLISHED, _S.SHUTDOWN_PENDING):
             self.state = _S.SHUTDOWN_RECEIVED
-            self._last_progress = now
             self._advance_shutdown(now)
         elif self.state in (_S.SHUTDOWN_SENT, _S.SHUTDOWN_ACK_SENT):
             # Simultaneous close, or our SHUTDOWN-ACK was lost.
-            if self.state is _S.SHUTDOWN_SENT:
-                self._last_progress = now
             self.state = _S.SHUTDOWN_ACK_SENT
             self._send_control(wire.ShutdownAck(self.local_tag), now)
 
@@ -598,13 +486,12 @@ class Session:
         self, reason: CloseReason, detail: str, now: float, *, linger: bool = False
     ) -> None:
         self.state = _S.CLOSED
-        self._rto_deadline = None
         self._control_retry_at = None
         self._handshake_retry_at = None
         self._ack_pending = False
         self._want_send_buffer_low = False
         self._linger_until = now + self.config.linger if linger else None
-        self._reassembly = ReassemblyBuffer()
-        self._send_buffer.release_until(self._send_buffer.end)
+        self._receiver.discard()
+        self._sender.discard()
         self._events.append(Closed(reason, detail))
         self._notify(self)

@@ -1,0 +1,64 @@
+"""
+The receiving half of a session: in-order delivery and the ack policy.
+
+In-order data is acknowledged once per drain (so a burst of datagrams costs
+one ack); anything out of order, duplicated or dropped for lack of space is
+acknowledged at once, because the sender counts those duplicate acks to
+detect loss.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from .recvbuf import ReassemblyBuffer
+from .seqnum import unwrap
+
+__all__ = ["Ack", "StreamReceiver"]
+
+
+class Ack(Enum):
+    #: Acknowledge with the next drain (may ride on outgoing data).
+    LATER = "later"
+    #: Acknowledge with a packet of its own, now.
+    NOW = "now"
+
+
+class StreamReceiver:
+    def __init__(self, origin: int, limit: int) -> None:
+        #: Every byte before this offset has been received.
+        self.rcv_nxt = origin
+        self._limit = limit
+        self._reassembly = ReassemblyBuffer()
+
+    @property
+    def held_out_of_order(self) -> int:
+        """Memory charged for out-of-order segments."""
+        return self._reassembly.cost
+
+    def discard(self) -> None:
+        self._reassembly = ReassemblyBuffer()
+
+    def on_segment(self, wire_seq: int, payload: bytes, unread: int) -> tuple[list[bytes], Ack]:
+        """Take one DATA payload; return the bytes now deliverable in order.
+
+        ``unread`` is what the application has not consumed yet; together
+        with the out-of-order bytes it must stay within the limit.
+        """
+        end = unwrap(wire_seq, self.rcv_nxt)
+        start = end - len(payload)
+        if end <= self.rcv_nxt:
+            return [], Ack.NOW  # a duplicate: our earlier ack was lost
+        room = self._limit - unread - self._reassembly.cost
+        if start > self.rcv_nxt:
+            if len(payload) <= room:
+                self._reassembly.add(start, payload, self.rcv_nxt)
+            return [], Ack.NOW
+        fresh = payload[self.rcv_nxt - start :]
+        if len(fresh) > room:
+            return [], Ack.NOW  # no room: the sender will try again later
+        self.rcv_nxt = end
+        delivered = [fresh, *self._reassembly.pop_contiguous(end)]
+        for data in delivered[1:]:
+            self.rcv_nxt += len(data)
+        return delivered, Ack.NOW if len(delivered) > 1 else Ack.LATER
