@@ -38,8 +38,10 @@ class SessionConfig:
     #: Initial congestion window, in segments (RFC 6928).
     initial_window_segments: int = 10
     #: Upper bound on the congestion window, in bytes.  MNET has no receive
-    #: window on the wire, so this is the only cap on bytes in flight.
-    max_congestion_window: int = 4 * 1024 * 1024
+    #: window on the wire, so this is the only cap on bytes in flight; a
+    #: window larger than the peer's receive buffer only manufactures loss,
+    #: so it defaults to the receive buffer we keep ourselves.
+    max_congestion_window: int = 1024 * 1024
     #: In-order-but-unread plus out-of-order bytes kept for the application.
     #: Beyond it, arriving data is dropped unacknowledged, which is how MNET
     #: pushes back on a sender.

@@ -19,7 +19,7 @@ from . import wire
 from .config import SessionConfig
 from .cookie import CookieMinter, CookieVerdict
 from .events import Event
-from .session import Session
+from .session import Session, SessionState
 
 __all__ = ["Demultiplexer"]
 
@@ -232,14 +232,17 @@ class Demultiplexer:
             return
         assert isinstance(cookie, wire.Cookie)
         session = self._by_local_tag.get((address, cookie.connector_tag))
-        if session is None or not session.is_connector or session.peer_tag is not None:
+        if session is None or session.state is not SessionState.COOKIE_WAIT:
             return  # unsolicited, or a duplicate: answering could reflect traffic
         key = (address, cookie.listener_tag)
-        if key in self._by_peer_tag:
+        if self._by_peer_tag.get(key, session) is not session:
             return  # that listener tag already names another of our sessions
+        previous = session.peer_tag
         session.receive_datagram(data, now)
-        if session.peer_tag is not None:
-            self._by_peer_tag[key] = session
+        if previous is not None and previous != session.peer_tag:
+            # The listener restarted with another secret between our INITs.
+            self._by_peer_tag.pop((address, previous), None)
+        self._by_peer_tag[key] = session
 
     # ------------------------------------------------------------------
     # Bookkeeping

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .recvbuf import ReassemblyBuffer
+from .recvbuf import SEGMENT_OVERHEAD, ReassemblyBuffer
 from .seqnum import unwrap
 
 __all__ = ["Ack", "StreamReceiver"]
@@ -49,14 +49,20 @@ class StreamReceiver:
         start = end - len(payload)
         if end <= self.rcv_nxt:
             return [], Ack.NOW  # a duplicate: our earlier ack was lost
-        room = self._limit - unread - self._reassembly.cost
         if start > self.rcv_nxt:
-            if len(payload) <= room:
+            cost = len(payload) + SEGMENT_OVERHEAD
+            if unread + self._reassembly.cost + cost <= self._limit:
                 self._reassembly.add(start, payload, self.rcv_nxt)
             return [], Ack.NOW
         fresh = payload[self.rcv_nxt - start :]
-        if len(fresh) > room:
+        if unread + len(fresh) > self._limit:
             return [], Ack.NOW  # no room: the sender will try again later
+        # Out-of-order bytes must never lock out the segment that fills the
+        # hole before them: drop the farthest ones instead.  They were never
+        # acknowledged (acks are cumulative), so the sender sends them again.
+        excess = unread + self._reassembly.cost + len(fresh) - self._limit
+        if excess > 0:
+            self._reassembly.evict_farthest(excess)
         self.rcv_nxt = end
         delivered = [fresh, *self._reassembly.pop_contiguous(end)]
         for data in delivered[1:]:

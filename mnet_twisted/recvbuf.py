@@ -46,6 +46,14 @@ class ReassemblyBuffer:
             self._segments[piece_start] = piece
             self.cost += len(piece) + SEGMENT_OVERHEAD
 
+    def evict_farthest(self, cost: int) -> None:
+        """Forget the segments farthest ahead until ``cost`` has been freed."""
+        while cost > 0 and self._starts:
+            data = self._segments.pop(self._starts.pop())
+            freed = len(data) + SEGMENT_OVERHEAD
+            self.cost -= freed
+            cost -= freed
+
     def pop_contiguous(self, expected: int) -> list[bytes]:
         """Remove and return the held bytes that continue the stream at ``expected``."""
         out: list[bytes] = []

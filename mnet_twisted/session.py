@@ -315,8 +315,9 @@ class Session:
 
     def _handshake_timer(self, now: float) -> None:
         if now >= self._connect_deadline:
-            if self.state is _S.COOKIE_ECHOED:
-                self._send_abort()  # the listener may already hold the session
+            if self.peer_tag is not None:
+                # An echo went out: the listener may hold a session for us.
+                self._send_abort()
             self._terminate(CloseReason.CONNECT_TIMEOUT, "no answer from the listener", now)
             return
         if self._handshake_retry_at is None or now < self._handshake_retry_at:

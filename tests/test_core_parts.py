@@ -190,3 +190,16 @@ def test_sender_respects_the_window_and_goes_back_on_timeout() -> None:
     assert newly == MSS
     # Karn: the ack of a retransmitted segment gave no RTT sample.
     assert sender.rtt.smoothed is None
+
+
+def test_hole_filler_evicts_farthest_out_of_order_data() -> None:
+    """When out-of-order data fills the limit, the segment filling the hole still gets in."""
+    receiver = StreamReceiver(origin=0, limit=3 * (1000 + SEGMENT_OVERHEAD))
+    for end in (2000, 3000, 4000):  # offsets 1000..4000 arrive, 0..1000 is lost
+        assert receiver.on_segment(end, bytes(1000), unread=0) == ([], Ack.NOW)
+    assert receiver.held_out_of_order == 3 * (1000 + SEGMENT_OVERHEAD)
+    delivered, _ = receiver.on_segment(1000, bytes(1000), unread=0)
+    # The farthest segment (3000..4000) made room; the rest is contiguous now.
+    assert sum(len(piece) for piece in delivered) == 3000
+    assert receiver.rcv_nxt == 3000
+    assert receiver.held_out_of_order == 0
