@@ -1,0 +1,87 @@
+"""
+``mnet:`` endpoint strings, for ``serverFromString`` / ``clientFromString``.
+
+Server: ``mnet:9000``, ``mnet:port=9000:interface=127.0.0.1``,
+``mnet:9000:secretFile=/var/lib/app/mnet.secret``.
+
+Client: ``mnet:host=example.org:port=9000:timeout=5``, ``mnet:example.org:9000``,
+``mnet:host=127.0.0.1:port=9000:bindAddress=127.0.0.1``.  IPv6 literals need
+their colons escaped, as in every Twisted endpoint string: ``host=\\:\\:1``.
+
+This module is imported by the plugin dropin, so it imports the endpoints
+only when a string is actually parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import (
+    IStreamClientEndpointStringParserWithReactor,
+    IStreamServerEndpointStringParser,
+)
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+__all__ = ["MNETClientParser", "MNETServerParser"]
+
+
+def _one(name: str, positional: Any, keyword: Any) -> Any:
+    if positional is not None and keyword is not None:
+        raise TypeError(f"mnet: {name} given twice")
+    return keyword if keyword is not None else positional
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class MNETServerParser:
+    """Parses ``mnet:PORT[:interface=ADDR][:secretFile=PATH]`` into an MNETServerEndpoint."""
+
+    prefix = "mnet"
+
+    def parseStreamServer(
+        self,
+        reactor: Any,
+        port: str | None = None,
+        interface: str = "",
+        secretFile: str | None = None,
+        **kwargs: str,
+    ) -> Any:
+        from .endpoints import MNETServerEndpoint
+
+        port = _one("port", port, kwargs.pop("port", None))
+        if kwargs:
+            raise TypeError(f"mnet: unknown server options {sorted(kwargs)}")
+        if port is None:
+            raise TypeError("mnet: a server needs a port, e.g. mnet:9000")
+        return MNETServerEndpoint(
+            reactor, int(port), interface=interface, cookieSecretFile=secretFile
+        )
+
+
+@implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
+class MNETClientParser:
+    """Parses ``mnet:host=H:port=P[:timeout=S][:bindAddress=ADDR]`` into an MNETClientEndpoint."""
+
+    prefix = "mnet"
+
+    def parseStreamClient(self, reactor: Any, *args: str, **kwargs: str) -> Any:
+        from .endpoints import MNETClientEndpoint
+
+        if len(args) > 2:
+            raise TypeError("mnet: too many positional arguments (expected HOST:PORT)")
+        positional = list(args) + [None] * (2 - len(args))
+        host = _one("host", positional[0], kwargs.pop("host", None))
+        port = _one("port", positional[1], kwargs.pop("port", None))
+        timeout = float(kwargs.pop("timeout", 10))
+        bind_host = kwargs.pop("bindAddress", None)
+        if kwargs:
+            raise TypeError(f"mnet: unknown client options {sorted(kwargs)}")
+        if host is None or port is None:
+            raise TypeError("mnet: a client needs host and port, e.g. mnet:host=H:port=P")
+        return MNETClientEndpoint(
+            reactor,
+            host,
+            int(port),
+            timeout=timeout,
+            bindAddress=(bind_host, 0) if bind_host else None,
+        )

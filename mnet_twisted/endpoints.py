@@ -1,0 +1,305 @@
+"""
+MNET stream endpoints: drop-in replacements for TCP4/TCP6 endpoints.
+
+``MNETServerEndpoint(reactor, 9000).listen(factory)`` and
+``MNETClientEndpoint(reactor, "example.org", 9000).connect(factory)`` give any
+unchanged Twisted stream protocol an MNET session instead of a TCP connection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectingCancelledError, DNSLookupError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IResolutionReceiver,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .config import SessionConfig
+from .protocol import MNETDatagramProtocol
+from .wire import MAX_DATAGRAM
+
+__all__ = ["MNETClientEndpoint", "MNETListeningPort", "MNETServerEndpoint"]
+
+
+def _listenUDP(reactor: Any, port: int, protocol: Any, interface: str) -> Any:
+    # Read whole datagrams: an MNET peer may send DATA of 65535 payload bytes.
+    return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=MAX_DATAGRAM)
+
+
+@implementer(IListeningPort)
+class MNETListeningPort:
+    """
+    A listening MNET port: one UDP socket accepting sessions for a factory.
+
+    L{stopListening} stops accepting at once, lets the existing sessions
+    finish, and closes the UDP socket once none is left.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        port: int,
+        factory: Any,
+        interface: str = "",
+        config: SessionConfig | None = None,
+        cookies: Any = None,
+    ) -> None:
+        self._reactor = reactor
+        self._port = port
+        self._interface = interface
+        self.factory = factory
+        self._config = config if config is not None else SessionConfig()
+        self._cookies = cookies
+        self._udpPort: Any = None
+        self.protocol: MNETDatagramProtocol | None = None
+        self._waiters: list[defer.Deferred[None]] | None = None
+        self._host: Any = None
+
+    def __repr__(self) -> str:
+        return f"<MNETListeningPort of {self.factory!r} on {self._host}>"
+
+    def startListening(self) -> None:
+        if self._udpPort is not None:
+            return
+        self.protocol = MNETDatagramProtocol(
+            self._reactor,
+            factory=self.factory,
+            config=self._config,
+            cookies=self._cookies,
+            accepting=True,
+        )
+        self.factory.doStart()
+        try:
+            self._udpPort = _listenUDP(self._reactor, self._port, self.protocol, self._interface)
+        except BaseException:
+            self.factory.doStop()
+            raise
+        self._host = self._udpPort.getHost()
+
+    def stopListening(self) -> defer.Deferred[None]:
+        """Stop accepting now; fires once every session is over and the socket closed."""
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self._udpPort is None or self.protocol is None:
+            waiter.callback(None)
+            return waiter
+        if self._waiters is None:
+            self._waiters = []
+            self.protocol.stopAccepting()
+            self.protocol.closeWhenIdle().addCallback(self._closed)
+        if self._waiters is not None:
+            self._waiters.append(waiter)
+        else:
+            waiter.callback(None)
+        return waiter
+
+    def _closed(self, _: None) -> None:
+        # The UDP port is closed: its protocol's stopProtocol ran.
+        self._udpPort = None
+        waiters, self._waiters = self._waiters or [], None
+        self.factory.doStop()
+        for waiter in waiters:
+            waiter.callback(None)
+
+    loseConnection = stopListening
+
+    def getHost(self) -> Any:
+        return self._host
+
+
+@implementer(IStreamServerEndpoint)
+class MNETServerEndpoint:
+    """
+    Listen for MNET sessions on a UDP port.
+
+    @param port: the UDP port number (0 picks a free one).
+    @param interface: the local address to bind; C{''} is every IPv4
+        address, C{'::'} every IPv6 (and, depending on the OS, IPv4) address.
+    @param config: a L{SessionConfig} for every accepted session.
+    @param cookieSecretFile: a file holding the cookie secret, so that several
+        processes (or restarts) accept each other's cookies; created with a
+        random secret when missing.  Without it, a random in-memory secret.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        port: int,
+        interface: str = "",
+        config: SessionConfig | None = None,
+        cookieSecretFile: str | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._port = port
+        self._interface = interface
+        self._config = config
+        self._cookieSecretFile = cookieSecretFile
+
+    def __repr__(self) -> str:
+        return f"<MNETServerEndpoint {self._interface or '*'}:{self._port}>"
+
+    def listen(self, protocolFactory: Any) -> defer.Deferred[MNETListeningPort]:
+        return defer.execute(self._listen, protocolFactory)
+
+    def _listen(self, protocolFactory: Any) -> MNETListeningPort:
+        from .cookie import CookieMinter
+
+        if self._cookieSecretFile is not None:
+            cookies = CookieMinter.from_file(self._cookieSecretFile)
+        else:
+            cookies = CookieMinter.random()
+        port = MNETListeningPort(
+            self._reactor,
+            self._port,
+            protocolFactory,
+            self._interface,
+            self._config,
+            cookies,
+        )
+        port.startListening()
+        return port
+
+
+@implementer(IResolutionReceiver)
+class _Resolution:
+    """Collects the addresses of one host-name lookup."""
+
+    def __init__(self) -> None:
+        self.addresses: list[Any] = []
+        self.done: defer.Deferred[list[Any]] = defer.Deferred()
+
+    def resolutionBegan(self, resolution: Any) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        self.addresses.append(address)
+
+    def resolutionComplete(self) -> None:
+        self.done.callback(self.addresses)
+
+
+@implementer(IStreamClientEndpoint)
+class MNETClientEndpoint:
+    """
+    Open an MNET session to C{host}:C{port}.
+
+    Each C{connect()} uses its own UDP port, closed when its session ends.
+
+    @param timeout: seconds to wait for the handshake (the session's
+        C{connect_timeout}).
+    @param bindAddress: C{(host, port)} to bind the local UDP port to;
+        otherwise an ephemeral port of the peer's address family.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        timeout: float = 10,
+        bindAddress: tuple[str, int] | None = None,
+        config: SessionConfig | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._host = host
+        self._port = port
+        self._timeout = timeout
+        self._bindAddress = bindAddress
+        base = config if config is not None else SessionConfig()
+        self._config = dataclasses.replace(base, connect_timeout=float(timeout))
+
+    def __repr__(self) -> str:
+        return f"<MNETClientEndpoint {self._host}:{self._port}>"
+
+    def connect(self, protocolFactory: Any) -> defer.Deferred[Any]:
+        connecting: list[defer.Deferred[Any]] = []
+        cancelled: list[bool] = []
+
+        def cancel(outer: defer.Deferred[Any]) -> None:
+            if connecting:
+                # Aborts the session; its Deferred fails with
+                # ConnectingCancelledError, which reaches `outer` by the chain.
+                connecting[0].cancel()
+            else:
+                # Still resolving: the lookup's answer will be ignored.
+                cancelled.append(True)
+                outer.errback(ConnectingCancelledError(self._address(self._host)))
+
+        outer: defer.Deferred[Any] = defer.Deferred(cancel)
+
+        def resolved(ip: str) -> None:
+            if cancelled:
+                return
+            try:
+                d = self._connectTo(ip, protocolFactory)
+            except Exception:
+                outer.errback()
+                return
+            connecting.append(d)
+            d.chainDeferred(outer)
+
+        def failed(failure: Failure) -> None:
+            if not cancelled:
+                outer.errback(failure)
+
+        self._resolve().addCallbacks(resolved, failed)
+        return outer
+
+    def _address(self, host: str) -> Any:
+        if isIPv6Address(host):
+            return IPv6Address("UDP", host, self._port)
+        return IPv4Address("UDP", host, self._port)
+
+    def _resolve(self) -> defer.Deferred[str]:
+        host = self._host
+        if isIPAddress(host) or isIPv6Address(host):
+            return defer.succeed(host)
+        receiver = _Resolution()
+        try:
+            self._reactor.nameResolver.resolveHostName(
+                receiver,
+                host,
+                portNumber=self._port,
+                addressTypes=[IPv4Address, IPv6Address],
+                transportSemantics="UDP",
+            )
+        except Exception:
+            return defer.fail()
+
+        def pick(addresses: list[Any]) -> str:
+            # Prefer IPv4: it is what "localhost" and dual-stack servers
+            # most often listen on.
+            for address in addresses:
+                if isinstance(address, IPv4Address):
+                    return str(address.host)
+            for address in addresses:
+                if isinstance(address, IPv6Address):
+                    return str(address.host)
+            raise DNSLookupError(f"no address for {host!r}")
+
+        return receiver.done.addCallback(pick)
+
+    def _connectTo(self, ip: str, protocolFactory: Any) -> defer.Deferred[Any]:
+        family = socket.AF_INET6 if isIPv6Address(ip) else socket.AF_INET
+        if self._bindAddress is not None:
+            interface, bind_port = self._bindAddress[0], int(self._bindAddress[1])
+        else:
+            interface = "::" if family == socket.AF_INET6 else ""
+            bind_port = 0
+        protocol = MNETDatagramProtocol(self._reactor, config=self._config, closeWhenIdle=True)
+        udp_port = _listenUDP(self._reactor, bind_port, protocol, interface)
+        try:
+            return protocol.connect((ip, self._port), protocolFactory, self._config)
+        except BaseException:
+            udp_port.stopListening()
+            raise

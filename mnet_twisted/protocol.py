@@ -1,0 +1,387 @@
+"""
+The Twisted adapter: one UDP port, one sans-IO :class:`Demultiplexer`.
+
+:class:`MNETDatagramProtocol` is the only place where the reactor meets the
+core.  It feeds received datagrams and timer expiries into the demux, drains
+what comes out (events, datagrams, the next deadline) once per reactor turn,
+and turns events into calls on application protocols through
+:class:`~mnet_twisted.transport.MNETTransport`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import (
+    ConnectingCancelledError,
+    ConnectionLost,
+    ConnectionRefusedError,
+    InvalidAddressError,
+    MessageLengthError,
+    TimeoutError,
+)
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.log import callWithContext
+
+from .config import SessionConfig
+from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
+from .transport import MNETTransport
+
+__all__ = ["MNETDatagramProtocol", "peerAddress"]
+
+
+def peerAddress(addr: tuple[str, int]) -> IPv4Address | IPv6Address:
+    """The Twisted address object of an MNET peer (always of type ``'UDP'``)."""
+    host, port = addr[0], addr[1]
+    if isIPv6Address(host):
+        return IPv6Address("UDP", host, port)
+    return IPv4Address("UDP", host, port)
+
+
+class _PendingConnect:
+    """A connector session waiting for its handshake to finish."""
+
+    def __init__(self, factory: IProtocolFactory, deferred: defer.Deferred[Any]) -> None:
+        self.factory = factory
+        self.deferred = deferred
+
+
+class MNETDatagramProtocol(DatagramProtocol):
+    """
+    All MNET sessions of one UDP port.
+
+    @ivar demux: the sans-IO core; created in L{startProtocol}, because it
+        needs the local port number.
+    @ivar stats: counters, for tests and for operators: datagrams received and
+        sent, datagrams lost to send errors, application exceptions.
+    """
+
+    _log = Logger()
+    _sessionCounter = 0
+
+    def __init__(
+        self,
+        reactor: Any,
+        factory: IProtocolFactory | None = None,
+        config: SessionConfig | None = None,
+        cookies: Any = None,
+        accepting: bool = False,
+        randomBytes: Callable[[int], bytes] = os.urandom,
+        closeWhenIdle: bool = False,
+    ) -> None:
+        self._reactor = reactor
+        self.factory = factory
+        self.config = config if config is not None else SessionConfig()
+        self._cookies = cookies
+        self._accepting = accepting
+        self._randomBytes = randomBytes
+        # Client ports close themselves once their only session is forgotten.
+        self._closeWhenIdle = closeWhenIdle
+        # A client's private port is an implementation detail: do not log
+        # "Starting protocol" for every connection, as TCP clients do not.
+        self.noisy = not closeWhenIdle
+        self._hadSession = False
+        self._closing = False
+        self._closedDeferreds: list[defer.Deferred[None]] = []
+        self.demux: Any = None
+        self._port: Any = None
+        self._transports: dict[Any, MNETTransport] = {}
+        self._pending: dict[Any, _PendingConnect] = {}
+        # Transports whose pull producer wants another low-water notification,
+        # armed after the event loop so a producer that writes nothing cannot
+        # spin the loop forever.
+        self._armLowWater: list[MNETTransport] = []
+        self._flushCall: Any = None
+        self._timerCall: Any = None
+        self._inEventLoop = False
+        self._stopped = False
+        self.stats = {
+            "datagramsReceived": 0,
+            "datagramsSent": 0,
+            "sendErrors": 0,
+            "applicationErrors": 0,
+        }
+
+    # -- DatagramProtocol ---------------------------------------------------
+
+    def startProtocol(self) -> None:
+        from .demux import Demultiplexer
+
+        self._stopped = False
+        # DatagramProtocol.doStop forgets self.transport before stopProtocol
+        # runs, but the socket is still open then: keep it to send ABORTs.
+        self._port = self.transport
+        self.demux = Demultiplexer(
+            local_port=self.transport.getHost().port,
+            cookies=self._cookies,
+            config=self.config,
+            accepting=self._accepting,
+            random_bytes=self._randomBytes,
+        )
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if self.demux is None or self._stopped:
+            return
+        self.stats["datagramsReceived"] += 1
+        # Twisted already cut IPv6 addresses down to (host, port).
+        self.demux.receive_datagram(datagram, (addr[0], addr[1]), self._reactor.seconds())
+        self.scheduleFlush()
+
+    def stopProtocol(self) -> None:
+        """The UDP port is going away: every session is lost."""
+        self._stopped = True
+        for call in (self._flushCall, self._timerCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._flushCall = self._timerCall = None
+        demux = self.demux
+        if demux is not None:
+            now = self._reactor.seconds()
+            demux.abort_all(now)
+            while (item := demux.next_event()) is not None:
+                session, event = item
+                if isinstance(event, Closed):
+                    self._sessionClosed(session, event, lost=True)
+            # The socket is still open while stopProtocol runs: tell the peers.
+            for datagram, addr in demux.datagrams_to_send(now):
+                self._sendDatagram(datagram, addr)
+        deferreds, self._closedDeferreds = self._closedDeferreds, []
+        for d in deferreds:
+            d.callback(None)
+
+    # -- what the endpoints use ----------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return bool(self.demux.accepting) if self.demux is not None else self._accepting
+
+    def stopAccepting(self) -> None:
+        self._accepting = False
+        if self.demux is not None:
+            self.demux.accepting = False
+
+    def closeWhenIdle(self) -> defer.Deferred[None]:
+        """Close the UDP port once no session is left; fires when it is closed."""
+        d: defer.Deferred[None] = defer.Deferred()
+        if self._stopped or self._port is None:
+            d.callback(None)
+            return d
+        self._closedDeferreds.append(d)
+        self._closeWhenIdle = True
+        self._hadSession = True
+        self._maybeClose()
+        return d
+
+    def connect(
+        self,
+        addr: tuple[str, int],
+        factory: IProtocolFactory,
+        config: SessionConfig | None = None,
+    ) -> defer.Deferred[Any]:
+        """
+        Open a session to C{addr}; fires with C{factory}'s protocol once the
+        handshake is done.  Cancelling aborts the session.
+        """
+        now = self._reactor.seconds()
+        session = self.demux.connect(addr, now, config=config)
+        self._hadSession = True
+
+        def cancel(d: defer.Deferred[Any]) -> None:
+            pending = self._pending.pop(session, None)
+            if pending is None:
+                return
+            session.abort(self._reactor.seconds())
+            self.scheduleFlush()
+            d.errback(Failure(ConnectingCancelledError(peerAddress(addr))))
+
+        d: defer.Deferred[Any] = defer.Deferred(cancel)
+        self._pending[session] = _PendingConnect(factory, d)
+        self.scheduleFlush()
+        return d
+
+    # -- the drain ------------------------------------------------------------
+
+    def scheduleFlush(self) -> None:
+        """Drain the core once this reactor turn is over."""
+        if self._stopped or self._inEventLoop:
+            # Inside the event loop, the datagrams step of the running flush
+            # picks up whatever the application did.
+            return
+        if self._flushCall is None:
+            self._flushCall = self._reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flushCall = None
+        if self._stopped or self.demux is None:
+            return
+        demux = self.demux
+        self._inEventLoop = True
+        try:
+            while (item := demux.next_event()) is not None:
+                self._dispatch(*item)
+        finally:
+            self._inEventLoop = False
+        now = self._reactor.seconds()
+        for datagram, addr in demux.datagrams_to_send(now):
+            self._sendDatagram(datagram, addr)
+        if self._armLowWater:
+            arm, self._armLowWater = self._armLowWater, []
+            for transport in arm:
+                transport._armLowWater()
+            self.scheduleFlush()
+        self._armTimer(demux.next_deadline(), now)
+        self._maybeClose()
+
+    def _armTimer(self, deadline: float | None, now: float) -> None:
+        call = self._timerCall
+        if deadline is None:
+            if call is not None and call.active():
+                call.cancel()
+            self._timerCall = None
+            return
+        delay = max(0.0, deadline - now)
+        if call is not None and call.active():
+            if call.getTime() != deadline:
+                call.reset(delay)
+        else:
+            self._timerCall = self._reactor.callLater(delay, self._onTimer)
+
+    def _onTimer(self) -> None:
+        self._timerCall = None
+        if self._stopped or self.demux is None:
+            return
+        self.demux.handle_timers(self._reactor.seconds())
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._flush()
+
+    def _maybeClose(self) -> None:
+        if (
+            self._closeWhenIdle
+            and self._hadSession
+            and not self._closing
+            and not self._stopped
+            and self.demux is not None
+            and len(self.demux) == 0
+            and self._port is not None
+        ):
+            self._closing = True
+            self._port.stopListening()
+
+    def _sendDatagram(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        # A datagram that cannot leave is a lost packet: the core retransmits.
+        try:
+            self._port.write(datagram, addr)
+        except (OSError, MessageLengthError, InvalidAddressError):
+            self.stats["sendErrors"] += 1
+        except Exception:
+            self.stats["sendErrors"] += 1
+            self._log.failure("Unexpected error sending an MNET datagram to {addr}", addr=addr)
+        else:
+            self.stats["datagramsSent"] += 1
+
+    # -- events -> application ---------------------------------------------
+
+    def _dispatch(self, session: Any, event: Any) -> None:
+        if isinstance(event, DataReceived):
+            transport = self._transports.get(session)
+            if transport is not None:
+                self.callApplication(transport, transport.protocol.dataReceived, event.data)
+        elif isinstance(event, SendBufferLow):
+            transport = self._transports.get(session)
+            if transport is not None:
+                transport._sendBufferLow()
+        elif isinstance(event, Established):
+            if session in self._pending:
+                self._connected(session)
+            elif not session.is_connector:
+                self._accept(session)
+        elif isinstance(event, Closed):
+            self._sessionClosed(session, event)
+
+    def _newTransport(self, session: Any, protocol: Any) -> MNETTransport:
+        MNETDatagramProtocol._sessionCounter += 1
+        transport = MNETTransport(self, session, protocol, MNETDatagramProtocol._sessionCounter)
+        self._transports[session] = transport
+        return transport
+
+    def _accept(self, session: Any) -> None:
+        addr = peerAddress(session.peer_address)
+        try:
+            protocol = self.factory.buildProtocol(addr) if self.factory is not None else None
+        except Exception:
+            self.stats["applicationErrors"] += 1
+            self._log.failure("{factory} failed to build a protocol", factory=self.factory)
+            protocol = None
+        if protocol is None:
+            session.abort(self._reactor.seconds())
+            return
+        transport = self._newTransport(session, protocol)
+        self.callApplication(transport, protocol.makeConnection, transport)
+
+    def _connected(self, session: Any) -> None:
+        pending = self._pending.pop(session)
+        try:
+            protocol = pending.factory.buildProtocol(peerAddress(session.peer_address))
+        except Exception:
+            session.abort(self._reactor.seconds())
+            pending.deferred.errback()
+            return
+        if protocol is None:
+            session.abort(self._reactor.seconds())
+            pending.deferred.errback(
+                Failure(ConnectionRefusedError("the factory built no protocol"))
+            )
+            return
+        transport = self._newTransport(session, protocol)
+        if self.callApplication(transport, protocol.makeConnection, transport):
+            pending.deferred.callback(protocol)
+        else:
+            pending.deferred.errback(Failure(ConnectionLost("connectionMade raised")))
+
+    def _sessionClosed(self, session: Any, event: Closed, lost: bool = False) -> None:
+        pending = self._pending.pop(session, None)
+        if pending is not None:
+            pending.deferred.errback(Failure(_connectFailure(session, event, lost)))
+        transport = self._transports.pop(session, None)
+        if transport is not None:
+            transport._closed(event, lost)
+
+    def callApplication(self, transport: MNETTransport, method: Any, *args: Any) -> bool:
+        """
+        Call application code for C{transport}'s session.
+
+        An exception is logged and ends that session alone, as an exception in
+        C{dataReceived} ends a TCP connection; the other sessions of this port
+        go on.  Returns whether the call succeeded.
+        """
+        try:
+            callWithContext({"system": transport.logPrefix()}, method, *args)
+        except Exception:
+            self.stats["applicationErrors"] += 1
+            failure = Failure()
+            self._log.failure(
+                "Unhandled error in {protocol}; aborting its MNET session",
+                failure=failure,
+                protocol=transport.protocol,
+            )
+            transport._applicationFailed(failure)
+            return False
+        return True
+
+
+def _connectFailure(session: Any, event: Closed, lost: bool) -> Exception:
+    detail = event.detail or event.reason.value
+    if event.reason is CloseReason.REFUSED:
+        return ConnectionRefusedError(detail)
+    if event.reason is CloseReason.CONNECT_TIMEOUT:
+        return TimeoutError(detail)
+    return ConnectionLost(detail)

@@ -1,0 +1,138 @@
+"""
+Shared fixtures for the real-socket Twisted tests (tests/test_twisted_*.py).
+
+Only fixtures live here (no hooks), so other test modules can add their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.logger import globalLogPublisher
+
+from mnet_twisted.config import SessionConfig
+
+#: Short timers so that closes and lingering sessions do not slow the tests.
+FAST_CONFIG = SessionConfig(linger=0.2)
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def within(d: Any, seconds: float = 10.0) -> defer.Deferred[Any]:
+    """Bound a wait: fail with TimeoutError instead of hanging the test run."""
+    if not isinstance(d, defer.Deferred):
+        d = defer.ensureDeferred(d)
+    return d.addTimeout(seconds, _reactor())
+
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    from twisted.internet import task
+
+    return task.deferLater(_reactor(), seconds, lambda: None)
+
+
+async def waitFor(predicate: Any, seconds: float = 10.0, interval: float = 0.01) -> None:
+    """Poll C{predicate} until true; fail after C{seconds}."""
+    reactor = _reactor()
+    deadline = reactor.seconds() + seconds
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"condition not met within {seconds} s: {predicate}")
+        await sleep(interval)
+
+
+class MNETHarness:
+    """Opens MNET listeners and clients on loopback and closes them afterwards."""
+
+    config = FAST_CONFIG
+
+    def __init__(self) -> None:
+        self.reactor = _reactor()
+        self.ports: list[Any] = []
+        self.within = within
+        self.sleep = sleep
+        self.waitFor = waitFor
+
+    async def listen(
+        self,
+        factory: Any,
+        interface: str = "127.0.0.1",
+        config: SessionConfig | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        from mnet_twisted import MNETServerEndpoint
+
+        endpoint = MNETServerEndpoint(
+            self.reactor, 0, interface=interface, config=config or self.config, **kwargs
+        )
+        port = await within(endpoint.listen(factory))
+        self.ports.append(port)
+        return port
+
+    def client(self, port: Any, host: str | None = None, **kwargs: Any) -> Any:
+        from mnet_twisted import MNETClientEndpoint
+
+        address = port.getHost()
+        kwargs.setdefault("config", self.config)
+        kwargs.setdefault("timeout", 5)
+        return MNETClientEndpoint(self.reactor, host or address.host, address.port, **kwargs)
+
+    async def connect(self, port: Any, factory: Any, **kwargs: Any) -> Any:
+        return await within(self.client(port, **kwargs).connect(factory))
+
+    def withConfig(self, **changes: Any) -> SessionConfig:
+        return dataclasses.replace(self.config, **changes)
+
+    async def cleanup(self) -> None:
+        for port in self.ports:
+            protocol = port.protocol
+            if protocol is not None:
+                # Whatever a test left open must not hold the port forever.
+                for transport in list(protocol._transports.values()):
+                    transport.abortConnection()
+            await within(port.stopListening(), 10)
+
+
+@pytest_twisted.async_yield_fixture
+async def mnet():
+    """An L{MNETHarness}; every listener it opened is closed after the test."""
+    harness = MNETHarness()
+    yield harness
+    await harness.cleanup()
+
+
+class LoggedErrors(list):
+    """Error events logged through twisted.logger during a test."""
+
+    def observe(self, event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            self.append(event)
+
+    def flush(self, kind: type[BaseException] | None = None) -> list[dict[str, Any]]:
+        """Take the logged errors (of C{kind}) out, so the test can expect them."""
+        taken = [
+            event
+            for event in self
+            if kind is None
+            or (event.get("log_failure") is not None and event["log_failure"].check(kind))
+        ]
+        for event in taken:
+            self.remove(event)
+        return taken
+
+
+@pytest.fixture
+def loggedErrors():
+    """Collects error log events; a test asserts on it (e.g. C{assert not loggedErrors})."""
+    errors = LoggedErrors()
+    globalLogPublisher.addObserver(errors.observe)
+    yield errors
+    globalLogPublisher.removeObserver(errors.observe)

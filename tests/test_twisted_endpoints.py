@@ -1,0 +1,318 @@
+"""MNET endpoints over real loopback sockets: connecting, failing to, closing."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import pytest_twisted
+from conftest import within
+from twisted.internet import defer, error
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import (
+    IConsumer,
+    IListeningPort,
+    ILoggingContext,
+    IPushProducer,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.protocols.wire import Echo
+
+from mnet_twisted import MNETClientEndpoint, MNETServerEndpoint
+from mnet_twisted.protocol import MNETDatagramProtocol
+from mnet_twisted.wire import MAX_DATAGRAM
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Recorder(Protocol):
+    """Remembers what it received and how it ended."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.made = defer.Deferred()
+        self.lost = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.made.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason) -> None:
+        self.reason = reason
+        self.lost.callback(None)
+
+
+class RecorderFactory(Factory):
+    def __init__(self) -> None:
+        self.protocols: list[Recorder] = []
+        self.built = defer.Deferred()
+
+    def buildProtocol(self, addr):
+        protocol = Recorder()
+        protocol.factory = self
+        self.protocols.append(protocol)
+        if not self.built.called:
+            self.built.callback(protocol)
+        return protocol
+
+
+async def lostReason(protocol: Recorder):
+    """Wait (bounded) for connectionLost and return its reason."""
+    await within(protocol.lost)
+    return protocol.reason
+
+
+def _ipv6Available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_interfaces() -> None:
+    """The endpoints provide the Twisted stream endpoint interfaces."""
+    from twisted.internet import reactor
+
+    assert IStreamServerEndpoint.providedBy(MNETServerEndpoint(reactor, 0))
+    assert IStreamClientEndpoint.providedBy(MNETClientEndpoint(reactor, "127.0.0.1", 1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_and_transport_properties(mnet) -> None:
+    """A connected transport provides ITransport & co and reports UDP addresses of both ends."""
+    server_factory = RecorderFactory()
+    port = await mnet.listen(server_factory)
+    assert IListeningPort.providedBy(port)
+    host = port.getHost()
+    assert isinstance(host, IPv4Address) and host.type == "UDP" and host.host == "127.0.0.1"
+    client = await mnet.connect(port, Factory.forProtocol(Recorder))
+    server = await within(server_factory.built)
+    for transport in (client.transport, server.transport):
+        for interface in (ITransport, IConsumer, IPushProducer, ILoggingContext):
+            assert interface.providedBy(transport)
+        assert transport.connected and not transport.disconnecting
+    assert client.transport.getPeer() == IPv4Address("UDP", "127.0.0.1", host.port)
+    assert server.transport.getHost() == host
+    assert server.transport.getPeer() == IPv4Address(
+        "UDP", "127.0.0.1", client.transport.getHost().port
+    )
+    assert client.transport.logPrefix() == "Recorder,client"
+    prefix = server.transport.logPrefix().split(",")
+    assert prefix[0] == "Recorder" and prefix[1].isdigit() and prefix[2] == "127.0.0.1"
+    assert port.protocol.transport.maxPacketSize == MAX_DATAGRAM
+    with pytest.raises(TypeError):
+        client.transport.write("text is not bytes")
+    client.transport.writeSequence([b"hello, ", b"world"])
+    await mnet.waitFor(lambda: server.received == b"hello, world")
+    client.transport.loseConnection()
+    await lostReason(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused(mnet) -> None:
+    """A listener not accepting answers ABORT: connect() fails with ConnectionRefusedError."""
+    from twisted.internet import reactor
+
+    protocol = MNETDatagramProtocol(reactor, factory=Factory.forProtocol(Echo), accepting=False)
+    udp = reactor.listenUDP(0, protocol, interface="127.0.0.1", maxPacketSize=MAX_DATAGRAM)
+    try:
+        endpoint = MNETClientEndpoint(reactor, "127.0.0.1", udp.getHost().port, timeout=5)
+        with pytest.raises(error.ConnectionRefusedError):
+            await within(endpoint.connect(Factory.forProtocol(Recorder)))
+    finally:
+        await within(udp.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_timeout() -> None:
+    """A peer that never answers fails connect() with TimeoutError after the given timeout."""
+    from twisted.internet import reactor
+
+    silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+    try:
+        endpoint = MNETClientEndpoint(reactor, "127.0.0.1", silent.getHost().port, timeout=0.5)
+        started = reactor.seconds()
+        with pytest.raises(error.TimeoutError):
+            await within(endpoint.connect(Factory.forProtocol(Recorder)))
+        assert 0.4 <= reactor.seconds() - started < 5
+    finally:
+        await within(silent.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel(mnet) -> None:
+    """Cancelling a pending connect() fails it with ConnectingCancelledError."""
+    from twisted.internet import reactor
+
+    silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+    try:
+        endpoint = MNETClientEndpoint(reactor, "127.0.0.1", silent.getHost().port, timeout=5)
+        d = endpoint.connect(Factory.forProtocol(Recorder))
+        await mnet.sleep(0.05)
+        d.cancel()
+        with pytest.raises(error.ConnectingCancelledError):
+            await within(d)
+    finally:
+        await within(silent.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_while_resolving() -> None:
+    """Cancelling during the host-name lookup fails with ConnectingCancelledError too."""
+    from twisted.internet import reactor
+
+    endpoint = MNETClientEndpoint(reactor, "localhost", 9, timeout=5)
+    d = endpoint.connect(Factory.forProtocol(Recorder))
+    d.cancel()
+    with pytest.raises(error.ConnectingCancelledError):
+        await within(d)
+
+
+@pytest_twisted.ensureDeferred
+async def test_host_name_resolution(mnet) -> None:
+    """A client endpoint given 'localhost' resolves it and connects to the IPv4 listener."""
+    server_factory = RecorderFactory()
+    port = await mnet.listen(server_factory)
+    client = await mnet.connect(port, Factory.forProtocol(Recorder), host="localhost")
+    assert client.transport.getPeer().host == "127.0.0.1"
+    client.transport.write(b"resolved")
+    server = await within(server_factory.built)
+    await mnet.waitFor(lambda: server.received == b"resolved")
+    client.transport.loseConnection()
+    await lostReason(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_dns_failure() -> None:
+    """A host name that does not resolve fails connect() with DNSLookupError."""
+    from twisted.internet import reactor
+
+    endpoint = MNETClientEndpoint(reactor, "no-such-host.invalid", 9000, timeout=1)
+    with pytest.raises(error.DNSLookupError):
+        await within(endpoint.connect(Factory.forProtocol(Recorder)), 30)
+
+
+@pytest.mark.skipif(not _ipv6Available(), reason="::1 is not available")
+@pytest_twisted.ensureDeferred
+async def test_ipv6(mnet) -> None:
+    """A listener on ::1 gets an AF_INET6 port, and a client reaches it over IPv6."""
+    server_factory = RecorderFactory()
+    port = await mnet.listen(server_factory, interface="::1")
+    assert port.protocol.transport.addressFamily == socket.AF_INET6
+    host = port.getHost()
+    assert isinstance(host, IPv6Address) and host.type == "UDP"
+    client = await mnet.connect(port, Factory.forProtocol(Recorder))
+    assert client.transport.getPeer() == IPv6Address("UDP", "::1", host.port)
+    client.transport.write(b"over six")
+    server = await within(server_factory.built)
+    assert isinstance(server.transport.getPeer(), IPv6Address)
+    await mnet.waitFor(lambda: server.received == b"over six")
+    server.transport.write(b"and back")
+    await mnet.waitFor(lambda: client.received == b"and back")
+    client.transport.loseConnection()
+    await lostReason(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_bind_address(mnet) -> None:
+    """bindAddress binds the client's UDP port where asked."""
+    server_factory = RecorderFactory()
+    port = await mnet.listen(server_factory)
+    client = await mnet.connect(port, Factory.forProtocol(Recorder), bindAddress=("127.0.0.1", 0))
+    assert client.transport.getHost().host == "127.0.0.1"
+    server = await within(server_factory.built)
+    assert server.transport.getPeer().port == client.transport.getHost().port
+    client.transport.loseConnection()
+    await lostReason(client)
+
+
+@pytest.mark.parametrize("closer", ["client", "server"])
+@pytest_twisted.ensureDeferred
+async def test_clean_close(mnet, closer) -> None:
+    """loseConnection() on either side delivers pending data, then ConnectionDone on both."""
+    server_factory = RecorderFactory()
+    port = await mnet.listen(server_factory)
+    client = await mnet.connect(port, Factory.forProtocol(Recorder))
+    server = await within(server_factory.built)
+    active, passive = (client, server) if closer == "client" else (server, client)
+    payload = bytes(range(256)) * 1024
+    active.transport.write(payload)
+    active.transport.loseConnection()
+    assert active.transport.disconnecting
+    active.transport.write(b"ignored after loseConnection")
+    for reason in (await lostReason(client), await lostReason(server)):
+        assert reason.check(error.ConnectionDone), reason
+    assert passive.received == payload
+    assert not client.transport.connected and not server.transport.connected
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort(mnet) -> None:
+    """abortConnection() gives ConnectionAborted locally and ConnectionLost at the peer."""
+    server_factory = RecorderFactory()
+    port = await mnet.listen(server_factory)
+    client = await mnet.connect(port, Factory.forProtocol(Recorder))
+    server = await within(server_factory.built)
+    client.transport.abortConnection()
+    local = await lostReason(client)
+    remote = await lostReason(server)
+    assert local.check(error.ConnectionAborted), local
+    assert remote.check(error.ConnectionLost) and not remote.check(error.ConnectionDone), remote
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_listening_waits_for_sessions(mnet) -> None:
+    """stopListening() refuses new sessions at once but fires only after the existing one ends."""
+    server_factory = RecorderFactory()
+    port = await mnet.listen(server_factory)
+    client = await mnet.connect(port, Factory.forProtocol(Recorder))
+    server = await within(server_factory.built)
+    stopped = port.stopListening()
+    with pytest.raises(error.ConnectionRefusedError):
+        await mnet.connect(port, Factory.forProtocol(Recorder))
+    assert not stopped.called
+    client.transport.write(b"still flowing")
+    await mnet.waitFor(lambda: server.received == b"still flowing")
+    client.transport.loseConnection()
+    await within(stopped)
+    assert (await lostReason(server)).check(error.ConnectionDone)
+
+
+@pytest_twisted.ensureDeferred
+async def test_port_closing_loses_sessions() -> None:
+    """Closing the UDP port under live sessions delivers ConnectionLost to their protocols."""
+    from twisted.internet import reactor
+
+    server_factory = RecorderFactory()
+    port = await within(
+        MNETServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server_factory)
+    )
+    client = await within(
+        MNETClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=5).connect(
+            Factory.forProtocol(Recorder)
+        )
+    )
+    server = await within(server_factory.built)
+    await within(port.protocol.transport.stopListening())
+    reason = await lostReason(server)
+    assert reason.check(error.ConnectionLost)
+    # The ABORT sent while the port closed reaches the client.
+    assert (await lostReason(client)).check(error.ConnectionLost)
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_port_closes_after_session(mnet) -> None:
+    """The client's own UDP port is closed once its session is over."""
+    port = await mnet.listen(Factory.forProtocol(Echo))
+    client = await mnet.connect(port, Factory.forProtocol(Recorder))
+    udp = client.transport._mnet._port
+    client.transport.loseConnection()
+    await lostReason(client)
+    await mnet.waitFor(lambda: not udp.connected)

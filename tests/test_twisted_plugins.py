@@ -1,0 +1,180 @@
+"""Endpoint strings, plugin discovery, and the mnet-echo twistd/twist plugin in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from conftest import within
+from twisted.internet import defer, error
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineReceiver
+
+import mnet_twisted
+from mnet_twisted import MNETClientEndpoint, MNETServerEndpoint
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _reactor():
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def test_server_strings() -> None:
+    """'mnet:' server strings parse to MNETServerEndpoint with port, interface, secret file."""
+    reactor = _reactor()
+    endpoint = serverFromString(reactor, "mnet:9000:interface=127.0.0.1")
+    assert isinstance(endpoint, MNETServerEndpoint)
+    assert (endpoint._port, endpoint._interface) == (9000, "127.0.0.1")
+    endpoint = serverFromString(reactor, "mnet:port=9001:secretFile=/tmp/s")
+    assert (endpoint._port, endpoint._interface, endpoint._cookieSecretFile) == (
+        9001,
+        "",
+        "/tmp/s",
+    )
+    endpoint = serverFromString(reactor, r"mnet:9002:interface=\:\:1")
+    assert endpoint._interface == "::1"
+    with pytest.raises(TypeError):
+        serverFromString(reactor, "mnet:9000:bogus=1")
+
+
+def test_client_strings() -> None:
+    """'mnet:' client strings parse to MNETClientEndpoint (keyword and positional forms)."""
+    reactor = _reactor()
+    endpoint = clientFromString(reactor, "mnet:host=127.0.0.1:port=9000:timeout=5")
+    assert isinstance(endpoint, MNETClientEndpoint)
+    assert (endpoint._host, endpoint._port, endpoint._timeout) == ("127.0.0.1", 9000, 5.0)
+    assert endpoint._config.connect_timeout == 5.0
+    endpoint = clientFromString(reactor, "mnet:example.org:9001:bindAddress=10.0.0.1")
+    assert (endpoint._host, endpoint._port) == ("example.org", 9001)
+    assert endpoint._bindAddress == ("10.0.0.1", 0)
+    endpoint = clientFromString(reactor, r"mnet:host=\:\:1:port=9002")
+    assert endpoint._host == "::1"
+    with pytest.raises(TypeError):
+        clientFromString(reactor, "mnet:host=127.0.0.1")
+
+
+def test_plugin_discovery() -> None:
+    """Twisted's plugin system finds the mnet-echo service maker and the mnet parsers."""
+    from twisted.application.service import IServiceMaker
+    from twisted.internet.interfaces import (
+        IStreamClientEndpointStringParserWithReactor,
+        IStreamServerEndpointStringParser,
+    )
+    from twisted.plugin import getPlugins
+
+    makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+    assert "mnet-echo" in makers
+    assert makers["mnet-echo"].options().opts["listen"] == "mnet:9000"
+    prefixes = {p.prefix for p in getPlugins(IStreamServerEndpointStringParser)}
+    assert "mnet" in prefixes
+    prefixes = {p.prefix for p in getPlugins(IStreamClientEndpointStringParserWithReactor)}
+    assert "mnet" in prefixes
+
+
+def _freeUDPPort() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _childEnv() -> dict[str, str]:
+    # The child must import this very mnet_twisted (installed or from the tree).
+    env = dict(os.environ)
+    root = str(Path(mnet_twisted.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class LineClient(LineReceiver):
+    delimiter = b"\n"
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.lost = defer.Deferred()
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def connectionLost(self, reason) -> None:
+        self.reason = reason
+        self.lost.callback(None)
+
+
+TWISTD = [
+    sys.executable,
+    "-c",
+    "from twisted.scripts.twistd import run; run()",
+    "-n",
+    "--pidfile=",
+]
+TWIST = [sys.executable, "-m", "twisted"]
+
+
+@pytest.mark.parametrize("runner", [TWISTD, TWIST], ids=["twistd", "twist"])
+@pytest_twisted.ensureDeferred
+async def test_mnet_echo_plugin_subprocess(runner, tmp_path, mnet) -> None:
+    """mnet-echo under twistd/twist in a subprocess echoes lines to a clientFromString client."""
+    port = _freeUDPPort()
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(
+            [*runner, "mnet-echo", "--listen", f"mnet:{port}:interface=127.0.0.1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=_childEnv(),
+        )
+    try:
+        # INIT is retransmitted until the child has bound its port.
+        endpoint = clientFromString(mnet.reactor, f"mnet:host=127.0.0.1:port={port}:timeout=20")
+        try:
+            client = await within(endpoint.connect(Factory.forProtocol(LineClient)), 30)
+        except error.TimeoutError:
+            pytest.fail(f"no answer from the plugin; its log:\n{log_path.read_text()}")
+        lines = [b"hello", b"over", b"MNET " * 100]
+        for line in lines:
+            client.sendLine(line)
+        await mnet.waitFor(lambda: len(client.lines) == len(lines), 20)
+        assert client.lines == lines
+        client.transport.loseConnection()
+        await within(client.lost)
+        assert client.reason.check(error.ConnectionDone)
+    finally:
+        child.terminate()
+        try:
+            await within(_waitProcess(child), 15)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(5)
+
+
+async def _waitProcess(child: subprocess.Popen) -> int:
+    from conftest import sleep
+
+    while child.poll() is None:
+        await sleep(0.05)
+    return child.returncode
+
+
+def test_demo_runs() -> None:
+    """python -m mnet_twisted.demo echoes its lines through a twistd child and exits 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mnet_twisted.demo"],
+        capture_output=True,
+        env=_childEnv(),
+        timeout=80,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo OK" in result.stdout
+    assert result.stdout.count("received:") == 3
