@@ -19,6 +19,8 @@ CORE_MODULES = [
     "congestion",
     "sendbuf",
     "recvbuf",
+    "sender",
+    "receiver",
     "session",
     "demux",
     "config",
@@ -57,5 +59,6 @@ def test_mypy_strict_core() -> None:
     files = [f"mnet_twisted/{name}.py" for name in CORE_MODULES]
     missing = [f for f in files if not (ROOT / f).exists()]
     assert not missing, f"core modules missing: {missing}"
-    result = _run("mypy", "--strict", "--no-incremental", *files)
+    # Strict for the sans-IO core only; what it imports is checked, not reported.
+    result = _run("mypy", "--strict", "--no-incremental", "--follow-imports=silent", *files)
     assert result.returncode == 0, result.stdout + result.stderr
