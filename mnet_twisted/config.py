@@ -33,6 +33,12 @@ class SessionConfig:
     #: With the defaults a silent peer is given up after about 20 seconds.
     peer_timeout: float = 10.0
     dead_peer_retransmissions: int = 12
+    #: After this many seconds of silence on an idle session, probe the peer
+    #: (resend the last acknowledged byte; every MNET receiver acknowledges a
+    #: duplicate).  Unanswered probes count toward the dead-peer rule, so a
+    #: peer that vanished while idle is noticed too, and NAT bindings stay
+    #: open.  ``None`` disables probing: idle sessions then live until used.
+    keepalive_interval: float | None = 15.0
     #: After a clean close, answer retransmitted SHUTDOWN-ACKs for this long.
     linger: float = 2.0
     #: Initial congestion window, in segments (RFC 6928).

@@ -24,6 +24,9 @@ class SendBuffer:
         self._head_skip = 0
         self.start = origin
         self.end = origin
+        #: The stream's last byte (a zero byte before anything was written):
+        #: what a keep-alive probe resends.
+        self.last_byte = b"\x00"
 
     def __len__(self) -> int:
         return self.end - self.start
@@ -31,6 +34,7 @@ class SendBuffer:
     def append(self, data: bytes) -> None:
         if not data:
             return
+        self.last_byte = bytes(data[-1:])
         tail = self._chunks[-1] if self._chunks else None
         if isinstance(tail, bytearray) and len(tail) + len(data) <= _CHUNK:
             tail += data

@@ -57,6 +57,10 @@ class StreamSender:
     def awaiting_ack(self) -> bool:
         return self.snd_max > self._buffer.start
 
+    def keepalive_probe(self) -> Segment:
+        """A one-byte segment the peer already has, to make it answer."""
+        return self.snd_max, self._buffer.last_byte
+
     def write(self, data: bytes) -> None:
         self._buffer.append(data)
 

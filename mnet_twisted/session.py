@@ -104,6 +104,7 @@ class Session:
         self._cookie_echo = b""
         # Shutdown.
         self._control_retry_at: float | None = None
+        self._probe_retry_at: float | None = None
         self._linger_until: float | None = None
 
         self.bytes_received = 0
@@ -231,7 +232,11 @@ class Session:
             return self._connect_deadline if retry is None else min(retry, self._connect_deadline)
         deadlines = [
             deadline
-            for deadline in (self._sender.rto_deadline, self._control_retry_at)
+            for deadline in (
+                self._sender.rto_deadline,
+                self._control_retry_at,
+                self._keepalive_deadline(),
+            )
             if deadline is not None
         ]
         return min(deadlines) if deadlines else None
@@ -252,6 +257,7 @@ class Session:
             return
         self._last_heard = now
         self._unanswered_timeouts = 0
+        self._probe_retry_at = None
         if isinstance(packet, wire.Data):
             self._on_data(packet, now)
         elif isinstance(packet, wire.Cookie):
@@ -297,6 +303,9 @@ class Session:
             if self._control_retry_at is not None and now >= self._control_retry_at:
                 self._unanswered_timeouts += 1
                 self._retransmit_control(now)
+            keepalive = self._keepalive_deadline()
+            if keepalive is not None and now >= keepalive:
+                self._send_keepalive_probe(now)
         self._notify(self)
 
     # ------------------------------------------------------------------
@@ -408,6 +417,27 @@ class Session:
     def _pure_ack(self) -> bytes:
         seq = wrap(self._sender.snd_max)
         return wire.Data(self.local_tag, seq, wrap(self._receiver.rcv_nxt)).to_bytes()
+
+    def _keepalive_deadline(self) -> float | None:
+        interval = self.config.keepalive_interval
+        if (
+            interval is None
+            or self.state is not _S.ESTABLISHED
+            or self._sender.awaiting_ack
+            or self._control_retry_at is not None
+        ):
+            return None  # not idle: retransmissions already probe the peer
+        if self._probe_retry_at is not None:
+            return self._probe_retry_at
+        return self._last_heard + interval
+
+    def _send_keepalive_probe(self, now: float) -> None:
+        if self._probe_retry_at is not None:
+            self._unanswered_timeouts += 1
+        self._emit([self._sender.keepalive_probe()], self._outbox)
+        # Back off like retransmissions, without touching the data RTO.
+        backoff = 1 << min(self._unanswered_timeouts, 16)
+        self._probe_retry_at = now + min(self.config.max_rto, self._sender.rtt.rto * backoff)
 
     def _peer_is_dead(self, now: float) -> bool:
         return (

@@ -46,6 +46,7 @@ class Harness:
         self.closed: dict[Session, Closed] = {}
         self.on_established = lambda session: None
         self.on_data = lambda session, data: None
+        self.sent_by_ours = 0
 
     def _link(self, datagram: bytes, destination: tuple[str, int]) -> None:
         if self.rng.random() < self.loss:
@@ -66,6 +67,7 @@ class Harness:
                 self.closed[session] = event
         for datagram, destination in self.ours.datagrams_to_send(self.now):
             assert destination == THEIRS
+            self.sent_by_ours += 1
             self._link(datagram, destination)
         for datagram, destination in self.theirs.outbox:
             assert destination == OURS
@@ -166,3 +168,18 @@ def test_reference_listener_refusing_our_version_is_refused() -> None:
     harness.theirs.receive = refuse  # type: ignore[method-assign]
     harness.run_until(lambda: session in harness.closed, max_time=5)
     assert harness.closed[session].reason is CloseReason.REFUSED
+
+
+def test_reference_peer_answers_our_keepalive_probes() -> None:
+    """An idle session to a reference peer survives: it acks our probes and keeps no extra byte."""
+    harness = Harness(9, 0.0, accepting=False)
+    payload = b"ping"
+    session = harness.ours.connect(THEIRS, harness.now)
+    harness.on_established = lambda established: established.send(payload)
+    harness.run_until(lambda: bytes(harness.received.get(session, b"")) == payload)
+    start, sent_before = harness.now, harness.sent_by_ours
+    harness.run_until(lambda: harness.now - start > 120, max_time=130)
+    assert harness.sent_by_ours - sent_before >= 120 // 15  # probes went out...
+    assert not session.closed  # ...and were answered
+    assert bytes(harness.theirs.received) == payload
+    assert bytes(harness.received[session]) == payload
