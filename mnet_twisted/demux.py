@@ -59,7 +59,13 @@ class Demultiplexer:
         self._tiebreak = itertools.count()
 
     def __len__(self) -> int:
+        """Sessions still known, including closed ones lingering after a clean close."""
         return len(self._sessions)
+
+    @property
+    def open_sessions(self) -> int:
+        """Sessions not closed yet (lingering ones excluded)."""
+        return sum(not session.closed for session in self._sessions)
 
     # ------------------------------------------------------------------
     # Inputs

@@ -42,8 +42,12 @@ class MNETListeningPort:
     """
     A listening MNET port: one UDP socket accepting sessions for a factory.
 
-    L{stopListening} stops accepting at once, lets the existing sessions
-    finish, and closes the UDP socket once none is left.
+    All sessions share the UDP socket, so they cannot outlive it the way TCP
+    connections outlive a listening socket: L{stopListening} stops accepting
+    at once, closes every session gracefully (data already written is still
+    delivered, then the SHUTDOWN exchange), and closes the socket once none
+    is left.  A peer that no longer answers is given up by the dead-peer
+    rule, so this takes a bounded time.
     """
 
     def __init__(
@@ -88,14 +92,14 @@ class MNETListeningPort:
         self._host = self._udpPort.getHost()
 
     def stopListening(self) -> defer.Deferred[None]:
-        """Stop accepting now; fires once every session is over and the socket closed."""
+        """Stop accepting, close every session gracefully; fires once the socket is closed."""
         waiter: defer.Deferred[None] = defer.Deferred()
         if self._udpPort is None or self.protocol is None:
             waiter.callback(None)
             return waiter
         if self._waiters is None:
             self._waiters = []
-            self.protocol.stopAccepting()
+            self.protocol.loseAllConnections()
             self.protocol.closeWhenIdle().addCallback(self._closed)
         if self._waiters is not None:
             self._waiters.append(waiter)

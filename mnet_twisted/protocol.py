@@ -103,6 +103,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._timerCall: Any = None
         self._inEventLoop = False
         self._stopped = False
+        # Set by loseAllConnections: sessions completing after it are refused.
+        self._draining = False
         self.stats = {
             "datagramsReceived": 0,
             "datagramsSent": 0,
@@ -167,6 +169,13 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._accepting = False
         if self.demux is not None:
             self.demux.accepting = False
+
+    def loseAllConnections(self) -> None:
+        """Stop accepting and close every session gracefully (written data still goes)."""
+        self.stopAccepting()
+        self._draining = True
+        for transport in list(self._transports.values()):
+            transport.loseConnection()
 
     def closeWhenIdle(self) -> defer.Deferred[None]:
         """Close the UDP port once no session is left; fires when it is closed."""
@@ -270,7 +279,9 @@ class MNETDatagramProtocol(DatagramProtocol):
             and not self._closing
             and not self._stopped
             and self.demux is not None
-            and len(self.demux) == 0
+            # Lingering sessions need not hold the port: a peer that misses
+            # our SHUTDOWN-COMPLETE ends cleanly by itself.
+            and self.demux.open_sessions == 0
             and self._port is not None
         ):
             self._closing = True
@@ -315,6 +326,10 @@ class MNETDatagramProtocol(DatagramProtocol):
 
     def _accept(self, session: Any) -> None:
         addr = peerAddress(session.peer_address)
+        if self._draining:
+            # The handshake finished after the port stopped listening.
+            session.abort(self._reactor.seconds())
+            return
         try:
             protocol = self.factory.buildProtocol(addr) if self.factory is not None else None
         except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -178,3 +179,35 @@ def test_demo_runs() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo OK" in result.stdout
     assert result.stdout.count("received:") == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_shuts_down_promptly_with_an_idle_client(tmp_path, mnet) -> None:
+    """SIGTERM to mnet-echo with a client attached exits promptly; the client closes cleanly."""
+    port = _freeUDPPort()
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(
+            [*TWISTD, "mnet-echo", "--listen", f"mnet:{port}:interface=127.0.0.1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=_childEnv(),
+        )
+    try:
+        endpoint = clientFromString(mnet.reactor, f"mnet:host=127.0.0.1:port={port}:timeout=20")
+        client = await within(endpoint.connect(Factory.forProtocol(LineClient)), 30)
+        client.sendLine(b"before shutdown")
+        await mnet.waitFor(lambda: client.lines == [b"before shutdown"], 20)
+        child.terminate()
+        # Far below the dead-peer bound: the server closes the session itself.
+        # (twistd re-raises the terminating signal once it has shut down.)
+        code = await within(_waitProcess(child), 10)
+        assert code in (0, -signal.SIGTERM), log_path.read_text()
+        assert "Server Shut Down" in log_path.read_text()
+        await within(client.lost, 5)
+        assert client.reason.check(error.ConnectionDone)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
