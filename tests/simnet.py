@@ -206,8 +206,10 @@ class Host:
     def connect(self, peer: Host | Address, config: SessionConfig | None = None) -> SessionRecord:
         """Open a session to ``peer``; returns its record (not yet established)."""
         addr = peer.addr if isinstance(peer, Host) else peer
-        session = self.demux.connect(addr, self.net.now, config) if config else self.demux.connect(
-            addr, self.net.now
+        session = (
+            self.demux.connect(addr, self.net.now, config)
+            if config
+            else self.demux.connect(addr, self.net.now)
         )
         record = self._record(session)
         self.net.flush()
@@ -624,8 +626,9 @@ class SimNet:
             self.step()
         if predicate():
             return self.now - start
-        raise SimError(f"not reached within {max_steps} steps: {what or predicate}: "
-                       f"{self.describe()}")
+        raise SimError(
+            f"not reached within {max_steps} steps: {what or predicate}: {self.describe()}"
+        )
 
     def run_for(self, seconds: float, *, max_steps: int = 200_000) -> None:
         """Process everything due in the next ``seconds`` simulated seconds."""
@@ -688,9 +691,9 @@ def drop_packets(
     return drop
 
 
-def drop_all(kind: str, *, src: Host | Address | None = None) -> Callable[
-    [bytes, Address, Address], bool
-]:
+def drop_all(
+    kind: str, *, src: Host | Address | None = None
+) -> Callable[[bytes, Address, Address], bool]:
     """A ``drop`` filter losing every packet of a type (optionally from one sender)."""
     source = _addr(src) if src is not None else None
 
@@ -700,9 +703,9 @@ def drop_all(kind: str, *, src: Host | Address | None = None) -> Callable[
     return drop
 
 
-def any_of(*filters: Callable[[bytes, Address, Address], bool]) -> Callable[
-    [bytes, Address, Address], bool
-]:
+def any_of(
+    *filters: Callable[[bytes, Address, Address], bool],
+) -> Callable[[bytes, Address, Address], bool]:
     """Combine ``drop`` filters: a datagram is dropped if any filter drops it (all are run)."""
 
     def drop(data: bytes, src: Address, dst: Address) -> bool:

@@ -102,8 +102,12 @@ def test_ipv6_connector_is_bound() -> None:
     tag = b"\x01\x02\x03"
     ltag = minter.listener_tag(("2001:db8::1", 7), tag)
     mac = minter.mint(
-        listener_tag=ltag, connector_tag=tag, version=1, expiration=NOW + 5,
-        connector=("2001:db8::1", 7), local_port=LOCAL_PORT,
+        listener_tag=ltag,
+        connector_tag=tag,
+        version=1,
+        expiration=NOW + 5,
+        connector=("2001:db8::1", 7),
+        local_port=LOCAL_PORT,
     )
     echo = wire.CookieEcho(ltag, tag, 1, NOW + 5, mac)
     assert _check(minter, echo, connector=("2001:db8::1", 7)) is CookieVerdict.VALID
@@ -132,9 +136,7 @@ def test_listener_tag_is_stable_and_address_bound() -> None:
     tag = minter.listener_tag(CONNECTOR, b"\xaa\xbb\xcc")
     assert len(tag) == 3
     assert tag == CookieMinter(SECRET).listener_tag(CONNECTOR, b"\xaa\xbb\xcc")
-    others = {
-        minter.listener_tag(("192.0.2.7", 40000 + i), b"\xaa\xbb\xcc") for i in range(1, 20)
-    }
+    others = {minter.listener_tag(("192.0.2.7", 40000 + i), b"\xaa\xbb\xcc") for i in range(1, 20)}
     assert len(others | {tag}) > 15
 
 

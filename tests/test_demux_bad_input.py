@@ -203,8 +203,16 @@ def test_abort_for_unknown_tag_is_not_answered() -> None:
         b"\x0axyz",
         b"\xffxyz",
     ],
-    ids=["cookie-ack", "shutdown", "shutdown-ack", "shutdown-complete", "ack", "data",
-         "type10", "type255"],
+    ids=[
+        "cookie-ack",
+        "shutdown",
+        "shutdown-ack",
+        "shutdown-complete",
+        "ack",
+        "data",
+        "type10",
+        "type255",
+    ],
 )
 def test_unknown_session_gets_abort_with_its_tag(datagram: bytes) -> None:
     """Any non-handshake packet with a tag of no session is answered ABORT with that tag."""
@@ -270,8 +278,13 @@ def test_malformed_packets_with_session_tag_do_not_kill_it() -> None:
     """Wrong-length packets carrying a live session's tag leave the session open."""
     driver = Driver()
     session, _ = _established(driver)
-    for bad in (b"\x08abc\x00", b"\x07abc\x00", b"\x05abc", b"\x00abc" + bytes(9),
-                b"\x00abc" + struct.pack("<IIH", 5, 0, 9) + b"short"):
+    for bad in (
+        b"\x08abc\x00",
+        b"\x07abc\x00",
+        b"\x05abc",
+        b"\x00abc" + bytes(9),
+        b"\x00abc" + struct.pack("<IIH", 5, 0, 9) + b"short",
+    ):
         answers = driver.feed(bad, now=T0 + 0.02)
         assert all(a[0] == 8 for a in answers)
     assert not session.closed, driver.events
@@ -325,9 +338,7 @@ def test_replay_reference_connector_against_our_listener() -> None:
     assert all(getattr(p, "tag", None) == ltag for p in rest)
     data_packets = [p for p in rest if isinstance(p, wire.Data)]
     echoed = b"".join(p.payload for p in data_packets)
-    reference_echo = b"".join(
-        p.payload for p in reference_answers if isinstance(p, wire.Data)
-    )
+    reference_echo = b"".join(p.payload for p in reference_answers if isinstance(p, wire.Data))
     assert echoed == reference_echo and len(echoed) == 1200
     # seq is the end offset of each payload; acks only grow and end at 1200.
     offset = 0

@@ -33,8 +33,12 @@ class Arena:
         self.victim = self.a.connect(self.b)
         self.bystander = self.c.connect(self.b)
         self.net.run_until(
-            lambda: self.victim.established and self.bystander.established
-            and len(self.b.order) == 2 and all(r.established for r in self.b.order),
+            lambda: (
+                self.victim.established
+                and self.bystander.established
+                and len(self.b.order) == 2
+                and all(r.established for r in self.b.order)
+            ),
             max_time=10,
         )
         self.victim_peer = self._peer_of(self.victim)
@@ -59,8 +63,12 @@ class Arena:
 
     def finish_bystander(self, expected: bytes) -> None:
         """The bystander's echo transfer completes byte-exact and its session stays open."""
-        self.net.run_until(lambda: len(self.bystander.received) >= len(expected),
-                           max_time=300, max_steps=100_000, what="bystander echo")
+        self.net.run_until(
+            lambda: len(self.bystander.received) >= len(expected),
+            max_time=300,
+            max_steps=100_000,
+            what="bystander echo",
+        )
         assert bytes(self.bystander_peer.received) == expected
         assert bytes(self.bystander.received) == expected
         assert self.bystander.close_reason is None and self.bystander_peer.close_reason is None
@@ -165,8 +173,11 @@ def test_datagrams_straight_into_demux_never_raise(datagram: bytes, prefix_kind:
     """receive_datagram and a full drain never raise on any bytes, typed or not."""
     arena = Arena(seed=9)
     demux = arena.b.demux
-    for data in (datagram, bytes([prefix_kind]) + datagram,
-                 bytes([prefix_kind]) + arena.victim.session.local_tag + datagram):
+    for data in (
+        datagram,
+        bytes([prefix_kind]) + datagram,
+        bytes([prefix_kind]) + arena.victim.session.local_tag + datagram,
+    ):
         demux.receive_datagram(data, arena.a.addr, arena.net.now)
         demux.receive_datagram(data, ("203.0.113.5", 1), arena.net.now)
         arena.net.flush()
@@ -186,8 +197,9 @@ def test_flood_of_distinct_tags_does_not_grow_session_table() -> None:
         if kind == 0:
             datagram = wire.Init(tag).to_bytes()
         elif kind == 1:
-            datagram = wire.CookieEcho(rnd.randbytes(3), tag, 1, 2**32 - 1,
-                                       rnd.randbytes(20)).to_bytes()
+            datagram = wire.CookieEcho(
+                rnd.randbytes(3), tag, 1, 2**32 - 1, rnd.randbytes(20)
+            ).to_bytes()
         elif kind == 2:
             datagram = wire.Data(tag, rnd.getrandbits(32), 0, rnd.randbytes(50)).to_bytes()
         else:
@@ -270,8 +282,9 @@ def test_oversized_data_is_accepted_or_ignored() -> None:
     assert arena.victim_peer.session.bytes_received == len(big)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     loss=st.sampled_from([0.0, 0.05, 0.15, 0.25]),
     duplicate=st.sampled_from([0.0, 0.1]),

@@ -219,8 +219,9 @@ def test_two_connections_from_one_host_are_distinct() -> None:
 def test_connect_with_per_session_config() -> None:
     """connect() honours a per-session config (here a short connect timeout)."""
     net, client, _ = pair(seed=13)
-    conn = client.connect(("10.0.0.99", 9), config=dataclasses.replace(
-        client.config, connect_timeout=1.5))
+    conn = client.connect(
+        ("10.0.0.99", 9), config=dataclasses.replace(client.config, connect_timeout=1.5)
+    )
     start = net.now
     net.run_until(lambda: conn.closed, max_time=10)
     assert conn.close_reason is CloseReason.CONNECT_TIMEOUT

@@ -42,8 +42,9 @@ def _assert_closed_last(record: SessionRecord, reason: CloseReason) -> None:
 
 def _settle(net: SimNet, *hosts: Host) -> None:
     """Run until every host's session table is empty (lingering included)."""
-    net.run_until(lambda: all(len(h.demux) == 0 for h in hosts), max_time=60,
-                  what="session tables empty")
+    net.run_until(
+        lambda: all(len(h.demux) == 0 for h in hosts), max_time=60, what="session tables empty"
+    )
 
 
 @pytest.mark.parametrize("closer", ["client", "server"])
@@ -244,8 +245,9 @@ def test_dead_peer_mid_transfer(seed: int) -> None:
     net.run_until(lambda: len(peer.received) > 200_000, max_time=60)
     server.stopped = True
     stopped_at = net.now
-    net.run_until(lambda: conn.closed, max_time=_dead_peer_bound(client.config) + 5,
-                  max_steps=50_000)
+    net.run_until(
+        lambda: conn.closed, max_time=_dead_peer_bound(client.config) + 5, max_steps=50_000
+    )
     _assert_closed_last(conn, CloseReason.PEER_TIMEOUT)
     took = conn.closed_at - stopped_at  # type: ignore[operator]
     assert client.config.peer_timeout <= took <= _dead_peer_bound(client.config), took
@@ -303,8 +305,13 @@ def test_listener_restart_aborts_connector() -> None:
     """After the listener loses its state, the connector's next DATA draws ABORT and it closes."""
     net, client, server, conn, _peer = connected_pair(seed=28)
     net.hosts.pop(server.addr)
-    reborn = net.add_host(server.addr[0], server.addr[1], accepting=True, name="reborn",
-                          secret=b"a brand new secret after restart")
+    reborn = net.add_host(
+        server.addr[0],
+        server.addr[1],
+        accepting=True,
+        name="reborn",
+        secret=b"a brand new secret after restart",
+    )
     client.write(conn, payload(10_000, seed=28))
     net.run_until(lambda: conn.closed, max_time=10)
     assert conn.close_reason is CloseReason.ABORTED_BY_PEER

@@ -12,14 +12,20 @@ from mnet_twisted.events import DataReceived, SendBufferLow
 
 #: (loss rate, bytes to send): higher loss gets a smaller transfer so the
 #: whole matrix stays fast; MNET without SACK is slow at 30 % loss, as TCP is.
-LOSS_MATRIX = [(0.0, 2_000_000), (0.05, 1_000_000), (0.10, 500_000), (0.20, 250_000),
-               (0.30, 200_000)]
+LOSS_MATRIX = [
+    (0.0, 2_000_000),
+    (0.05, 1_000_000),
+    (0.10, 500_000),
+    (0.20, 250_000),
+    (0.30, 200_000),
+]
 SEEDS = [1, 2, 3, 4, 5]
 
 
 def _impaired(loss: float) -> Link:
-    return Link(delay=0.01, jitter=0.002, loss=loss, duplicate=0.05, reorder=0.05,
-                reorder_delay=0.03)
+    return Link(
+        delay=0.01, jitter=0.002, loss=loss, duplicate=0.05, reorder=0.05, reorder_delay=0.03
+    )
 
 
 def _assert_stream(record: SessionRecord, expected: bytes) -> None:
@@ -31,15 +37,17 @@ def _assert_stream(record: SessionRecord, expected: bytes) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("loss,size", LOSS_MATRIX, ids=[f"loss{int(x * 100)}" for x, _ in
-                                                        LOSS_MATRIX])
+@pytest.mark.parametrize(
+    "loss,size", LOSS_MATRIX, ids=[f"loss{int(x * 100)}" for x, _ in LOSS_MATRIX]
+)
 def test_one_way_transfer_exact(loss: float, size: int, seed: int) -> None:
     """Every byte arrives exactly once and in order, whatever the loss, duplication, reordering."""
     net, client, _server, conn, peer = connected_pair(seed=seed, link=_impaired(loss))
     data = payload(size, seed=seed)
     client.write(conn, data)
-    net.run_until(lambda: len(peer.received) >= size, max_time=600, max_steps=300_000,
-                  what="transfer")
+    net.run_until(
+        lambda: len(peer.received) >= size, max_time=600, max_steps=300_000, what="transfer"
+    )
     net.run_until(lambda: conn.session.send_buffer_size == 0, max_time=60)
     _assert_stream(peer, data)
     assert conn.close_reason is None and peer.close_reason is None
@@ -57,8 +65,11 @@ def test_both_directions_at_once(loss: float, seed: int) -> None:
     up, down = payload(size, seed=seed), payload(size, seed=seed + 100)
     client.write(conn, up)
     server.write(peer, down)
-    net.run_until(lambda: len(peer.received) >= size and len(conn.received) >= size,
-                  max_time=600, max_steps=300_000)
+    net.run_until(
+        lambda: len(peer.received) >= size and len(conn.received) >= size,
+        max_time=600,
+        max_steps=300_000,
+    )
     _assert_stream(peer, up)
     _assert_stream(conn, down)
 
@@ -84,8 +95,11 @@ def test_sequence_numbers_wrap(loss: float) -> None:
     up, down = payload(1_000_000, seed=1), payload(300_000, seed=2)
     client.write(conn, up)
     server.write(peer, down)
-    net.run_until(lambda: len(peer.received) >= len(up) and len(conn.received) >= len(down),
-                  max_time=600, max_steps=300_000)
+    net.run_until(
+        lambda: len(peer.received) >= len(up) and len(conn.received) >= len(down),
+        max_time=600,
+        max_steps=300_000,
+    )
     _assert_stream(peer, up)
     _assert_stream(conn, down)
     # The wire really wrapped: some DATA carried a seq below the origin.
@@ -108,8 +122,9 @@ def test_wrap_first_data_seq_is_origin_plus_length() -> None:
 
 def test_paused_receiver_bounds_buffer_and_resumes() -> None:
     """A paused reader gets nothing, holds at most receive_buffer_limit, and gets all on resume."""
-    config = SessionConfig(receive_buffer_limit=200_000, send_buffer_high_water=400_000,
-                           send_buffer_low_water=100_000)
+    config = SessionConfig(
+        receive_buffer_limit=200_000, send_buffer_high_water=400_000, send_buffer_low_water=100_000
+    )
     net, client, server, conn, peer = connected_pair(seed=7, link=_impaired(0.02), config=config)
     server.pause(peer)
     data = payload(2_000_000, seed=7)
@@ -196,8 +211,7 @@ def test_small_writes_are_coalesced() -> None:
 def test_segments_respect_max_datagram_size() -> None:
     """No datagram exceeds max_datagram_size; a small size still transfers exactly."""
     config = SessionConfig(max_datagram_size=200)
-    net, client, _server, conn, peer = connected_pair(seed=12, link=_impaired(0.05),
-                                                     config=config)
+    net, client, _server, conn, peer = connected_pair(seed=12, link=_impaired(0.05), config=config)
     net.trace = True
     data = payload(100_000, seed=12)
     client.write(conn, data)
@@ -208,10 +222,12 @@ def test_segments_respect_max_datagram_size() -> None:
 
 def test_receiver_accepts_reference_sized_segments() -> None:
     """A stop-and-wait-like peer with 512-byte datagrams interoperates with default settings."""
-    small = SessionConfig(max_datagram_size=512, initial_window_segments=1,
-                          max_congestion_window=498)
+    small = SessionConfig(
+        max_datagram_size=512, initial_window_segments=1, max_congestion_window=498
+    )
     net, client, _server, conn, peer = connected_pair(
-        seed=13, link=_impaired(0.05), config=small, server_config=SessionConfig())
+        seed=13, link=_impaired(0.05), config=small, server_config=SessionConfig()
+    )
     data = payload(50_000, seed=13)
     peer.echo = True
     client.write(conn, data)
@@ -267,8 +283,9 @@ def test_send_buffer_low_when_already_low() -> None:
 def test_send_buffer_low_waits_for_acks() -> None:
     """SendBufferLow comes only after enough data was acknowledged to drop below low water."""
     config = SessionConfig(send_buffer_high_water=300_000, send_buffer_low_water=100_000)
-    net, client, _server, conn, peer = connected_pair(seed=17, link=Link(delay=0.02),
-                                                      config=config)
+    net, client, _server, conn, peer = connected_pair(
+        seed=17, link=Link(delay=0.02), config=config
+    )
     seen_at_event: list[tuple[int, int]] = []
 
     def on_event(record: SessionRecord, event: object) -> None:
@@ -294,8 +311,9 @@ def test_wrap_under_heavy_loss() -> None:
     up, down = payload(150_000, seed=18), payload(150_000, seed=19)
     client.write(conn, up)
     server.write(peer, down)
-    net.run_until(lambda: len(peer.received) >= len(up) and len(conn.received) >= len(down),
-                  max_time=600)
+    net.run_until(
+        lambda: len(peer.received) >= len(up) and len(conn.received) >= len(down), max_time=600
+    )
     _assert_stream(peer, up)
     _assert_stream(conn, down)
 
@@ -322,8 +340,7 @@ def test_same_tag_from_two_addresses_stays_separate() -> None:
     ma, mb = payload(50_000, seed=1), payload(50_000, seed=2)
     a.write(ra, ma)
     b.write(rb, mb)
-    net.run_until(lambda: len(ra.received) >= len(ma) and len(rb.received) >= len(mb),
-                  max_time=30)
+    net.run_until(lambda: len(ra.received) >= len(ma) and len(rb.received) >= len(mb), max_time=30)
     assert bytes(ra.received) == ma and bytes(rb.received) == mb
 
 

@@ -224,17 +224,20 @@ def test_generated_packets_round_trip(packet: wire.Packet) -> None:
     """Any packet value serialises to bytes that parse back to an equal value."""
     data = packet.to_bytes()
     assert wire.parse(data) == packet
-    assert data[0] == {
-        wire.Init: 1,
-        wire.Cookie: 2,
-        wire.CookieEcho: 3,
-        wire.CookieAck: 4,
-        wire.Data: 0,
-        wire.Shutdown: 5,
-        wire.ShutdownAck: 6,
-        wire.ShutdownComplete: 7,
-        wire.Abort: 8,
-    }[type(packet)]
+    assert (
+        data[0]
+        == {
+            wire.Init: 1,
+            wire.Cookie: 2,
+            wire.CookieEcho: 3,
+            wire.CookieAck: 4,
+            wire.Data: 0,
+            wire.Shutdown: 5,
+            wire.ShutdownAck: 6,
+            wire.ShutdownComplete: 7,
+            wire.Abort: 8,
+        }[type(packet)]
+    )
 
 
 @settings(max_examples=200, deadline=None)
