@@ -317,3 +317,21 @@ async def test_client_port_closes_after_session(mnet) -> None:
     client.transport.loseConnection()
     await lostReason(client)
     await mnet.waitFor(lambda: not udp.connected)
+
+
+@pytest_twisted.ensureDeferred
+async def test_listener_reads_the_largest_datagrams_whole(mnet) -> None:
+    """DATA datagrams of 60 KB from a peer are read whole by a default listener, not truncated."""
+    server_factory = RecorderFactory()
+    port = await mnet.listen(server_factory)  # default config: sends 1452-byte datagrams
+    big = mnet.withConfig(max_datagram_size=14 + 60_000)
+    client = await mnet.connect(port, Factory.forProtocol(Recorder), config=big)
+    server = await within(server_factory.built)
+    payload = os.urandom(1_000_000)
+    client.transport.write(payload)
+    # A truncated read would fail to parse, so no byte could ever be acknowledged.
+    await mnet.waitFor(lambda: len(server.received) == len(payload), 20)
+    assert server.received == payload
+    assert port.protocol.stats["datagramsReceived"] >= len(payload) // 60_000
+    client.transport.loseConnection()
+    assert (await lostReason(server)).check(error.ConnectionDone)
