@@ -14,6 +14,7 @@ import heapq
 import itertools
 import os
 from collections.abc import Callable
+from typing import TypeVar
 
 from . import wire
 from .config import SessionConfig
@@ -176,11 +177,9 @@ class Demultiplexer:
     # The handshake, answered without state until the cookie comes back
 
     def _on_init(self, data: bytes, address: Address, now: float) -> None:
-        try:
-            init = wire.parse(data)
-        except wire.MalformedPacket:
+        init = _parse_as(wire.Init, data)
+        if init is None:
             return
-        assert isinstance(init, wire.Init)
         if init.version != wire.VERSION or not self.accepting:
             self._reply(wire.Abort(init.tag), address)
             return
@@ -197,11 +196,9 @@ class Demultiplexer:
         self._reply(wire.Cookie(listener_tag, init.tag, init.version, expiration, mac), address)
 
     def _on_cookie_echo(self, data: bytes, address: Address, now: float) -> None:
-        try:
-            echo = wire.parse(data)
-        except wire.MalformedPacket:
+        echo = _parse_as(wire.CookieEcho, data)
+        if echo is None:
             return
-        assert isinstance(echo, wire.CookieEcho)
         verdict = self.cookies.check(echo, connector=address, local_port=self.local_port, now=now)
         if verdict is CookieVerdict.FORGED:
             return
@@ -232,11 +229,9 @@ class Demultiplexer:
         self._reply(wire.CookieAck(echo.listener_tag), address)
 
     def _on_cookie(self, data: bytes, address: Address, now: float) -> None:
-        try:
-            cookie = wire.parse(data)
-        except wire.MalformedPacket:
+        cookie = _parse_as(wire.Cookie, data)
+        if cookie is None:
             return
-        assert isinstance(cookie, wire.Cookie)
         session = self._by_local_tag.get((address, cookie.connector_tag))
         if session is None or session.state is not SessionState.COOKIE_WAIT:
             return  # unsolicited, or a duplicate: answering could reflect traffic
@@ -276,3 +271,15 @@ class Demultiplexer:
         ):
             if tag is not None and table.get((address, tag)) is session:
                 del table[(address, tag)]
+
+
+_P = TypeVar("_P", wire.Init, wire.Cookie, wire.CookieEcho)
+
+
+def _parse_as(kind: type[_P], data: bytes) -> _P | None:
+    """``data`` as a packet of ``kind`` (its type byte was checked), or None if malformed."""
+    try:
+        packet = wire.parse(data)
+    except wire.MalformedPacket:
+        return None
+    return packet if isinstance(packet, kind) else None

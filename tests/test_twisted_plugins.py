@@ -120,20 +120,25 @@ TWISTD = [
 TWIST = [sys.executable, "-m", "twisted"]
 
 
+def _spawnEcho(runner: list[str], port: int, log_path: Path) -> subprocess.Popen:
+    """Start mnet-echo on 127.0.0.1:port in a subprocess, logging to log_path."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [*runner, "mnet-echo", "--listen", f"mnet:{port}:interface=127.0.0.1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=log_path.parent,
+            env=_childEnv(),
+        )
+
+
 @pytest.mark.parametrize("runner", [TWISTD, TWIST], ids=["twistd", "twist"])
 @pytest_twisted.ensureDeferred
 async def test_mnet_echo_plugin_subprocess(runner, tmp_path, mnet) -> None:
     """mnet-echo under twistd/twist in a subprocess echoes lines to a clientFromString client."""
     port = _freeUDPPort()
     log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        child = subprocess.Popen(
-            [*runner, "mnet-echo", "--listen", f"mnet:{port}:interface=127.0.0.1"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            env=_childEnv(),
-        )
+    child = _spawnEcho(runner, port, log_path)
     try:
         # INIT is retransmitted until the child has bound its port.
         endpoint = clientFromString(mnet.reactor, f"mnet:host=127.0.0.1:port={port}:timeout=20")
@@ -186,14 +191,7 @@ async def test_twistd_shuts_down_promptly_with_an_idle_client(tmp_path, mnet) ->
     """SIGTERM to mnet-echo with a client attached exits promptly; the client closes cleanly."""
     port = _freeUDPPort()
     log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        child = subprocess.Popen(
-            [*TWISTD, "mnet-echo", "--listen", f"mnet:{port}:interface=127.0.0.1"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            env=_childEnv(),
-        )
+    child = _spawnEcho(TWISTD, port, log_path)
     try:
         endpoint = clientFromString(mnet.reactor, f"mnet:host=127.0.0.1:port={port}:timeout=20")
         client = await within(endpoint.connect(Factory.forProtocol(LineClient)), 30)
