@@ -7,6 +7,12 @@ are cumulative only (MNET has no SACK), so loss recovery is NewReno's: fast
 retransmit on three duplicate acks, one retransmission per partial ack, and
 on timeout a return to the first unacknowledged byte with a one-segment
 window.
+
+Some receivers (the reference peers among them) throw away every segment
+that does not start exactly at their offset.  For them NewReno would repair
+one segment per round trip after each loss, so the sender watches for it —
+the ack after a retransmission stops exactly at its end, though more was
+sent — and then goes back N instead: resends everything after the hole.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ class StreamSender:
         self._timed: deque[tuple[int, float]] = deque()
         self.rto_deadline: float | None = None
         self.retransmissions = 0
+        #: Whether the peer seems to discard out-of-order segments.
+        self.peer_discards_out_of_order = False
+        #: End of the last retransmission of the first unacknowledged segment.
+        self._repair_end: int | None = None
+        self._discard_evidence = 0
 
     @property
     def acked(self) -> int:
@@ -108,7 +119,7 @@ class StreamSender:
             if pure and self.snd_nxt > acked:
                 flight = self.snd_nxt - acked
                 if self.congestion.on_duplicate_ack(flight, acked, self.snd_max):
-                    return 0, self._retransmit_first(now)
+                    return 0, self._repair(now)
             return 0, []
         newly = ack - acked
         sent_at = None
@@ -120,7 +131,8 @@ class StreamSender:
             self.rtt.reset_backoff()
         self._buffer.release_until(ack)
         self.snd_nxt = max(self.snd_nxt, ack)
-        retransmit = self._retransmit_first(now) if self.congestion.on_new_ack(newly, ack) else []
+        self._learn_receiver_behaviour(ack)
+        retransmit = self._repair(now) if self.congestion.on_new_ack(newly, ack) else []
         self.rto_deadline = now + self.rtt.rto if self.snd_nxt > ack else None
         return newly, retransmit
 
@@ -134,7 +146,35 @@ class StreamSender:
         self.rtt.back_off()
         self._timed.clear()
         self.snd_nxt = acked  # no SACK: go back and resend from the hole
-        return self.transmit(now)
+        resent = self.transmit(now)
+        if resent:
+            self._repair_end = resent[0][0]
+        return resent
+
+    def _repair(self, now: float) -> list[Segment]:
+        """Resend the first unacknowledged segment; for a discarding peer, all after it too."""
+        resent = self._retransmit_first(now)
+        if resent and self.peer_discards_out_of_order:
+            # Everything in flight behind the hole was thrown away: resend it
+            # as the window allows, starting right after the repaired segment.
+            self.snd_nxt = resent[0][0]
+        return resent
+
+    def _learn_receiver_behaviour(self, ack: int) -> None:
+        repaired = self._repair_end
+        if repaired is None or ack < repaired:
+            return
+        self._repair_end = None
+        if ack > repaired:
+            # The repair released bytes sent after it: they had been kept.
+            self._discard_evidence = 0
+            self.peer_discards_out_of_order = False
+        elif self.snd_max > ack:
+            # Nothing sent after the hole was kept (or all of it was lost):
+            # twice in a row is taken as the receiver's habit.
+            self._discard_evidence += 1
+            if self._discard_evidence >= 2:
+                self.peer_discards_out_of_order = True
 
     def _retransmit_first(self, now: float) -> list[Segment]:
         start = self._buffer.start
@@ -144,4 +184,5 @@ class StreamSender:
         self.retransmissions += 1
         self._timed.clear()  # Karn: no sample may come from an ambiguous ack
         self.rto_deadline = now + self.rtt.rto
+        self._repair_end = end
         return [(end, self._buffer.get(start, end - start))]

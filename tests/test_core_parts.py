@@ -203,3 +203,36 @@ def test_hole_filler_evicts_farthest_out_of_order_data() -> None:
     assert sum(len(piece) for piece in delivered) == 3000
     assert receiver.rcv_nxt == 3000
     assert receiver.held_out_of_order == 0
+
+
+def test_sender_detects_a_receiver_that_discards_out_of_order_data() -> None:
+    """Acks stopping at each repaired segment's end switch the sender to go-back-N."""
+    config = SessionConfig(max_datagram_size=14 + MSS, initial_window_segments=10)
+    sender = StreamSender(config)
+    sender.write(bytes(40 * MSS))
+    sender.transmit(now=0.0)  # 10 segments; the first is lost, the rest discarded
+    for _ in range(3):
+        sender.on_ack(wrap(0), now=0.1, pure=True)
+    assert sender.retransmissions == 1  # fast retransmit of [0, MSS)
+    sender.on_ack(wrap(MSS), now=0.2, pure=True)  # stops at the repair: evidence 1
+    assert not sender.peer_discards_out_of_order
+    sender.on_ack(wrap(2 * MSS), now=0.3, pure=True)  # partial ack, same again
+    assert sender.peer_discards_out_of_order
+    # From now on a partial ack resends everything after the hole, window allowing.
+    sender.on_ack(wrap(3 * MSS), now=0.4, pure=True)
+    assert sender.snd_nxt == 4 * MSS
+    resent = sender.transmit(now=0.4)
+    assert resent and resent[0][0] == 5 * MSS
+
+
+def test_sender_unlearns_discarding_when_a_repair_releases_more() -> None:
+    """An ack jumping past a repaired segment shows the receiver kept later data."""
+    config = SessionConfig(max_datagram_size=14 + MSS, initial_window_segments=10)
+    sender = StreamSender(config)
+    sender.peer_discards_out_of_order = True
+    sender.write(bytes(20 * MSS))
+    sender.transmit(now=0.0)
+    for _ in range(3):
+        sender.on_ack(wrap(0), now=0.1, pure=True)
+    sender.on_ack(wrap(10 * MSS), now=0.2, pure=True)  # everything after the hole was kept
+    assert not sender.peer_discards_out_of_order
