@@ -43,7 +43,9 @@ _S = SessionState
 _HANDSHAKING = frozenset({_S.COOKIE_WAIT, _S.COOKIE_ECHOED})
 #: States in which our own stream may still carry data to the peer.
 _SENDING = frozenset({_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED})
-_WRITABLE = frozenset({_S.COOKIE_WAIT, _S.COOKIE_ECHOED, _S.ESTABLISHED, _S.SHUTDOWN_RECEIVED})
+#: A peer's SHUTDOWN ends our stream too (MNET has no half-close): what was
+#: written before it still goes, nothing after it.
+_WRITABLE = frozenset({_S.COOKIE_WAIT, _S.COOKIE_ECHOED, _S.ESTABLISHED})
 #: States in which a SHUTDOWN-ACK from the peer breaks the protocol.
 _OPEN = frozenset({_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED})
 

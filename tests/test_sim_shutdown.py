@@ -15,6 +15,7 @@ from simnet import (
 )
 
 from mnet_twisted.config import SessionConfig
+from mnet_twisted.errors import SessionClosedError
 from mnet_twisted.events import Closed, CloseReason, DataReceived
 from mnet_twisted.session import SessionState
 
@@ -229,7 +230,6 @@ def test_close_is_idempotent_and_abort_after_close_aborts() -> None:
 
 def test_send_after_close_raises() -> None:
     """send() after close() is local misuse: SessionClosedError."""
-    from mnet_twisted.errors import SessionClosedError
 
     _net, client, _server, conn, _peer = connected_pair(seed=21)
     client.close(conn)
@@ -332,3 +332,18 @@ def test_paused_reader_gets_data_then_closed_on_resume() -> None:
     assert bytes(peer.received) == data
     _assert_closed_last(peer, CloseReason.CLEAN)
     _settle(net, client, server)
+
+
+def test_peer_shutdown_finishes_pending_data_but_takes_no_more() -> None:
+    """After the peer's SHUTDOWN, what was written still arrives; new writes are refused."""
+    net, client, server, conn, peer = connected_pair(seed=29, link=Link(delay=0.01))
+    pending = payload(300_000, seed=29)
+    server.write(peer, pending)
+    client.close(conn)
+    net.run_until(lambda: peer.state is SessionState.SHUTDOWN_RECEIVED, max_time=5)
+    assert not peer.session.writable
+    with pytest.raises(SessionClosedError):
+        peer.session.send(b"too late")
+    net.run_until(lambda: conn.closed and peer.closed, max_time=30)
+    assert bytes(conn.received) == pending
+    assert conn.close_reason is CloseReason.CLEAN and peer.close_reason is CloseReason.CLEAN
