@@ -79,6 +79,27 @@ async def _waitExit(reactor: Any, child: subprocess.Popen[bytes], seconds: float
     return child.poll() is not None
 
 
+async def _connectOnceListening(
+    reactor: Any, endpoint: Any, child: subprocess.Popen[bytes]
+) -> EchoCheck:
+    """Connect; while the server is still starting its port refuses, as with TCP."""
+    deadline = reactor.seconds() + 15
+    while True:
+        try:
+            client: EchoCheck = await endpoint.connect(Factory.forProtocol(EchoCheck))
+            return client
+        except error.ConnectionRefusedError:
+            if child.poll() is not None:
+                raise DemoError(
+                    f"the echo server exited early (status {child.returncode})"
+                ) from None
+            if reactor.seconds() > deadline:
+                raise DemoError("the echo server did not start listening within 15 s") from None
+            await task.deferLater(reactor, 0.1, lambda: None)
+        except error.TimeoutError:
+            raise DemoError("the echo server did not answer within 15 s") from None
+
+
 async def _demo(reactor: Any, log_file: Any) -> None:
     port = _freeUDPPort()
     command = _serverCommand(port)
@@ -89,21 +110,9 @@ async def _demo(reactor: Any, log_file: Any) -> None:
     try:
         description = f"mnet:host=127.0.0.1:port={port}:timeout=15"
         print(f"connecting with clientFromString(reactor, {description!r})")
-        endpoint = clientFromString(reactor, description)
-        # MNET retransmits INIT, so connecting while the server still starts is fine.
-        connecting = endpoint.connect(Factory.forProtocol(EchoCheck))
-        exited = task.deferLater(reactor, 0, lambda: None)
-        while not connecting.called:
-            await exited
-            if child.poll() is not None:
-                connecting.addErrback(lambda _: None)
-                connecting.cancel()
-                raise DemoError(f"the echo server exited early (status {child.returncode})")
-            exited = task.deferLater(reactor, 0.1, lambda: None)
-        try:
-            client: EchoCheck = await connecting
-        except error.TimeoutError:
-            raise DemoError("the echo server did not answer within 15 s") from None
+        client = await _connectOnceListening(
+            reactor, clientFromString(reactor, description), child
+        )
         print(f"connected: {client.transport.getHost()} -> {client.transport.getPeer()}")
         for line in LINES:
             print(f"  sent:     {line.decode()}")

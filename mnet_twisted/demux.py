@@ -117,6 +117,12 @@ class Demultiplexer:
             else:
                 self._reply(wire.Abort(tag), address)
 
+    def destination_unreachable(self, address: Address, now: float) -> None:
+        """The network says nothing listens at ``address``: refuse our attempts there."""
+        for session in list(self._sessions):
+            if session.is_connector and session.peer_address == address:
+                session.destination_unreachable(now)
+
     def handle_timers(self, now: float) -> None:
         """Let every session whose deadline has passed act on it."""
         heap = self._heap

@@ -303,6 +303,10 @@ class MNETClientEndpoint:
         protocol = MNETDatagramProtocol(self._reactor, config=self._config, closeWhenIdle=True)
         udp_port = _listenUDP(self._reactor, bind_port, protocol, interface)
         try:
+            # The port serves this one peer: a connected socket lets the kernel
+            # drop strangers' datagrams and report "port unreachable", so a
+            # connection to a closed port is refused at once, as with TCP.
+            udp_port.connect(ip, self._port)
             return protocol.connect((ip, self._port), protocolFactory, self._config)
         except BaseException:
             udp_port.stopListening()

@@ -20,7 +20,8 @@ class CloseReason(Enum):
     ABORTED_BY_PEER = "aborted by peer"
     #: The local application called ``abort()``.
     ABORTED_LOCALLY = "aborted locally"
-    #: The listener answered the connection attempt with ABORT.
+    #: The listener answered the connection attempt with ABORT, or the network
+    #: said nothing listens there.
     REFUSED = "refused"
     #: No answer to INIT / COOKIE-ECHO before the connect timeout.
     CONNECT_TIMEOUT = "connect timeout"

@@ -137,6 +137,18 @@ class MNETDatagramProtocol(DatagramProtocol):
         self.demux.receive_datagram(datagram, (addr[0], addr[1]), self._reactor.seconds())
         self.scheduleFlush()
 
+    def connectionRefused(self) -> None:
+        """A connected (client) socket heard ICMP port unreachable from its peer."""
+        if self.demux is None or self._stopped:
+            return
+        self._refusePendingConnects()
+        self.scheduleFlush()
+
+    def _refusePendingConnects(self) -> None:
+        now = self._reactor.seconds()
+        for address in {session.peer_address for session in self._pending}:
+            self.demux.destination_unreachable(address, now)
+
     def stopProtocol(self) -> None:
         """The UDP port is going away: every session is lost."""
         self._stopped = True
@@ -146,6 +158,11 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._flushCall = self._timerCall = None
         demux = self.demux
         if demux is not None:
+            if not self._closing:
+                # We did not close the port: the socket failed.  The epoll
+                # reactor does this to a connected socket that got ICMP port
+                # unreachable, which for a connection attempt is a refusal.
+                self._refusePendingConnects()
             now = self._reactor.seconds()
             demux.abort_all(now)
             while (item := demux.next_event()) is not None:

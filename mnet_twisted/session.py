@@ -186,6 +186,16 @@ class Session:
         self._send_abort()
         self._terminate(CloseReason.ABORTED_LOCALLY, "aborted by the application", now)
 
+    def destination_unreachable(self, now: float) -> None:
+        """The network reported the peer's port unreachable (ICMP, via the socket).
+
+        During the handshake that is a refusal, as TCP reports one; later it
+        is ignored, since such reports are easy to spoof and the dead-peer
+        rule notices a peer that is really gone.
+        """
+        if self.state in _HANDSHAKING:
+            self._terminate(CloseReason.REFUSED, "the peer's port is unreachable", now)
+
     def pause_reading(self) -> None:
         """Hold received data; past ``receive_buffer_limit`` new data is dropped."""
         self._reading_paused = True

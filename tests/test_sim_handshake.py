@@ -241,3 +241,18 @@ def test_close_before_established_still_closes() -> None:
     assert conn.close_reason is CloseReason.CLEAN
     assert peer.close_reason is CloseReason.CLEAN
     assert bytes(peer.received) == b"early bytes"
+
+
+def test_destination_unreachable_refuses_a_handshake_but_not_a_session() -> None:
+    """An ICMP-style report refuses a connection attempt, and is ignored once established."""
+    net, client, server = pair(seed=31)
+    nowhere = client.connect(("10.0.0.77", 9))
+    net.run_for(0.1)
+    client.demux.destination_unreachable(("10.0.0.77", 9), net.now)
+    net.flush()
+    assert nowhere.close_reason is CloseReason.REFUSED
+    live = client.connect(server)
+    net.run_until(lambda: live.established, max_time=5)
+    client.demux.destination_unreachable(server.addr, net.now)
+    net.flush()
+    assert not live.closed

@@ -132,6 +132,22 @@ async def test_refused(mnet) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_closed_port_is_refused_at_once() -> None:
+    """Connecting to a UDP port nobody listens on fails fast, like TCP, not after the timeout."""
+    from twisted.internet import reactor
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    endpoint = MNETClientEndpoint(reactor, "127.0.0.1", closed_port, timeout=30)
+    started = reactor.seconds()
+    with pytest.raises(error.ConnectionRefusedError):
+        await within(endpoint.connect(Factory.forProtocol(Recorder)), 10)
+    # The kernel's ICMP report arrives within a retry or two, far below 30 s.
+    assert reactor.seconds() - started < 5
+
+
+@pytest_twisted.ensureDeferred
 async def test_timeout() -> None:
     """A peer that never answers fails connect() with TimeoutError after the given timeout."""
     from twisted.internet import reactor

@@ -120,6 +120,20 @@ TWISTD = [
 TWIST = [sys.executable, "-m", "twisted"]
 
 
+async def _connectOnceListening(reactor, port: int, child: subprocess.Popen) -> LineClient:
+    """Connect with clientFromString; a port still being bound refuses, so retry, boundedly."""
+    from conftest import sleep
+
+    endpoint = clientFromString(reactor, f"mnet:host=127.0.0.1:port={port}:timeout=20")
+    for _ in range(300):
+        try:
+            return await within(endpoint.connect(Factory.forProtocol(LineClient)), 30)
+        except error.ConnectionRefusedError:
+            assert child.poll() is None, "the server exited"
+            await sleep(0.1)
+    raise AssertionError("the server never started listening")
+
+
 def _spawnEcho(runner: list[str], port: int, log_path: Path) -> subprocess.Popen:
     """Start mnet-echo on 127.0.0.1:port in a subprocess, logging to log_path."""
     with open(log_path, "wb") as log:
@@ -140,11 +154,9 @@ async def test_mnet_echo_plugin_subprocess(runner, tmp_path, mnet) -> None:
     log_path = tmp_path / "server.log"
     child = _spawnEcho(runner, port, log_path)
     try:
-        # INIT is retransmitted until the child has bound its port.
-        endpoint = clientFromString(mnet.reactor, f"mnet:host=127.0.0.1:port={port}:timeout=20")
         try:
-            client = await within(endpoint.connect(Factory.forProtocol(LineClient)), 30)
-        except error.TimeoutError:
+            client = await _connectOnceListening(mnet.reactor, port, child)
+        except (error.TimeoutError, AssertionError):
             pytest.fail(f"no answer from the plugin; its log:\n{log_path.read_text()}")
         lines = [b"hello", b"over", b"MNET " * 100]
         for line in lines:
@@ -193,8 +205,7 @@ async def test_twistd_shuts_down_promptly_with_an_idle_client(tmp_path, mnet) ->
     log_path = tmp_path / "server.log"
     child = _spawnEcho(TWISTD, port, log_path)
     try:
-        endpoint = clientFromString(mnet.reactor, f"mnet:host=127.0.0.1:port={port}:timeout=20")
-        client = await within(endpoint.connect(Factory.forProtocol(LineClient)), 30)
+        client = await _connectOnceListening(mnet.reactor, port, child)
         client.sendLine(b"before shutdown")
         await mnet.waitFor(lambda: client.lines == [b"before shutdown"], 20)
         child.terminate()
