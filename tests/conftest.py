@@ -1,20 +1,27 @@
 """
-Shared fixtures for the real-socket Twisted tests (tests/test_twisted_*.py).
-
-Only fixtures live here (no hooks), so other test modules can add their own.
+Shared fixtures for the real-socket Twisted tests (tests/test_twisted_*.py),
+and the suite-wide Hypothesis profile.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import pytest
 import pytest_twisted
+from hypothesis import settings
 from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
 from mnet_twisted.config import SessionConfig
+
+# Under CI, property tests explore a fixed set of examples, so a red run is
+# reproducible from its log; locally they keep searching anew each run.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 #: Short timers so that closes and lingering sessions do not slow the tests.
 FAST_CONFIG = SessionConfig(linger=0.2)
