@@ -220,3 +220,45 @@ async def test_twistd_shuts_down_promptly_with_an_idle_client(tmp_path, mnet) ->
         if child.poll() is None:
             child.kill()
             child.wait(5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_web_listens_on_mnet(tmp_path, mnet) -> None:
+    """An unrelated twistd plugin (web) serves over an mnet: string; Agent fetches the file."""
+    from twisted.web.client import Agent, readBody
+
+    (tmp_path / "hello.txt").write_bytes(b"served over MNET\n")
+    port = _freeUDPPort()
+    with open(tmp_path / "web.log", "wb") as log:
+        child = subprocess.Popen(
+            [*TWISTD, "web", "--listen", f"mnet:{port}:interface=127.0.0.1", "--path", "."],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=_childEnv(),
+        )
+
+    class OverMNET:
+        def endpointForURI(self, uri):
+            return clientFromString(mnet.reactor, f"mnet:host=127.0.0.1:port={uri.port}")
+
+    try:
+        agent = Agent.usingEndpointFactory(mnet.reactor, OverMNET())
+        url = f"http://127.0.0.1:{port}/hello.txt".encode()
+        for _ in range(300):  # until the child listens (refused before)
+            try:
+                response = await within(agent.request(b"GET", url), 20)
+                break
+            except error.ConnectionRefusedError:
+                assert child.poll() is None, (tmp_path / "web.log").read_text()
+                await mnet.sleep(0.1)
+        assert response.code == 200
+        assert await within(readBody(response)) == b"served over MNET\n"
+    finally:
+        child.terminate()
+        try:
+            await within(_waitProcess(child), 15)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(5)
