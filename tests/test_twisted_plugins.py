@@ -167,13 +167,18 @@ async def test_mnet_echo_plugin_subprocess(runner, tmp_path, mnet) -> None:
         await within(client.lost)
         assert client.reason.check(error.ConnectionDone)
     finally:
-        child.terminate()
-        try:
-            await within(_waitProcess(child), 15)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait(5)
+        await _stop(child)
+
+
+async def _stop(child: subprocess.Popen) -> None:
+    """Terminate a server subprocess; kill it if it does not exit in time."""
+    child.terminate()
+    try:
+        await within(_waitProcess(child), 15)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
 
 
 async def _waitProcess(child: subprocess.Popen) -> int:
@@ -255,10 +260,4 @@ async def test_twistd_web_listens_on_mnet(tmp_path, mnet) -> None:
         assert response.code == 200
         assert await within(readBody(response)) == b"served over MNET\n"
     finally:
-        child.terminate()
-        try:
-            await within(_waitProcess(child), 15)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait(5)
+        await _stop(child)
