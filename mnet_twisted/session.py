@@ -104,10 +104,11 @@ class Session:
         self._handshake_retried = False
         self._echo_tries = 0
         self._cookie_echo = b""
-        # Shutdown.
+        # Shutdown: SHUTDOWN / SHUTDOWN-ACK retransmission, then linger.
         self._control_retry_at: float | None = None
-        self._probe_retry_at: float | None = None
         self._linger_until: float | None = None
+        # Keep-alive: when the outstanding probe is due again.
+        self._probe_retry_at: float | None = None
 
         self.bytes_received = 0
 
