@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .congestion import CONTROLLERS
 from .wire import DATA_HEADER_SIZE, MAX_PAYLOAD
 
 __all__ = ["SessionConfig"]
@@ -22,10 +23,22 @@ class SessionConfig:
     connect_timeout: float = 10.0
     #: Lifetime of a cookie minted by a listener, in whole seconds.
     cookie_lifetime: int = 5
-    #: RFC 6298 retransmission timer bounds, in seconds.
+    #: Probe timeout (RFC 9002) before the first RTT sample, and its bounds,
+    #: in seconds.  Once sampled it is ``srtt + max(4 rttvar, 1 ms)`` plus
+    #: ``peer_ack_delay``: about a millisecond on a LAN, no 200 ms floor.
     initial_rto: float = 1.0
-    min_rto: float = 0.2
+    min_rto: float = 0.001
     max_rto: float = 2.0
+    #: Longest an MNET receiver deliberately holds an acknowledgement, added
+    #: to the probe timeout.  None does: ours ack out-of-order data at once
+    #: and the rest by every second segment or the end of each read batch
+    #: (which the RTT samples already include), the references ack at once.
+    peer_ack_delay: float = 0.0
+    #: Congestion controller, a key of ``mnet_twisted.congestion.CONTROLLERS``:
+    #: ``"adaptive"`` keeps its window through losses that come without a
+    #: queue (random loss) and leaves slow start on rising delay;
+    #: ``"newreno"`` halves on every loss.
+    congestion_control: str = "adaptive"
     #: The peer is declared dead once we have heard nothing from it for
     #: ``peer_timeout`` seconds *and* ``dead_peer_retransmissions`` timed-out
     #: retransmissions in a row went unanswered (time alone would kill
@@ -48,14 +61,18 @@ class SessionConfig:
     #: window larger than the peer's receive buffer only manufactures loss,
     #: so it defaults to the receive buffer we keep ourselves.
     max_congestion_window: int = 1024 * 1024
-    #: In-order-but-unread plus out-of-order bytes kept for the application.
-    #: Beyond it, arriving data is dropped unacknowledged, which is how MNET
-    #: pushes back on a sender.
-    receive_buffer_limit: int = 1024 * 1024
+    #: In-order-but-unread plus out-of-order bytes kept for the application
+    #: (out-of-order segments are charged 64 bytes each on top).  Beyond it,
+    #: arriving data is dropped unacknowledged, which is how MNET pushes back
+    #: on a sender.  The default holds a whole default window of segments
+    #: with that charge, so a peer like us never has data evicted.
+    receive_buffer_limit: int = 1024 * 1024 + 64 * 1024
     #: Unsent plus unacknowledged bytes above which writers should pause.
-    send_buffer_high_water: int = 1024 * 1024
+    #: Twice the largest window, so that while a hole is repaired new data
+    #: can still go out behind it and keep the acks coming.
+    send_buffer_high_water: int = 2 * 1024 * 1024
     #: ...and below which they may resume.
-    send_buffer_low_water: int = 256 * 1024
+    send_buffer_low_water: int = 1024 * 1024
     #: Stream offset both directions start from.  Interoperable peers require
     #: 0 (the wire carries "total bytes sent"); tests set it just below 2**32
     #: on both ends to exercise sequence-number wrap-around quickly.
@@ -68,6 +85,10 @@ class SessionConfig:
             raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
         if self.send_buffer_low_water > self.send_buffer_high_water:
             raise ValueError("send_buffer_low_water must not exceed send_buffer_high_water")
+        if self.peer_ack_delay < 0:
+            raise ValueError("peer_ack_delay must not be negative")
+        if self.congestion_control not in CONTROLLERS:
+            raise ValueError(f"congestion_control must be one of {sorted(CONTROLLERS)}")
         if self.receive_buffer_limit < self.max_segment_size:
             raise ValueError("receive_buffer_limit must hold at least one segment")
 

@@ -1,43 +1,65 @@
-"""NewReno congestion control (RFC 5681 with the RFC 6582 recovery rules)."""
+"""
+Congestion controllers behind one small interface.
+
+The sender decides *when* a loss happened (once per recovery episode) and
+asks the controller *how much* to slow down; the controller only ever sees
+acknowledged byte counts, RTT samples and those loss events.  Two ship:
+
+- :class:`NewReno` — RFC 5681/6582 arithmetic: halve on every loss event.
+- :class:`Adaptive` (the default) — NewReno's increase, but it tells random
+  loss from congestion by the queue a loss comes with: a loss while the
+  recent RTT is close to the path's minimum found no queue to overflow, so
+  the window is kept; a loss with a standing queue is halved as NewReno
+  does, which keeps it fair to TCP at a shared bottleneck.  Slow start ends
+  when the RTT rises (HyStart++, RFC 9406) rather than by overflowing a queue.
+"""
 
 from __future__ import annotations
 
-__all__ = ["NewReno"]
+from collections import deque
+from typing import Protocol
 
-DUPLICATE_ACK_THRESHOLD = 3
+__all__ = ["CONTROLLERS", "Adaptive", "CongestionController", "NewReno", "make_controller"]
+
+
+class CongestionController(Protocol):
+    cwnd: int
+    ssthresh: int
+
+    def on_ack(
+        self, acked: int, rtt_sample: float | None, min_rtt: float | None, round_start: bool
+    ) -> None:
+        """``acked`` new bytes were acknowledged outside loss recovery."""
+
+    def on_congestion_event(self, min_rtt: float | None) -> bool:
+        """A loss starts a recovery episode; returns whether the window was reduced."""
+
+    def on_persistent_congestion(self) -> None:
+        """Several timeouts in a row: nothing gets through at this rate."""
+
+    def undo(self) -> None:
+        """The last reduction answered a loss that was not one: take it back."""
 
 
 class NewReno:
-    """The congestion window, in bytes, and what to do on acks and losses."""
+    """The congestion window, in bytes: slow start, avoidance, halving on loss."""
 
     def __init__(self, mss: int, initial_window_segments: int, max_window: int) -> None:
         self._mss = mss
         self._max_window = max(max_window, 2 * mss)
         self.cwnd = min(self._max_window, initial_window_segments * mss)
         self.ssthresh = self._max_window
-        self.in_recovery = False
-        self.duplicate_acks = 0
-        #: Highest offset sent when the last loss was detected (RFC 6582 "recover").
-        self._recover: int | None = None
         self._avoidance_credit = 0
+        self._before_reduction: tuple[int, int] | None = None
 
-    def on_new_ack(self, acked: int, ack: int) -> bool:
-        """``acked`` new bytes were acknowledged up to ``ack``.
+    @property
+    def in_slow_start(self) -> bool:
+        return self.cwnd < self.ssthresh
 
-        Returns True for a partial acknowledgement during fast recovery: the
-        caller must retransmit the first unacknowledged segment.
-        """
-        self.duplicate_acks = 0
-        if self.in_recovery:
-            assert self._recover is not None
-            if ack >= self._recover:
-                self.in_recovery = False
-                self.cwnd = self.ssthresh
-                return False
-            # Partial ack: deflate by what left the network, re-add one segment.
-            self.cwnd = max(self._mss, self.cwnd - acked + self._mss)
-            return True
-        if self.cwnd < self.ssthresh:
+    def on_ack(
+        self, acked: int, rtt_sample: float | None, min_rtt: float | None, round_start: bool
+    ) -> None:
+        if self.in_slow_start:
             self.cwnd += acked
         else:
             self._avoidance_credit += acked
@@ -45,33 +67,95 @@ class NewReno:
                 self._avoidance_credit -= self.cwnd
                 self.cwnd += self._mss
         self.cwnd = min(self.cwnd, self._max_window)
-        return False
 
-    def on_duplicate_ack(self, flight: int, snd_una: int, snd_max: int) -> bool:
-        """A pure ack that acknowledged nothing new arrived while data was in flight.
-
-        Returns True when the caller must fast-retransmit the first segment.
-        """
-        self.duplicate_acks += 1
-        if self.in_recovery:
-            self.cwnd = min(self._max_window, self.cwnd + self._mss)
-            return False
-        if self.duplicate_acks != DUPLICATE_ACK_THRESHOLD:
-            return False
-        if self._recover is not None and snd_una <= self._recover:
-            # These duplicates may stem from the loss we already reacted to.
-            return False
-        self.ssthresh = max(flight // 2, 2 * self._mss)
-        self.cwnd = self.ssthresh + DUPLICATE_ACK_THRESHOLD * self._mss
-        self._recover = snd_max
-        self.in_recovery = True
+    def on_congestion_event(self, min_rtt: float | None) -> bool:
+        self._before_reduction = (self.cwnd, self.ssthresh)
+        self.ssthresh = max(self.cwnd // 2, 2 * self._mss)
+        self.cwnd = self.ssthresh
+        self._avoidance_credit = 0
         return True
 
-    def on_timeout(self, flight: int, snd_max: int) -> None:
-        """The retransmission timer expired: start again from one segment."""
-        self.ssthresh = max(flight // 2, 2 * self._mss)
-        self.cwnd = self._mss
-        self.in_recovery = False
-        self.duplicate_acks = 0
-        self._recover = snd_max
-        self._avoidance_credit = 0
+    def on_persistent_congestion(self) -> None:
+        self.cwnd = 2 * self._mss
+
+    def undo(self) -> None:
+        if self._before_reduction is not None:
+            cwnd, ssthresh = self._before_reduction
+            self.cwnd = max(self.cwnd, cwnd)
+            self.ssthresh = max(self.ssthresh, ssthresh)
+            self._before_reduction = None
+
+
+#: HyStart++ (RFC 9406): RTT samples per round before a delay increase counts,
+#: and the bounds of the increase that ends slow start.
+_HYSTART_MIN_SAMPLES = 8
+_HYSTART_MIN_ETA = 0.004
+_HYSTART_MAX_ETA = 0.016
+#: A queue shorter than this (a quarter of the base RTT, within these bounds)
+#: is taken as no queue at all: jitter and the peer's read batching.
+_QUEUE_MIN = 0.001
+#: RTT samples (the latest) whose least tells the standing queue.
+_RECENT_SAMPLES = 8
+_QUEUE_MAX = 0.010
+
+
+class Adaptive(NewReno):
+    """NewReno that ignores losses which come without a queue, and leaves slow start on delay."""
+
+    def __init__(self, mss: int, initial_window_segments: int, max_window: int) -> None:
+        super().__init__(mss, initial_window_segments, max_window)
+        self._recent: deque[float] = deque(maxlen=_RECENT_SAMPLES)
+        self._round_min: float | None = None
+        self._round_samples = 0
+        self._last_round_min: float | None = None
+
+    def on_ack(
+        self, acked: int, rtt_sample: float | None, min_rtt: float | None, round_start: bool
+    ) -> None:
+        if round_start:
+            if self._round_min is not None:
+                self._last_round_min = self._round_min
+            self._round_min, self._round_samples = None, 0
+        if rtt_sample is not None:
+            self._recent.append(rtt_sample)
+            if self._round_min is None or rtt_sample < self._round_min:
+                self._round_min = rtt_sample
+            self._round_samples += 1
+            if self.in_slow_start and self._rtt_rose():
+                self.ssthresh = self.cwnd
+        super().on_ack(acked, rtt_sample, min_rtt, round_start)
+
+    def on_congestion_event(self, min_rtt: float | None) -> bool:
+        if min_rtt is not None and self._queueing_delay(min_rtt) <= _queue_allowance(min_rtt):
+            return False
+        return super().on_congestion_event(min_rtt)
+
+    def _rtt_rose(self) -> bool:
+        last, current = self._last_round_min, self._round_min
+        if last is None or current is None or self._round_samples < _HYSTART_MIN_SAMPLES:
+            return False
+        eta = min(_HYSTART_MAX_ETA, max(_HYSTART_MIN_ETA, last / 8))
+        return current >= last + eta
+
+    def _queueing_delay(self, min_rtt: float) -> float:
+        # The least of the last few samples: one slow ack is jitter, several
+        # in a row are a queue.
+        return min(self._recent) - min_rtt if self._recent else 0.0
+
+
+def _queue_allowance(min_rtt: float) -> float:
+    return min(_QUEUE_MAX, max(_QUEUE_MIN, min_rtt / 4))
+
+
+CONTROLLERS: dict[str, type[NewReno]] = {"adaptive": Adaptive, "newreno": NewReno}
+
+
+def make_controller(
+    name: str, mss: int, initial_window_segments: int, max_window: int
+) -> CongestionController:
+    """The controller called ``name`` (a key of :data:`CONTROLLERS`)."""
+    try:
+        kind = CONTROLLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown congestion controller {name!r}") from None
+    return kind(mss, initial_window_segments, max_window)

@@ -1,8 +1,10 @@
 """
 The receiving half of a session: in-order delivery and the ack policy.
 
-In-order data is acknowledged once per drain (so a burst of datagrams costs
-one ack); anything out of order, duplicated or dropped for lack of space is
+In-order data is acknowledged at the latest with every second full segment
+and otherwise once per drain, where it can ride on data going back (an echo
+costs no extra datagram); one lost ack then hides two segments, not a whole
+burst.  Anything out of order, duplicated or dropped for lack of space is
 acknowledged at once, because the sender counts those duplicate acks to
 detect loss.
 """
@@ -30,6 +32,14 @@ class StreamReceiver:
         self.rcv_nxt = origin
         self._limit = limit
         self._reassembly = ReassemblyBuffer()
+        #: In-order bytes taken since our last acknowledgement went out.
+        self._unacknowledged = 0
+        #: The largest payload seen: what a full segment is for this peer.
+        self._full_segment = 1
+
+    def on_ack_sent(self) -> None:
+        """An acknowledgement of ``rcv_nxt`` left, alone or on data."""
+        self._unacknowledged = 0
 
     @property
     def held_out_of_order(self) -> int:
@@ -47,6 +57,7 @@ class StreamReceiver:
         """
         end = unwrap(wire_seq, self.rcv_nxt)
         start = end - len(payload)
+        self._full_segment = max(self._full_segment, len(payload))
         if end <= self.rcv_nxt:
             return [], Ack.NOW  # a duplicate: our earlier ack was lost
         if start > self.rcv_nxt:
@@ -67,4 +78,7 @@ class StreamReceiver:
         delivered = [fresh, *self._reassembly.pop_contiguous(end)]
         for data in delivered[1:]:
             self.rcv_nxt += len(data)
-        return delivered, Ack.NOW if len(delivered) > 1 else Ack.LATER
+        self._unacknowledged += len(fresh)
+        if len(delivered) > 1 or self._unacknowledged >= 2 * self._full_segment:
+            return delivered, Ack.NOW
+        return delivered, Ack.LATER

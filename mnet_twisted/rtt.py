@@ -1,4 +1,12 @@
-"""Round-trip time estimation and the retransmission timeout (RFC 6298)."""
+"""
+Round-trip time estimation and the probe timeout.
+
+Smoothing follows RFC 6298; the timeout itself follows RFC 9002's probe
+timeout: ``srtt + max(4 * rttvar, granularity) + the peer's ack delay``,
+doubled per expiry in a row.  There is no fixed floor such as TCP's 200 ms
+or one second: on a 0.1 ms path a lost tail costs about a millisecond, not
+two hundred.  ``min_rto`` only keeps the timer above the clock's resolution.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +15,30 @@ __all__ = ["RttEstimator"]
 _ALPHA = 1 / 8
 _BETA = 1 / 4
 _K = 4
-#: Clock granularity G of RFC 6298; our clock is a float, so this only keeps
-#: RTTVAR's contribution from vanishing on a perfectly steady link.
-_GRANULARITY = 0.001
+#: RFC 9002's kGranularity: the resolution below which timers cannot be
+#: trusted to fire, and the least variance a steady link is credited with.
+GRANULARITY = 0.001
 
 
 class RttEstimator:
-    """SRTT/RTTVAR smoothing, exponential backoff, clamped RTO."""
+    """SRTT/RTTVAR smoothing, the minimum seen, exponential backoff, clamped timeout."""
 
-    def __init__(self, initial_rto: float, min_rto: float, max_rto: float) -> None:
+    def __init__(
+        self,
+        initial_rto: float,
+        min_rto: float,
+        max_rto: float,
+        peer_ack_delay: float = 0.0,
+    ) -> None:
         self._min_rto = min_rto
         self._max_rto = max_rto
         self._base_rto = initial_rto
+        self._peer_ack_delay = peer_ack_delay
         self.smoothed: float | None = None
         self.variance = 0.0
         self.latest: float | None = None
+        #: The least sample ever taken: the path's delay without queues.
+        self.minimum: float | None = None
         self._backoff = 0
 
     @property
@@ -30,24 +47,29 @@ class RttEstimator:
         return min(self._max_rto, max(self._min_rto, self._base_rto) * (1 << self._backoff))
 
     @property
-    def backed_off(self) -> bool:
-        return self._backoff > 0
+    def backoff_count(self) -> int:
+        """Expiries in a row since the last acknowledgement of new data."""
+        return self._backoff
 
     def add_sample(self, rtt: float) -> None:
         """Fold in one measurement from a segment that was never retransmitted."""
         rtt = max(rtt, 0.0)
         self.latest = rtt
+        if self.minimum is None or rtt < self.minimum:
+            self.minimum = rtt
         if self.smoothed is None:
             self.smoothed = rtt
             self.variance = rtt / 2
         else:
             self.variance = (1 - _BETA) * self.variance + _BETA * abs(self.smoothed - rtt)
             self.smoothed = (1 - _ALPHA) * self.smoothed + _ALPHA * rtt
-        self._base_rto = self.smoothed + max(_GRANULARITY, _K * self.variance)
+        self._base_rto = (
+            self.smoothed + max(GRANULARITY, _K * self.variance) + self._peer_ack_delay
+        )
         self._backoff = 0
 
     def back_off(self) -> None:
-        """Double the timeout after it expired (RFC 6298 5.5), up to max_rto."""
+        """Double the timeout after it expired, up to max_rto."""
         if self.rto < self._max_rto:
             self._backoff += 1
 

@@ -2,33 +2,112 @@
 The sending half of a session: what to (re)transmit, and when.
 
 Segments are described as ``(end offset, payload)``; the session wraps them
-into DATA packets with its tag and current acknowledgement.  Acknowledgements
-are cumulative only (MNET has no SACK), so loss recovery is NewReno's: fast
-retransmit on three duplicate acks, one retransmission per partial ack, and
-on timeout a return to the first unacknowledged byte with a one-segment
-window.
+into DATA packets with its tag and current acknowledgement.
+
+MNET has cumulative acknowledgements only, but every MNET receiver acks each
+out-of-order segment at once, so the acks still say a lot:
+
+- a *duplicate ack* (a pure ack that moves nothing) is one segment beyond the
+  first hole that reached the peer: it left the network, so it no longer
+  counts as in flight (the *pipe*), and it lets a new segment out (limited
+  transmit, RFC 3042, and the RFC 6675 pipe without SACK);
+- three of them (fewer when little is outstanding: early retransmit,
+  RFC 5827) mean the hole's segment is lost — unless reordering was seen on
+  this path, in which case the hole must also be older than an RTT plus a
+  reordering window (RACK, RFC 8985);
+- in recovery, an ack that advances but stays short of what was sent when
+  the loss was found (a *partial ack*, RFC 6582) ends at the next hole:
+  repair it at once;
+- more duplicate acks after a repair than the segments sent before it can
+  explain, or duplicates arriving after the repair's own ack was due (RACK's
+  rule: something sent later got there first), mean the repair itself was
+  lost: send it again;
+- an ack of a repaired segment sooner than any round trip could bring it
+  answers the original, so the loss was not one: take back the window cut
+  (Eifel, RFC 3522, from ack timing) and widen the reordering window;
+- silence: the probe timeout (RFC 9002) resends the first unacknowledged
+  segment, with one window reduction, and backs off.
 
 Some receivers (the reference peers among them) throw away every segment
-that does not start exactly at their offset.  For them NewReno would repair
-one segment per round trip after each loss, so the sender watches for it —
-the ack after a retransmission stops exactly at its end, though more was
-sent — and then goes back N instead: resends everything after the hole.
+that does not start exactly at their offset.  For them repairing one hole
+per round trip would crawl, so the sender goes back N — resends everything
+after the hole — once acks after three repairs in a row stopped exactly at
+the repaired segment's end although later segments were reported arrived,
+and at most once per pass over the outstanding data.  A peer that ever acked
+past a repaired segment keeps out-of-order data; for it the count restarts
+at each such ack, so only four losses in a row, or data it dropped for lack
+of room, make it go back.  A go-back pass also follows a repair when
+nothing at all was heard of the data beyond the hole (a whole flight lost).
+
+Bytes outstanding never exceed ``max_congestion_window``, whatever the pipe
+estimate allows: MNET has no receive window on the wire, and a receiver
+holding the out-of-order data must have room for it.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from .config import SessionConfig
-from .congestion import NewReno
+from .congestion import make_controller
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
 from .seqnum import unwrap
 
-__all__ = ["Segment", "StreamSender"]
+__all__ = ["RecoveryStats", "Segment", "StreamSender"]
 
 #: (stream offset of the end of the payload, payload)
 Segment = tuple[int, bytes]
+
+DUPLICATE_ACK_THRESHOLD = 3
+#: Probe timeouts in a row after which the window collapses (RFC 9002 7.6).
+PERSISTENT_CONGESTION_TIMEOUTS = 3
+#: Every so many duplicate acks, one gives the controller a delay sample.
+DELAY_SAMPLE_EVERY = 4
+#: Duplicate acks arriving after a repair's ack was due that prove it lost
+#: (two, so that one segment of the old flight delayed in a queue does not).
+LATE_DUPLICATES_FOR_LOST_REPAIR = 2
+#: Repairs in a row whose ack stopped exactly at their end although later
+#: segments were reported arrived, before the sender stops believing those
+#: reports and goes back N: a receiver that discards out-of-order segments
+#: does this on every repair; one that keeps them only after a burst of
+#: four losses, or after dropping data for lack of room.
+STOPS_BEFORE_GOING_BACK = 3
+#: An ack of a repaired segment within this share of the least RTT ever seen
+#: cannot answer the repair: it answers the original.
+_SPURIOUS_SHARE = 0.8
+
+
+@dataclass
+class RecoveryStats:
+    """Counters of the sender's loss recovery, for benchmarks and operators."""
+
+    data_datagrams_sent: int = 0
+    retransmissions: int = 0
+    timeouts: int = 0
+    #: The longest time from the last progress to a probe timeout firing.
+    longest_timeout_wait: float = 0.0
+    go_back_passes: int = 0
+    spurious_undos: int = 0
+    congestion_events: int = 0
+    congestion_reductions: int = 0
+    lost_repairs: int = 0
+
+
+@dataclass
+class _Repair:
+    """The outstanding retransmission of the segment at the first hole."""
+
+    end: int
+    sent_at: float
+    #: Duplicate acks the segments sent before the repair may still produce.
+    allowance: int
+    duplicates: int = 0
+    #: Duplicates that came when the repair's own ack was already due.
+    late_duplicates: int = 0
+    #: Whether it was sent as part of a go-back pass rather than on its own.
+    in_pass: bool = False
 
 
 class StreamSender:
@@ -36,23 +115,54 @@ class StreamSender:
 
     def __init__(self, config: SessionConfig) -> None:
         self._mss = config.max_segment_size
+        self._max_outstanding = max(config.max_congestion_window, self._mss)
         self._buffer = SendBuffer(config.stream_origin)
         self.snd_nxt = config.stream_origin
         #: Highest offset ever sent: the "total bytes sent" of the wire.
         self.snd_max = config.stream_origin
-        self.rtt = RttEstimator(config.initial_rto, config.min_rto, config.max_rto)
-        self.congestion = NewReno(
-            self._mss, config.initial_window_segments, config.max_congestion_window
+        self.rtt = RttEstimator(
+            config.initial_rto, config.min_rto, config.max_rto, config.peer_ack_delay
         )
-        #: (end offset, send time) of segments sent exactly once, for RTT samples.
-        self._timed: deque[tuple[int, float]] = deque()
-        self.rto_deadline: float | None = None
-        self.retransmissions = 0
-        #: Whether the peer seems to discard out-of-order segments.
-        self.peer_discards_out_of_order = False
-        #: End of the last retransmission of the first unacknowledged segment.
-        self._repair_end: int | None = None
-        self._discard_evidence = 0
+        self.congestion = make_controller(
+            config.congestion_control,
+            self._mss,
+            config.initial_window_segments,
+            config.max_congestion_window,
+        )
+        self.stats = RecoveryStats()
+        #: (end offset, time) of each first transmission still unacknowledged.
+        self._first_sent: deque[tuple[int, float]] = deque()
+        #: Retransmitted bytes end here at most: acks below it give no RTT sample.
+        self._retransmitted_until = config.stream_origin
+        self._duplicate_acks = 0
+        #: Bytes estimated to have reached the peer beyond the first hole.
+        self._delivered_beyond = 0
+        self.in_recovery = False
+        self._recover = config.stream_origin
+        self._repair: _Repair | None = None
+        #: When the first repair of this episode went out (for undo), if one did.
+        self._episode_repaired_at: float | None = None
+        self._episode_reduced = False
+        self._round_end = config.stream_origin
+        self._reorder_steps = 0
+        self._last_progress = 0.0
+        self._pto_armed_at = 0.0
+        self.pto_deadline: float | None = None
+        #: When to look again at a hole that reordering may still fill.
+        self.loss_deadline: float | None = None
+        #: Whether the peer ever acked past a repaired segment (so it keeps
+        #: out-of-order segments).
+        self.peer_keeps_out_of_order = False
+        self._stops_in_a_row = 0
+        #: A go-back pass resends [from, until), then new data follows; its
+        #: copies stand in for repairs up to ``trusted_until``.
+        self._pass_from = config.stream_origin
+        self._go_back_until = self._pass_trusted_until = config.stream_origin
+        self._episode_duplicates = 0
+        self._episode_went_back = False
+
+    # ------------------------------------------------------------------
+    # Queries
 
     @property
     def acked(self) -> int:
@@ -68,6 +178,34 @@ class StreamSender:
     def awaiting_ack(self) -> bool:
         return self.snd_max > self._buffer.start
 
+    @property
+    def retransmissions(self) -> int:
+        return self.stats.retransmissions
+
+    @property
+    def deadline(self) -> float | None:
+        if self.loss_deadline is None:
+            return self.pto_deadline
+        if self.pto_deadline is None:
+            return self.loss_deadline
+        return min(self.loss_deadline, self.pto_deadline)
+
+    @property
+    def peer_discards_out_of_order(self) -> bool:
+        """Whether the peer behaves like the reference receivers."""
+        return not self.peer_keeps_out_of_order and self._stops_in_a_row >= STOPS_BEFORE_GOING_BACK
+
+    @property
+    def reorder_window(self) -> float:
+        """How long a hole may wait for a late segment before it counts as lost."""
+        if not self._reorder_steps or self.rtt.minimum is None:
+            return 0.0
+        window = self.rtt.minimum / 4 * self._reorder_steps
+        return min(window, self.rtt.smoothed or window)
+
+    # ------------------------------------------------------------------
+    # Application side
+
     def keepalive_probe(self) -> Segment:
         """A one-byte segment the peer already has, to make it answer."""
         return self.snd_max, self._buffer.last_byte
@@ -78,31 +216,47 @@ class StreamSender:
     def discard(self) -> None:
         """Drop everything: the session is over."""
         self._buffer.release_until(self._buffer.end)
-        self.rto_deadline = None
+        self.pto_deadline = self.loss_deadline = None
+
+    # ------------------------------------------------------------------
+    # Sending
 
     def transmit(self, now: float) -> list[Segment]:
-        """Segments the congestion window lets us send now, new or gone back to."""
+        """Segments the window lets us send now: new ones, or a go-back pass."""
         out: list[Segment] = []
         acked = self._buffer.start
         written = self._buffer.end
         cwnd = self.congestion.cwnd
         while self.snd_nxt < written:
+            if self._go_back_until <= self.snd_nxt < self.snd_max:
+                self.snd_nxt = self.snd_max  # the pass is over: on with new data
+                continue
             size = min(self._mss, written - self.snd_nxt)
-            flight = self.snd_nxt - acked
-            if flight and flight + size > cwnd:
+            outstanding = self.snd_nxt - acked
+            pipe = outstanding - self._delivered_beyond
+            if pipe > 0 and pipe + size > cwnd:
+                break
+            if outstanding and outstanding + size > self._max_outstanding:
                 break
             start = self.snd_nxt
             end = start + size
             out.append((end, self._buffer.get(start, size)))
             if start >= self.snd_max:
-                self._timed.append((end, now))
+                self._first_sent.append((end, now))
+                self.snd_max = end
             else:
-                self.retransmissions += 1
-            self.snd_max = max(self.snd_max, end)
+                self.stats.retransmissions += 1
+                self._retransmitted_until = max(self._retransmitted_until, end)
             self.snd_nxt = end
-            if self.rto_deadline is None:
-                self.rto_deadline = now + self.rtt.rto
+        if out:
+            self.stats.data_datagrams_sent += len(out)
+            if self.pto_deadline is None:
+                self._last_progress = now
+                self._arm_pto(now)
         return out
+
+    # ------------------------------------------------------------------
+    # Acknowledgements
 
     def on_ack(self, wire_ack: int, now: float, *, pure: bool) -> tuple[int, list[Segment]]:
         """Process an acknowledgement field.
@@ -116,73 +270,264 @@ class StreamSender:
         if ack > self.snd_max or ack < acked:
             return 0, []  # acknowledges nothing we sent, or an old ack overtaken
         if ack == acked:
-            if pure and self.snd_nxt > acked:
-                flight = self.snd_nxt - acked
-                if self.congestion.on_duplicate_ack(flight, acked, self.snd_max):
-                    return 0, self._repair(now)
+            if pure and self.snd_max > acked:
+                return 0, self._on_duplicate_ack(now)
             return 0, []
-        newly = ack - acked
+        return ack - acked, self._on_new_ack(acked, ack, now)
+
+    def _on_duplicate_ack(self, now: float) -> list[Segment]:
+        self._duplicate_acks += 1
+        self._episode_duplicates += 1
+        self._sample_queue_from_duplicate(now)
+        outstanding = self.snd_max - self._buffer.start
+        self._delivered_beyond = min(self._delivered_beyond + self._mss, outstanding)
+        repair = self._repair
+        if repair is None:
+            return self._detect_loss(now)
+        repair.duplicates += 1
+        if now >= repair.sent_at + self._repair_answer_time():
+            # The repair would have moved this ack by now (acks are cumulative,
+            # so even a lost ack of it would show here).
+            repair.late_duplicates += 1
+        if (
+            repair.duplicates > repair.allowance + DUPLICATE_ACK_THRESHOLD
+            or repair.late_duplicates >= LATE_DUPLICATES_FOR_LOST_REPAIR
+        ):
+            # Segments sent after the repair arrived, the repair did not.
+            self.stats.lost_repairs += 1
+            return self._retransmit_first(now)
+        return []
+
+    def _sample_queue_from_duplicate(self, now: float) -> None:
+        """Tell the controller the delay of the segment that likely caused this duplicate.
+
+        Acks held back by a hole give no RTT sample, so without this a long
+        recovery would leave the controller blind to the queue it builds.
+        Segments arrive in order on most paths, so the n-th duplicate since
+        the hole answers roughly the n-th segment sent after it; the estimate
+        only feeds the controller's queue check, never the timeout.
+        """
+        index = self._duplicate_acks
+        if index % DELAY_SAMPLE_EVERY or index >= len(self._first_sent):
+            return
+        sample = now - self._first_sent[index][1]
+        self.congestion.on_ack(0, sample, self.rtt.minimum, False)
+
+    def _repair_answer_time(self) -> float:
+        """How long after a repair its ack is due, reordering allowed for."""
+        if self.rtt.latest is None or self.rtt.smoothed is None:
+            return float("inf")
+        return max(self.rtt.latest, self.rtt.smoothed) * 5 / 4 + self.reorder_window
+
+    def _on_new_ack(self, old: int, ack: int, now: float) -> list[Segment]:
+        newly = ack - old
+        repair = self._repair
+        if repair is not None and ack >= repair.end:
+            self._repair = None
+            if self._answers_original(now):
+                self._undo_episode()
+                repair = None
+        sample = self._release(ack, now)
+        # The segment that filled the hole sent no duplicate ack; the rest did.
+        credited = newly - min(newly, self._mss)
+        self._delivered_beyond = max(0, min(self._delivered_beyond - credited, self.snd_max - ack))
+        self._duplicate_acks = self._delivered_beyond // self._mss
+        self.rtt.reset_backoff()
+        self._last_progress = now
+        self.loss_deadline = None
+        self.pto_deadline = None
+        if self.snd_max > ack:
+            self._arm_pto(now)
+        if repair is not None and ack >= repair.end and not repair.in_pass:
+            self._learn_receiver_behaviour(ack, repair.end)
+        if not self.in_recovery:
+            round_start = ack >= self._round_end
+            if round_start:
+                self._round_end = self.snd_max
+            self.congestion.on_ack(newly, sample, self.rtt.minimum, round_start)
+            return self._detect_loss(now)
+        if ack >= self._recover:
+            self._end_episode()
+            return self._detect_loss(now)
+        if not self._episode_reduced:
+            # The loss was not taken for congestion: keep probing for room.
+            self.congestion.on_ack(newly, None, self.rtt.minimum, False)
+        # A partial ack: it ends at the next hole.
+        if self._pass_from <= ack < min(self.snd_nxt, self._pass_trusted_until):
+            # A go-back pass already resent the segment there: that copy is
+            # the repair, and acks walking through the pass are no stops.
+            end = min(ack + self._mss, self.snd_max)
+            self._repair = _Repair(end, now, self._unreported_beyond(end), in_pass=True)
+            return []
+        return self._retransmit_first(now, pass_end=self._pass_end(ack, repair))
+
+    def _release(self, ack: int, now: float) -> float | None:
+        """Forget acknowledged bytes; returns an RTT sample if the ack gives one."""
         sent_at = None
-        while self._timed and self._timed[0][0] <= ack:
-            sent_at = self._timed.popleft()[1]
-        if sent_at is not None:
-            self.rtt.add_sample(now - sent_at)
-        else:
-            self.rtt.reset_backoff()
+        first_sent = self._first_sent
+        while first_sent and first_sent[0][0] <= ack:
+            sent_at = first_sent.popleft()[1]
+        # Karn: nothing retransmitted may be covered, and an ack held back by
+        # a hole measures the repair, not the path.
+        clean = self._buffer.start >= self._retransmitted_until and not self.in_recovery
         self._buffer.release_until(ack)
         self.snd_nxt = max(self.snd_nxt, ack)
-        self._learn_receiver_behaviour(ack)
-        retransmit = self._repair(now) if self.congestion.on_new_ack(newly, ack) else []
-        self.rto_deadline = now + self.rtt.rto if self.snd_nxt > ack else None
-        return newly, retransmit
+        if sent_at is None or not clean:
+            return None
+        sample = now - sent_at
+        self.rtt.add_sample(sample)
+        return sample
 
-    def on_timeout(self, now: float) -> list[Segment]:
-        """The retransmission timer expired."""
-        self.rto_deadline = None
-        acked = self._buffer.start
-        if self.snd_max <= acked:
+    # ------------------------------------------------------------------
+    # Loss detection and recovery
+
+    def _detect_loss(self, now: float) -> list[Segment]:
+        """Whether the segment at the first hole is lost by the duplicate acks seen."""
+        outstanding = self.snd_max - self._buffer.start
+        if not outstanding or self._duplicate_acks < self._duplicate_threshold(outstanding):
             return []
-        self.congestion.on_timeout(self.snd_nxt - acked, self.snd_max)
-        self.rtt.back_off()
-        self._timed.clear()
-        self.snd_nxt = acked  # no SACK: go back and resend from the hole
-        resent = self.transmit(now)
-        if resent:
-            self._repair_end = resent[0][0]
-        return resent
+        window = self.reorder_window
+        if window:
+            lost_at = self._hole_sent_at() + (self.rtt.latest or 0.0) + window
+            if now < lost_at:
+                self.loss_deadline = lost_at
+                return []
+        return self._enter_recovery(now)
 
-    def _repair(self, now: float) -> list[Segment]:
-        """Resend the first unacknowledged segment; for a discarding peer, all after it too."""
-        resent = self._retransmit_first(now)
-        if resent and self.peer_discards_out_of_order:
-            # Everything in flight behind the hole was thrown away: resend it
-            # as the window allows, starting right after the repaired segment.
-            self.snd_nxt = resent[0][0]
-        return resent
+    def _duplicate_threshold(self, outstanding: int) -> int:
+        segments = -(-outstanding // self._mss)
+        if 2 <= segments <= DUPLICATE_ACK_THRESHOLD and self._buffer.end == self.snd_max:
+            # Early retransmit: too little in flight for three duplicates.
+            return segments - 1
+        return DUPLICATE_ACK_THRESHOLD
 
-    def _learn_receiver_behaviour(self, ack: int) -> None:
-        repaired = self._repair_end
-        if repaired is None or ack < repaired:
-            return
-        self._repair_end = None
-        if ack > repaired:
-            # The repair released bytes sent after it: they had been kept.
-            self._discard_evidence = 0
-            self.peer_discards_out_of_order = False
-        elif self.snd_max > ack:
-            # Nothing sent after the hole was kept (or all of it was lost):
-            # twice in a row is taken as the receiver's habit.
-            self._discard_evidence += 1
-            if self._discard_evidence >= 2:
-                self.peer_discards_out_of_order = True
+    def _hole_sent_at(self) -> float:
+        start = self._buffer.start
+        for end, sent_at in self._first_sent:
+            if end > start:
+                return sent_at
+        return self._last_progress
 
-    def _retransmit_first(self, now: float) -> list[Segment]:
+    def _enter_recovery(self, now: float) -> list[Segment]:
+        self.in_recovery = True
+        self._recover = self.snd_max
+        self._episode_repaired_at = None
+        self._episode_duplicates = self._duplicate_acks
+        self._episode_went_back = False
+        self.stats.congestion_events += 1
+        self._episode_reduced = self.congestion.on_congestion_event(self.rtt.minimum)
+        if self._episode_reduced:
+            self.stats.congestion_reductions += 1
+        return self._retransmit_first(now)
+
+    def _end_episode(self) -> None:
+        self.in_recovery = False
+        self._repair = None
+        self._episode_repaired_at = None
+        self._round_end = self.snd_max
+
+    def _answers_original(self, now: float) -> bool:
+        repaired_at, minimum = self._episode_repaired_at, self.rtt.minimum
+        return (
+            repaired_at is not None
+            and minimum is not None
+            and now - repaired_at < _SPURIOUS_SHARE * minimum
+        )
+
+    def _undo_episode(self) -> None:
+        """The episode's first repair was needless: the path reorders, it did not lose."""
+        self.stats.spurious_undos += 1
+        self._reorder_steps += 1
+        if self._episode_reduced:
+            self.congestion.undo()
+        self._end_episode()
+
+    def _pass_end(self, ack: int, repair: _Repair | None) -> int | None:
+        """Where a go-back pass after this partial ack should stop, if one is due."""
+        if self.snd_nxt < self.snd_max or repair is None or ack != repair.end:
+            return None  # a pass is under way, or the repair released more
+        if self.peer_discards_out_of_order:
+            return self.snd_max
+        if not self._episode_duplicates and not self._episode_went_back:
+            return self.snd_max  # nothing at all was heard of the flight beyond
+        if self._stops_in_a_row >= 2:
+            # A burst of losses: resend the segments right behind the repair,
+            # twice as many at each stop, never more than are unreported.
+            burst = min(self._unreported_beyond(ack), 1 << (self._stops_in_a_row - 1))
+            if burst:
+                return min(self.snd_max, ack + self._mss * (burst + 1))
+        return None
+
+    def _learn_receiver_behaviour(self, ack: int, repaired_end: int) -> None:
+        if ack > repaired_end + self._mss:
+            # The repair released bytes sent well before it: they had been
+            # kept.  (One segment more can be in-order data that overtook
+            # the repair, which even a discarding receiver accepts.)
+            self.peer_keeps_out_of_order = True
+            self._stops_in_a_row = 0
+        elif ack == repaired_end and self._delivered_beyond:
+            # Later segments arrived (their duplicate acks came), yet the ack
+            # stopped at the repair: a burst of losses, or they were not kept.
+            self._stops_in_a_row += 1
+
+    def _retransmit_first(self, now: float, *, pass_end: int | None = None) -> list[Segment]:
         start = self._buffer.start
         end = min(start + self._mss, self.snd_max)
         if end <= start:
             return []
-        self.retransmissions += 1
-        self._timed.clear()  # Karn: no sample may come from an ambiguous ack
-        self.rto_deadline = now + self.rtt.rto
-        self._repair_end = end
+        self.stats.retransmissions += 1
+        self.stats.data_datagrams_sent += 1
+        self._retransmitted_until = max(self._retransmitted_until, end)
+        if self._episode_repaired_at is None:
+            self._episode_repaired_at = now
+        # A segment resent on its own means the pass's copies cannot all be
+        # relied on (a discarding peer threw away what followed the lost one).
+        self._pass_trusted_until = self._pass_from
+        if pass_end is not None and pass_end > end:
+            # Resend what follows the hole, as the window allows, from right
+            # after this segment; a whole pass means the reports of
+            # segments beyond were of data the peer did not keep.
+            self.stats.go_back_passes += 1
+            self._episode_went_back = True
+            self.snd_nxt = end
+            self._go_back_until = self._pass_trusted_until = pass_end
+            self._pass_from = end
+            if pass_end == self.snd_max:
+                self._delivered_beyond = 0
+        self._repair = _Repair(end, now, allowance=self._unreported_beyond(end))
+        self._arm_pto(now)
         return [(end, self._buffer.get(start, end - start))]
+
+    def _unreported_beyond(self, end: int) -> int:
+        """Segments sent beyond ``end`` whose duplicate acks have not come yet."""
+        beyond = -(-max(0, self.snd_nxt - end) // self._mss)
+        return max(0, beyond - self._delivered_beyond // self._mss)
+
+    # ------------------------------------------------------------------
+    # Timers
+
+    def _arm_pto(self, now: float) -> None:
+        self._pto_armed_at = now
+        self.pto_deadline = now + self.rtt.rto
+
+    def on_timer(self, now: float) -> tuple[list[Segment], bool]:
+        """Act on a passed deadline; returns segments to send and whether a probe timed out."""
+        if self.loss_deadline is not None and now >= self.loss_deadline:
+            self.loss_deadline = None
+            if self._repair is None:
+                return self._detect_loss(now), False
+        if self.pto_deadline is None or now < self.pto_deadline:
+            return [], False
+        self.pto_deadline = None
+        if self.snd_max <= self._buffer.start:
+            return [], False
+        self.stats.timeouts += 1
+        self.stats.longest_timeout_wait = max(
+            self.stats.longest_timeout_wait, now - self._pto_armed_at
+        )
+        self.rtt.back_off()
+        if self.rtt.backoff_count >= PERSISTENT_CONGESTION_TIMEOUTS:
+            self.congestion.on_persistent_congestion()
+        if not self.in_recovery:
+            return self._enter_recovery(now), True
+        return self._retransmit_first(now), True

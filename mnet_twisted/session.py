@@ -11,6 +11,7 @@ every call that depends on time takes ``now``.  The state table is in
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
@@ -154,6 +155,10 @@ class Session:
     def retransmissions(self) -> int:
         return self._sender.retransmissions
 
+    def recovery_stats(self) -> dict[str, float]:
+        """The sender's loss-recovery counters (see ``sender.RecoveryStats``)."""
+        return dataclasses.asdict(self._sender.stats)
+
     # ------------------------------------------------------------------
     # Application calls
 
@@ -246,7 +251,7 @@ class Session:
         deadlines = [
             deadline
             for deadline in (
-                self._sender.rto_deadline,
+                self._sender.deadline,
                 self._control_retry_at,
                 self._keepalive_deadline(),
             )
@@ -309,10 +314,11 @@ class Session:
                 self._send_abort()
                 self._terminate(CloseReason.PEER_TIMEOUT, "the peer stopped answering", now)
         else:
-            rto_deadline = self._sender.rto_deadline
-            if rto_deadline is not None and now >= rto_deadline:
-                self._unanswered_timeouts += 1
-                self._emit(self._sender.on_timeout(now), self._outbox)
+            sender_deadline = self._sender.deadline
+            if sender_deadline is not None and now >= sender_deadline:
+                segments, timed_out = self._sender.on_timer(now)
+                self._unanswered_timeouts += timed_out
+                self._emit(segments, self._outbox)
             if self._control_retry_at is not None and now >= self._control_retry_at:
                 self._unanswered_timeouts += 1
                 self._retransmit_control(now)
@@ -426,8 +432,10 @@ class Session:
         for end, payload in segments:
             out.append(wire.Data(self.local_tag, wrap(end), ack, payload).to_bytes())
         self._ack_pending = False
+        self._receiver.on_ack_sent()
 
     def _pure_ack(self) -> bytes:
+        self._receiver.on_ack_sent()
         seq = wrap(self._sender.snd_max)
         return wire.Data(self.local_tag, seq, wrap(self._receiver.rcv_nxt)).to_bytes()
 

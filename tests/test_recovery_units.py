@@ -1,0 +1,349 @@
+"""Unit tests of loss recovery: the RTT estimator, the controllers, the sender, the ack policy.
+
+Each test drives one part by hand with made-up acknowledgements, so a rule
+of the recovery engine is checked on its own; the simulated network
+(``test_sim_loss_recovery.py``) checks how the rules add up.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from mnet_twisted.config import SessionConfig
+from mnet_twisted.congestion import Adaptive, NewReno, make_controller
+from mnet_twisted.receiver import Ack, StreamReceiver
+from mnet_twisted.rtt import GRANULARITY, RttEstimator
+from mnet_twisted.sender import STOPS_BEFORE_GOING_BACK, StreamSender
+from mnet_twisted.seqnum import wrap
+
+MSS = 1000
+
+
+def _sender(window: int = 10, controller: str = "newreno", **options: object) -> StreamSender:
+    config = SessionConfig(
+        max_datagram_size=14 + MSS,
+        initial_window_segments=window,
+        congestion_control=controller,
+        **options,  # type: ignore[arg-type]
+    )
+    return StreamSender(config)
+
+
+def _ends(segments: list[tuple[int, bytes]]) -> list[int]:
+    return [end for end, _ in segments]
+
+
+def _dup(sender: StreamSender, now: float, times: int = 1) -> list[int]:
+    out: list[int] = []
+    for _ in range(times):
+        out += _ends(sender.on_ack(wrap(sender.acked), now, pure=True)[1])
+    return out
+
+
+def _sampled(sender: StreamSender, rtt: float) -> None:
+    """Give the sender an RTT estimate, as the handshake does."""
+    sender.rtt.add_sample(rtt)
+
+
+# -- RTT and the probe timeout ---------------------------------------------------
+
+
+def test_rtt_estimator_follows_rfc_6298_smoothing() -> None:
+    """The first sample sets SRTT and RTTVAR = R/2; later ones smooth with 1/8 and 1/4."""
+    rtt = RttEstimator(initial_rto=1.0, min_rto=0.001, max_rto=60.0)
+    assert rtt.rto == 1.0
+    rtt.add_sample(0.1)
+    assert (rtt.smoothed, rtt.variance) == (pytest.approx(0.1), pytest.approx(0.05))
+    rtt.add_sample(0.2)
+    assert rtt.variance == pytest.approx(0.75 * 0.05 + 0.25 * 0.1)
+    assert rtt.smoothed == pytest.approx(0.875 * 0.1 + 0.125 * 0.2)
+    assert rtt.minimum == pytest.approx(0.1)
+
+
+def test_probe_timeout_has_no_fixed_floor() -> None:
+    """PTO = srtt + max(4 rttvar, 1 ms) + the peer's ack delay: about 1 ms on a 0.1 ms path."""
+    rtt = RttEstimator(initial_rto=1.0, min_rto=0.001, max_rto=2.0, peer_ack_delay=0.0005)
+    for _ in range(50):
+        rtt.add_sample(0.0001)
+    assert rtt.rto == pytest.approx(0.0001 + GRANULARITY + 0.0005, rel=0.01)
+    slow = RttEstimator(initial_rto=1.0, min_rto=0.001, max_rto=2.0)
+    slow.add_sample(0.1)
+    assert slow.rto == pytest.approx(0.1 + 4 * 0.05)
+
+
+def test_probe_timeout_backs_off_and_is_clamped() -> None:
+    """Each expiry doubles the timeout up to max_rto; a new sample clears the backoff."""
+    rtt = RttEstimator(initial_rto=0.5, min_rto=0.2, max_rto=2.0)
+    values = []
+    for _ in range(4):
+        rtt.back_off()
+        values.append(rtt.rto)
+    assert values == [1.0, 2.0, 2.0, 2.0]
+    rtt.add_sample(0.01)
+    assert rtt.rto == 0.2 and rtt.backoff_count == 0
+
+
+# -- congestion controllers ---------------------------------------------------------
+
+
+def test_newreno_slow_start_then_avoidance() -> None:
+    """cwnd grows by the bytes acked below ssthresh and by about one MSS per window above."""
+    cc = NewReno(MSS, initial_window_segments=2, max_window=10**9)
+    cc.on_ack(MSS, None, None, round_start=False)
+    assert cc.cwnd == 3 * MSS
+    cc.ssthresh = cc.cwnd
+    for _ in range(3):
+        cc.on_ack(MSS, None, None, round_start=False)
+    assert cc.cwnd == 4 * MSS
+
+
+def test_newreno_halves_once_and_undo_restores() -> None:
+    """A loss event halves cwnd (at least 2 MSS); undo takes it back; persistent loss: 2 MSS."""
+    cc = NewReno(MSS, initial_window_segments=10, max_window=10**9)
+    assert cc.on_congestion_event(min_rtt=0.01)
+    assert (cc.cwnd, cc.ssthresh) == (5 * MSS, 5 * MSS)
+    cc.undo()
+    assert (cc.cwnd, cc.ssthresh) == (10 * MSS, 10**9)
+    cc.on_congestion_event(min_rtt=None)
+    cc.on_persistent_congestion()
+    assert cc.cwnd == 2 * MSS
+
+
+def _feed_round(cc: Adaptive, rtt: float, samples: int = 10) -> None:
+    cc.on_ack(MSS, rtt, 0.010, round_start=True)
+    for _ in range(samples - 1):
+        cc.on_ack(MSS, rtt, 0.010, round_start=False)
+
+
+def test_adaptive_keeps_the_window_for_a_loss_without_a_queue() -> None:
+    """At the path's minimum RTT a loss is random: no cut; with a standing queue it halves."""
+    cc = Adaptive(MSS, initial_window_segments=10, max_window=10**9)
+    cc.ssthresh = cc.cwnd  # congestion avoidance
+    _feed_round(cc, 0.0101)
+    _feed_round(cc, 0.0102)
+    before = cc.cwnd
+    assert not cc.on_congestion_event(min_rtt=0.010)
+    assert cc.cwnd == before
+    _feed_round(cc, 0.030)
+    _feed_round(cc, 0.031)
+    before = cc.cwnd
+    assert cc.on_congestion_event(min_rtt=0.010)
+    assert cc.cwnd == max(before // 2, 2 * MSS)
+
+
+def test_adaptive_leaves_slow_start_when_the_rtt_rises() -> None:
+    """HyStart++: a round whose least RTT exceeds the last round's by eta ends slow start."""
+    cc = Adaptive(MSS, initial_window_segments=10, max_window=10**9)
+    _feed_round(cc, 0.010)
+    assert cc.in_slow_start
+    _feed_round(cc, 0.0105)  # +0.5 ms < 4 ms: still slow start
+    assert cc.in_slow_start
+    _feed_round(cc, 0.020)
+    assert not cc.in_slow_start
+
+
+def test_controllers_are_chosen_by_name() -> None:
+    assert isinstance(make_controller("newreno", MSS, 10, 10**6), NewReno)
+    assert isinstance(make_controller("adaptive", MSS, 10, 10**6), Adaptive)
+    with pytest.raises(ValueError):
+        SessionConfig(congestion_control="cubic-ish")
+
+
+# -- the sender -----------------------------------------------------------------------
+
+
+def test_probe_timeout_resends_only_the_first_segment_with_one_reduction() -> None:
+    """No collapse to one segment and no go-back-N: one segment, cwnd halved (NewReno)."""
+    sender = _sender(window=4)
+    sender.write(bytes(10 * MSS))
+    assert _ends(sender.transmit(now=0.0)) == [MSS, 2 * MSS, 3 * MSS, 4 * MSS]
+    assert sender.transmit(now=0.0) == []  # window full
+    assert sender.deadline == pytest.approx(sender.rtt.rto)
+    resent, timed_out = sender.on_timer(now=1.0)
+    assert timed_out and _ends(resent) == [MSS]
+    assert sender.congestion.cwnd == 2 * MSS
+    assert sender.snd_nxt == 4 * MSS  # the rest stays in flight
+    newly, _ = sender.on_ack(wrap(MSS), now=1.1, pure=True)
+    assert newly == MSS
+    assert sender.rtt.smoothed is None  # Karn: no sample from a retransmitted segment
+
+
+def test_duplicate_acks_let_new_segments_out() -> None:
+    """Limited transmit: each duplicate ack is a segment that left the network."""
+    sender = _sender(window=4)
+    sender.write(bytes(20 * MSS))
+    sender.transmit(now=0.0)
+    assert _dup(sender, 0.1) == []
+    assert _ends(sender.transmit(now=0.1)) == [5 * MSS]
+    assert _dup(sender, 0.1) == []
+    assert _ends(sender.transmit(now=0.1)) == [6 * MSS]
+
+
+def test_three_duplicates_fast_retransmit_and_partial_acks_repair_the_next_hole() -> None:
+    sender = _sender(window=10)
+    sender.write(bytes(20 * MSS))
+    sender.transmit(now=0.0)
+    assert _dup(sender, 0.1, times=3) == [MSS]
+    assert sender.in_recovery and sender.stats.congestion_events == 1
+    # A partial ack up to the next hole: repaired at once, no second reduction.
+    _, resent = sender.on_ack(wrap(5 * MSS), now=0.2, pure=True)
+    assert _ends(resent) == [6 * MSS]
+    assert sender.peer_keeps_out_of_order  # the ack went past the repaired segment
+    assert sender.stats.congestion_reductions == 1
+
+
+def test_early_retransmit_with_little_in_flight() -> None:
+    """Three segments outstanding and nothing more to send: two duplicates are enough."""
+    sender = _sender()
+    sender.write(bytes(3 * MSS))
+    sender.transmit(now=0.0)
+    assert _dup(sender, 0.1) == []
+    assert _dup(sender, 0.1) == [MSS]
+
+
+def test_a_lost_repair_is_sent_again_without_waiting_for_a_timeout() -> None:
+    """More duplicates than the segments sent before the repair can explain: it was lost."""
+    sender = _sender(window=4)
+    sender.write(bytes(40 * MSS))
+    sender.transmit(now=0.0)
+    assert _dup(sender, 0.1, times=3) == [MSS]
+    sender.transmit(now=0.1)
+    # Every segment sent before the repair has reported: three more can only
+    # come from segments sent after it, which overtook the repair.
+    assert _dup(sender, 0.2, times=3) == []
+    assert _dup(sender, 0.2) == [MSS]
+    assert sender.stats.lost_repairs == 1 and sender.stats.timeouts == 0
+
+
+def test_an_ack_faster_than_any_round_trip_undoes_the_cut() -> None:
+    """Eifel by ack timing: the repair's ack came too soon to answer it, so nothing was lost."""
+    sender = _sender(window=10)
+    _sampled(sender, 0.010)
+    sender.write(bytes(20 * MSS))
+    sender.transmit(now=0.0)
+    assert _dup(sender, 0.010, times=3) == [MSS]
+    assert sender.congestion.cwnd == 5 * MSS
+    sender.on_ack(wrap(10 * MSS), now=0.012, pure=True)  # 2 ms after the repair
+    assert sender.stats.spurious_undos == 1
+    assert not sender.in_recovery
+    assert sender.congestion.cwnd >= 10 * MSS
+    assert sender.reorder_window > 0
+
+
+def test_after_reordering_a_hole_must_also_be_old_enough() -> None:
+    """Once reordering was seen, three duplicates wait for the reordering window (RACK)."""
+    sender = _sender(window=10)
+    _sampled(sender, 0.010)
+    sender.write(bytes(40 * MSS))
+    sender.transmit(now=0.0)
+    _dup(sender, 0.010, times=3)
+    sender.on_ack(wrap(10 * MSS), now=0.011, pure=True)  # spurious: the window opens
+    sender.transmit(now=0.011)
+    hole_sent = 0.011
+    assert _dup(sender, 0.012, times=3) == []
+    assert sender.loss_deadline is not None
+    assert sender.loss_deadline >= hole_sent + sender.reorder_window
+    resent, timed_out = sender.on_timer(sender.loss_deadline)
+    assert _ends(resent) == [11 * MSS] and not timed_out
+
+
+def _stop_at_each_repair(sender: StreamSender, now: float) -> None:
+    """A receiver that discards out-of-order data: acks stop at each repaired segment."""
+    _, resent = sender.on_ack(wrap(sender.acked + MSS), now, pure=True)
+    assert _ends(resent) == [sender.acked + MSS]
+
+
+def test_goes_back_n_for_a_discarding_receiver_once_per_pass() -> None:
+    sender = _sender(window=10)
+    sender.write(bytes(60 * MSS))
+    sender.transmit(now=0.0)  # the first is lost, the other nine reach the peer
+    _dup(sender, 0.1, times=9)
+    for step in range(STOPS_BEFORE_GOING_BACK):
+        assert sender.snd_nxt == sender.snd_max, "no go-back before the evidence"
+        _stop_at_each_repair(sender, 0.2 + step / 10)
+    assert sender.peer_discards_out_of_order
+    assert sender.stats.go_back_passes == 1
+    assert sender.snd_nxt == sender.acked + MSS  # the pass resends everything after the hole
+    # While the pass runs, acks walk through what it resent: nothing more is
+    # resent for them and no new pass starts.
+    sender.transmit(now=0.6)
+    _, resent = sender.on_ack(wrap(sender.acked + MSS), 0.7, pure=True)
+    assert resent == []
+    assert sender.stats.go_back_passes == 1
+
+
+def test_a_receiver_that_kept_data_is_never_taken_for_a_discarding_one() -> None:
+    """After it acked past a repair, stops mean a burst: resend a few, doubling, not all."""
+    sender = _sender(window=20)
+    sender.write(bytes(60 * MSS))
+    sender.transmit(now=0.0)
+    _dup(sender, 0.1, times=15)
+    sender.on_ack(wrap(10 * MSS), now=0.2, pure=True)  # past the repair: data was kept
+    assert sender.peer_keeps_out_of_order
+    _stop_at_each_repair(sender, 0.3)
+    assert sender.stats.go_back_passes == 0  # one stop: an isolated second loss
+    _stop_at_each_repair(sender, 0.4)  # two in a row: a burst
+    assert not sender.peer_discards_out_of_order
+    resent = _ends(sender.transmit(now=0.4))
+    assert resent[:2] == [14 * MSS, 15 * MSS]  # the two behind the repair...
+    assert all(end > 20 * MSS for end in resent[2:])  # ...then new data, not a whole pass
+
+
+def test_a_whole_lost_flight_is_resent_in_one_pass() -> None:
+    """Timeout, repair, and an ack that stops at the repair with nothing heard beyond: go back."""
+    sender = _sender(window=10)
+    sender.write(bytes(10 * MSS))
+    sender.transmit(now=0.0)
+    resent, _ = sender.on_timer(now=2.0)
+    assert _ends(resent) == [MSS]
+    _, resent = sender.on_ack(wrap(MSS), now=2.1, pure=True)
+    assert _ends(resent) == [2 * MSS]
+    assert sender.stats.go_back_passes == 1
+    assert _ends(sender.transmit(now=2.1))[0] == 3 * MSS
+
+
+def test_outstanding_bytes_never_exceed_the_peer_buffer_bound() -> None:
+    """Duplicate acks shrink the pipe, but not beyond max_congestion_window outstanding."""
+    sender = _sender(window=10, max_congestion_window=10 * MSS)
+    sender.write(bytes(100 * MSS))
+    sender.transmit(now=0.0)
+    for _ in range(30):
+        _dup(sender, 0.1)
+        sender.transmit(now=0.1)
+    assert sender.snd_max - sender.acked <= 10 * MSS
+
+
+def test_dead_flight_probe_timeouts_back_off_and_collapse_the_window() -> None:
+    sender = _sender(window=10)
+    _sampled(sender, 0.001)
+    sender.write(bytes(10 * MSS))
+    sender.transmit(now=0.0)
+    waits = []
+    now = 0.0
+    for _ in range(5):
+        deadline = sender.deadline
+        assert deadline is not None
+        waits.append(deadline - now)
+        now = deadline
+        _, timed_out = sender.on_timer(now)
+        assert timed_out
+    assert all(b == pytest.approx(2 * a) for a, b in itertools.pairwise(waits[1:]))
+    assert sender.congestion.cwnd == 2 * MSS
+    assert sender.stats.timeouts == 5
+
+
+# -- the ack policy -------------------------------------------------------------------
+
+
+def test_in_order_data_is_acked_every_second_full_segment() -> None:
+    receiver = StreamReceiver(origin=0, limit=10**6)
+    assert receiver.on_segment(1000, bytes(1000), unread=0)[1] is Ack.LATER
+    assert receiver.on_segment(2000, bytes(1000), unread=0)[1] is Ack.NOW
+    receiver.on_ack_sent()
+    assert receiver.on_segment(3000, bytes(1000), unread=0)[1] is Ack.LATER
+    receiver.on_ack_sent()  # the ack rode on data going back
+    assert receiver.on_segment(4000, bytes(1000), unread=0)[1] is Ack.LATER
+    assert receiver.on_segment(4500, bytes(500), unread=0)[1] is Ack.LATER
+    assert receiver.on_segment(5000, bytes(500), unread=0)[1] is Ack.NOW
