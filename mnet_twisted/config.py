@@ -43,7 +43,8 @@ class SessionConfig:
     #: ``peer_timeout`` seconds *and* ``dead_peer_retransmissions`` timed-out
     #: retransmissions in a row went unanswered (time alone would kill
     #: sessions on very lossy paths; a count alone would on very fast ones).
-    #: With the defaults a silent peer is given up after about 20 seconds.
+    #: With the defaults a peer that vanishes mid-transfer is given up after
+    #: about 13 seconds (29 when the session was idle).
     peer_timeout: float = 10.0
     dead_peer_retransmissions: int = 12
     #: After this many seconds of silence on an idle session, probe the peer
