@@ -1,0 +1,291 @@
+"""
+One end of one transfer for ``bench/lossy_netns.py``, run in its own process
+(inside a network namespace, through ``ip netns exec``).
+
+    python bench/_netns_peer.py receive --proto mnet --host 127.0.0.1 --port 0 --bytes N
+    python bench/_netns_peer.py send --proto mnet --host 127.0.0.1 --port P --bytes N
+
+Both ends speak JSON lines on stdout: the receiver first announces
+``{"event": "listening", "port": P}``; each end ends with one
+``{"event": "result", ...}`` line.  Times are ``time.monotonic()`` values,
+which are CLOCK_MONOTONIC and so comparable between processes on one host
+(network namespaces do not change the clock).
+
+Two modes:
+
+- ``--bytes N``: the sender writes N bytes of a fixed pseudo-random stream
+  and closes gracefully; the receiver reports when all N have arrived, or
+  what arrived once ``--timeout`` seconds have passed since the connection.
+- ``--start-at T --until U``: the sender writes from T on, as fast as flow
+  control lets it; the receiver counts the bytes that arrive before U, then
+  reports and aborts the connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import random
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+#: The stream every sender writes: a fixed pseudo-random block, repeated.
+#: Its odd length keeps repeats out of step with segment and chunk sizes.
+PATTERN_PERIOD = 1_000_003
+PATTERN = random.Random(0x4D4E4554).randbytes(PATTERN_PERIOD)
+CHUNK = 65536
+_LOOPED = PATTERN + PATTERN[:CHUNK]
+
+
+def stream_chunks(total: int | None) -> Iterator[bytes]:
+    """The sent stream, in chunks of at most CHUNK bytes (endless if ``total`` is None)."""
+    offset = 0
+    left = total
+    while left is None or left > 0:
+        size = CHUNK if left is None else min(CHUNK, left)
+        yield _LOOPED[offset : offset + size]
+        offset = (offset + size) % PATTERN_PERIOD
+        if left is not None:
+            left -= size
+
+
+def stream_sha256(length: int) -> str:
+    """SHA-256 of the first ``length`` bytes of the stream (checks a partial arrival)."""
+    digest = hashlib.sha256()
+    for chunk in stream_chunks(length):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields, default=str), flush=True)
+
+
+def reactor_() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+class Receiving(Protocol):
+    """Counts and hashes what arrives; reports once, then stops the reactor."""
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.options = options
+        self.received = 0
+        self.digest = hashlib.sha256()
+        self.connected: float | None = None
+        self.first_byte: float | None = None
+        self.last_byte: float | None = None
+        self.reported = False
+        self.closing = False
+
+    def connectionMade(self) -> None:
+        self.connected = time.monotonic()
+        self.options.connections += 1
+        reactor = reactor_()
+        if self.options.until is not None:
+            reactor.callLater(
+                max(0.0, self.options.until - time.monotonic()), self.report, "window"
+            )
+        else:
+            reactor.callLater(self.options.timeout, self.report, "timeout")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.reported:
+            return
+        now = time.monotonic()
+        if self.first_byte is None:
+            self.first_byte = now
+        self.last_byte = now
+        self.received += len(data)
+        self.digest.update(data)
+        if self.options.bytes is not None and self.received >= self.options.bytes:
+            self.report("complete")
+
+    def report(self, how: str) -> None:
+        if self.reported:
+            return
+        self.reported = True
+        emit(
+            event="result",
+            role="receiver",
+            proto=self.options.proto,
+            bytes=self.received,
+            sha256=self.digest.hexdigest(),
+            connected=self.connected,
+            first_byte=self.first_byte,
+            last_byte=self.last_byte,
+            ended=time.monotonic(),
+            complete=how == "complete",
+            timed_out=how == "timeout",
+            how=how,
+        )
+        if how == "complete":
+            # Stay for the sender's graceful close, but not forever.
+            reactor_().callLater(15, self.transport.abortConnection)
+        else:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.report("lost")
+        reactor = reactor_()
+        reactor.callLater(0, reactor.stop)
+
+
+@implementer(IPushProducer)
+class Sending(Protocol):
+    """Writes the stream with a push producer; reports when the connection ends."""
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.options = options
+        self.chunks = stream_chunks(options.bytes)
+        self.written = 0
+        self.digest = hashlib.sha256()
+        self.first_write: float | None = None
+        self.paused = True
+        self.reported = False
+
+    def connectionMade(self) -> None:
+        emit(event="connected", role="sender", at=time.monotonic())
+        reactor = reactor_()
+        start_at = self.options.start_at
+        delay = 0.0 if start_at is None else max(0.0, start_at - time.monotonic())
+        reactor.callLater(delay, self.start)
+        if self.options.until is not None:
+            reactor.callLater(
+                max(0.0, self.options.until - time.monotonic()), self.finish, "window"
+            )
+        else:
+            reactor.callLater(delay + self.options.timeout, self.finish, "timeout")
+
+    def start(self) -> None:
+        self.first_write = time.monotonic()
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and not self.reported:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                self.transport.unregisterProducer()
+                self.transport.loseConnection()
+                return
+            self.digest.update(chunk)
+            self.written += len(chunk)
+            self.transport.write(chunk)
+
+    def finish(self, how: str) -> None:
+        if self.reported:
+            return
+        self.reported = True
+        session = getattr(self.transport, "session", None)
+        stats_of = getattr(session, "recovery_stats", None)
+        emit(
+            event="result",
+            role="sender",
+            proto=self.options.proto,
+            bytes_written=self.written,
+            sha256=self.digest.hexdigest(),
+            first_write=self.first_write,
+            ended=time.monotonic(),
+            timed_out=how == "timeout",
+            how=how,
+            recovery_stats=stats_of() if callable(stats_of) else None,
+        )
+        if how != "closed":
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.finish("closed")
+        reactor = reactor_()
+        reactor.callLater(0, reactor.stop)
+
+
+async def run(options: argparse.Namespace) -> None:
+    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+
+    from mnet_twisted import MNETClientEndpoint, MNETServerEndpoint
+
+    reactor = reactor_()
+    mnet = options.proto == "mnet"
+    if options.role == "receive":
+        server = (MNETServerEndpoint if mnet else TCP4ServerEndpoint)(
+            reactor, options.port, interface=options.host
+        )
+        factory = Factory()
+        factory.protocol = functools.partial(Receiving, options)
+        port = await server.listen(factory)
+        emit(event="listening", port=port.getHost().port)
+        # Nobody came: report that rather than wait for the bench to kill us.
+        wait = options.timeout if options.until is None else options.until - time.monotonic()
+        reactor.callLater(max(0.0, wait) + 30, nobodyCame, options)
+    else:
+        client = (MNETClientEndpoint if mnet else TCP4ClientEndpoint)(
+            reactor, options.host, options.port, timeout=10
+        )
+        factory = Factory()
+        factory.protocol = functools.partial(Sending, options)
+        await client.connect(factory)
+
+
+def nobodyCame(options: argparse.Namespace) -> None:
+    if not options.connections:
+        emit(event="error", role="receiver", error="no connection arrived")
+        reactor_().stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("role", choices=["receive", "send"])
+    parser.add_argument("--proto", choices=["mnet", "tcp"], required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bytes", type=int, help="bytes to move (fixed-size mode)")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--start-at", type=float, help="monotonic time to start writing")
+    parser.add_argument("--until", type=float, help="monotonic time to stop (window mode)")
+    options = parser.parse_args()
+    options.connections = 0
+    if (options.bytes is None) == (options.until is None):
+        parser.error("give exactly one of --bytes and --until")
+
+    from twisted.internet import defer
+
+    reactor = reactor_()
+    failures: list[Failure] = []
+
+    def started() -> None:
+        d = defer.ensureDeferred(run(options))
+
+        def failed(failure: Failure) -> None:
+            failures.append(failure)
+            emit(event="error", role=options.role, error=repr(failure.value))
+            reactor.stop()
+
+        d.addErrback(failed)
+
+    reactor.callWhenRunning(started)
+    reactor.run()
+    if failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,431 @@
+"""
+MNET against Linux TCP over a real (namespaced) network: random loss and a
+shaped bottleneck.  Needs root (network namespaces, nft, tc); anywhere else it
+prints ``skipped: <reason>`` and exits 0.
+
+    sudo .venv/bin/python bench/lossy_netns.py --json lossy.json
+
+Every transfer runs between two separate processes (``bench/_netns_peer.py``,
+started with ``ip netns exec NS <this python>``), both built on the public
+endpoints: ``MNETServerEndpoint`` / ``MNETClientEndpoint`` and Twisted's TCP
+endpoints.  The namespaces are named ``mnetbench-<pid>-*`` and are always
+deleted on the way out, on Ctrl-C too.
+
+Scenario A, random loss (``--loss 0,1,5,10``, ``--mib 8``, ``--rounds 3``):
+one namespace, both peers on its loopback (MTU 1500, GSO off so that TCP too
+puts one <=1500-byte segment in each packet).  An nft rule on the *input*
+hook drops that share of packets, chosen at random (``numgen random``), in
+both directions (data and acknowledgements alike): of UDP packets while MNET
+runs, of TCP segments while TCP runs, so the TCP column is "Linux TCP (with
+SACK, default congestion control) under the same random loss".  Each level
+runs MNET then TCP, ``--rounds`` times, and reports medians.  Goodput is the
+bytes received over the time from the sender's first write to the
+receiver's last byte (both ``time.monotonic()``, one clock for every process
+on a host); connection setup is not counted.  The sender hashes what it
+wrote and the receiver what arrived (SHA-256) and the bench compares them; a
+transfer still running after ``--timeout`` seconds is stopped and reports
+the bytes that did arrive (whose prefix checksum is still checked).  "share"
+is a level's median goodput over the same protocol's median at 0 % loss.
+Mind the path: its round trip is tens of microseconds, so under loss TCP's
+figures are dominated by its 200 ms minimum retransmission timeout
+(``TcpExt.TCPTimeouts`` in the JSON says how often it fired).
+
+Scenario B, bottleneck (``--seconds 10``, ``--rate-mbit 20``): two namespaces
+joined by a veth pair (10.77.0.1/24 sender, 10.77.0.2/24 receiver, MTU 1500),
+the sender's egress shaped with ``tc qdisc ... tbf rate 20mbit burst 32kbit
+latency 20ms`` (a ~50 kB queue); the reverse path (acknowledgements) is not
+shaped.  For ``--seconds`` each: MNET alone, TCP alone, then MNET and TCP at
+once; the receivers count the bytes that arrive in the window and "share" is
+goodput over the link rate (20 Mbit/s = 2.5 MB/s; headers cap it near 96 %).
+
+By default both scenarios run (B adds about 3 x (``--seconds`` + 2.5) s;
+A takes from seconds to, at 10 % loss, minutes per transfer);
+``--no-bottleneck`` runs A only, ``--bottleneck`` runs B only.  ``--json
+PATH`` writes every raw figure: per transfer the sender's and receiver's
+reports (with the MNET sender's ``session.recovery_stats()`` where the
+session has it), nft drop counters, and the namespace's /proc/net/snmp and
+netstat deltas (``Udp.RcvbufErrors`` counts datagrams the kernel dropped
+because a socket buffer was full: loss nobody asked for).  The exit status
+is 1 if a completed transfer's checksum did not match or a peer failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from _netns_peer import stream_sha256
+from _netns_runner import Peers, Skip, counters, delta, namespaces, run
+
+PEER = str(Path(__file__).with_name("_netns_peer.py"))
+PREFIX = f"mnetbench-{os.getpid()}"
+TABLE = "inet mnetbench"
+#: Seconds the bottleneck peers get to start and connect before the window opens.
+STARTUP_SLACK = 2.0
+
+
+# -- scenario A: random loss -------------------------------------------------
+
+
+def set_loss(ns: str, proto: str, per_10k: int) -> None:
+    """Drop ``per_10k``/10000 of ``proto`` packets at input; count the rest."""
+    run("ip", "netns", "exec", ns, "nft", "flush", "chain", TABLE, "input")
+    rule = ["ip", "netns", "exec", ns, "nft", "add", "rule", TABLE, "input"]
+    rule += ["meta", "l4proto", proto]
+    if per_10k:
+        run(*rule, "numgen", "random", "mod", "10000", "<", str(per_10k), "counter", "drop")
+    run(*rule, "counter")
+
+
+def nft_counts(ns: str) -> dict[str, int]:
+    listing = json.loads(
+        run("ip", "netns", "exec", ns, "nft", "-j", "list", "chain", *TABLE.split(), "input")
+    )
+    counts = {"dropped": 0, "passed": 0}
+    for item in listing["nftables"]:
+        expr = item.get("rule", {}).get("expr", [])
+        counter = next((e["counter"] for e in expr if "counter" in e), None)
+        if counter is not None:
+            counts["dropped" if any("drop" in e for e in expr) else "passed"] += counter["packets"]
+    return counts
+
+
+def fixed_transfer(ns: str, proto: str, total: int, timeout: float) -> dict[str, Any]:
+    """One transfer of ``total`` bytes over the namespace's loopback."""
+    before = counters(ns)
+    peers = Peers(PEER)
+    try:
+        common = ["--proto", proto, "--host", "127.0.0.1", "--bytes", str(total)]
+        common += ["--timeout", str(timeout)]
+        peers.start("receiver", ns, "receive", *common, "--port", "0")
+        listening = peers.wait_for("receiver", "listening", 20)
+        if listening is not None:
+            peers.start("sender", ns, "send", *common, "--port", str(listening["port"]))
+            peers.wait_for("receiver", "result", timeout + 30)
+            peers.wait_for("sender", "result", 30)
+    finally:
+        peers.close()
+    got, sent = peers.result("receiver"), peers.result("sender")
+    record: dict[str, Any] = {"proto": proto, "bytes_expected": total}
+    record.update(receiver=got, sender=sent, error=peers.problems() or None)
+    record.update(nft=nft_counts(ns), counters=delta(before, counters(ns)))
+    if got is None:
+        record.update(bytes_received=0, goodput=0.0, complete=False, timed_out=False)
+        record.update(checksum_ok=None, prefix_ok=None)
+        return record
+    start = (sent or {}).get("first_write") or got["connected"] or got["ended"]
+    end = got["last_byte"] if got["complete"] else got["ended"]
+    record.update(bytes_received=got["bytes"], complete=got["complete"])
+    record.update(timed_out=got["timed_out"], seconds=end - start)
+    record["goodput"] = got["bytes"] / (end - start) / 1e6 if end > start else 0.0
+    record["prefix_ok"] = got["sha256"] == stream_sha256(got["bytes"])
+    record["checksum_ok"] = (
+        sent is not None and got["sha256"] == sent["sha256"] and got["bytes"] == total
+        if got["complete"]
+        else None
+    )
+    return record
+
+
+def loss_scenario(options: argparse.Namespace) -> dict[str, Any]:
+    ns = f"{PREFIX}-loss"
+    setup = [
+        ("ip", "netns", "add", ns),
+        ("ip", "-n", ns, "link", "set", "lo", "mtu", "1500", "up"),
+        ("ip", "-n", ns, "link", "set", "lo", "gso_max_segs", "1", "gso_max_size", "1500"),
+        ("ip", "netns", "exec", ns, "nft", "add", "table", *TABLE.split()),
+        ("ip", "netns", "exec", ns, "nft", "add", "chain", *TABLE.split(), "input",
+         "{ type filter hook input priority 0; }"),
+    ]  # fmt: skip
+    transfers = []
+    with namespaces([ns], setup):
+        for level in options.loss:
+            for round_ in range(options.rounds):
+                for proto in ("mnet", "tcp"):
+                    set_loss(ns, "udp" if proto == "mnet" else "tcp", round(level * 100))
+                    record = fixed_transfer(ns, proto, options.mib * 1024 * 1024, options.timeout)
+                    record.update(loss_pct=level, round=round_)
+                    transfers.append(record)
+                    note = " TIMEOUT" if record["timed_out"] else ""
+                    note += " ERROR" if record["error"] else ""
+                    print(
+                        f"  loss {level:g}% round {round_ + 1} {proto:4}: "
+                        f"{record['goodput']:7.3f} MB/s{note}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    return {"transfers": transfers, "summary": summarize(options.loss, transfers)}
+
+
+def summarize(levels: list[float], transfers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for level in levels:
+        row: dict[str, Any] = {"loss_pct": level}
+        runs = [t for t in transfers if t["loss_pct"] == level]
+        for proto in ("mnet", "tcp"):
+            mine = [t for t in runs if t["proto"] == proto]
+            row[f"{proto}_goodput"] = statistics.median(t["goodput"] for t in mine)
+            row[f"{proto}_timeouts"] = sum(t["timed_out"] for t in mine)
+            base = next((r[f"{proto}_goodput"] for r in rows if r["loss_pct"] == 0), None)
+            if level == 0:
+                base = row[f"{proto}_goodput"]
+            row[f"{proto}_share"] = row[f"{proto}_goodput"] / base if base else None
+        row["checksums_ok"] = sum(t["checksum_ok"] is True for t in runs)
+        row["checksums_bad"] = sum(
+            t["checksum_ok"] is False or t["prefix_ok"] is False for t in runs
+        )
+        row["transfers"] = len(runs)
+        row["mnet_retransmissions"] = median_or_none(
+            ((t["sender"] or {}).get("recovery_stats") or {}).get("retransmissions")
+            for t in runs
+            if t["proto"] == "mnet"
+        )
+        row["tcp_retransmissions"] = median_or_none(
+            t["counters"]["Tcp.RetransSegs"] for t in runs if t["proto"] == "tcp"
+        )
+        for proto in ("mnet", "tcp"):
+            dropped = sum(t["nft"]["dropped"] for t in runs if t["proto"] == proto)
+            seen = dropped + sum(t["nft"]["passed"] for t in runs if t["proto"] == proto)
+            row[f"{proto}_measured_drop_rate"] = dropped / seen if seen else None
+        row["udp_rcvbuf_errors"] = sum(
+            t["counters"].get("Udp.RcvbufErrors", 0) for t in runs if t["proto"] == "mnet"
+        )
+        rows.append(row)
+    return rows
+
+
+def median_or_none(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def print_loss_table(options: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    def share(value: float | None) -> str:
+        return "   n/a" if value is None else f"{value:6.1%}"
+
+    def count(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}"
+
+    print(f"\nRandom loss, {options.mib} MiB one way, median of {options.rounds} round(s):")
+    print(
+        " loss | MNET MB/s   share | TCP MB/s   share | checksums  | timeouts M/T"
+        " | retransmits M/T | UDP rcvbuf"
+    )
+    for r in rows:
+        bad = f", {r['checksums_bad']} BAD" if r["checksums_bad"] else ""
+        checks = f"{r['checksums_ok']}/{r['transfers']} ok{bad}"
+        print(
+            f"{r['loss_pct']:4g}% | {r['mnet_goodput']:9.3f} {share(r['mnet_share'])} |"
+            f" {r['tcp_goodput']:8.3f} {share(r['tcp_share'])} | {checks:10} |"
+            f" {r['mnet_timeouts']:>6}/{r['tcp_timeouts']:<5} |"
+            f" {count(r['mnet_retransmissions']):>7}/{count(r['tcp_retransmissions']):<7} |"
+            f" {r['udp_rcvbuf_errors']:>10}"
+        )
+    print(
+        "(share: of the same protocol's goodput at 0 % loss; retransmits: medians of the MNET"
+        " sender's recovery_stats and of the kernel's Tcp.RetransSegs; UDP rcvbuf: datagrams"
+        " the kernel dropped for a full socket buffer in the MNET runs, on top of nft's)",
+        flush=True,
+    )
+
+
+# -- scenario B: bottleneck --------------------------------------------------
+
+
+def qdisc_stats(ns: str) -> dict[str, int]:
+    listing = json.loads(run("tc", "-n", ns, "-s", "-j", "qdisc", "show", "dev", "veth0"))
+    root = next(q for q in listing if q.get("root"))
+    return {key: root.get(key, 0) for key in ("packets", "bytes", "drops", "overlimits")}
+
+
+def bottleneck_scenario(options: argparse.Namespace) -> dict[str, Any]:
+    snd, rcv = f"{PREFIX}-snd", f"{PREFIX}-rcv"
+    setup = [
+        ("ip", "netns", "add", snd),
+        ("ip", "netns", "add", rcv),
+        ("ip", "-n", snd, "link", "add", "veth0", "mtu", "1500", "type", "veth",
+         "peer", "name", "veth1", "mtu", "1500", "netns", rcv),
+        ("ip", "-n", snd, "addr", "add", "10.77.0.1/24", "dev", "veth0"),
+        ("ip", "-n", rcv, "addr", "add", "10.77.0.2/24", "dev", "veth1"),
+        ("ip", "-n", snd, "link", "set", "veth0", "up"),
+        ("ip", "-n", rcv, "link", "set", "veth1", "up"),
+        ("ip", "-n", snd, "link", "set", "lo", "up"),
+        ("ip", "-n", rcv, "link", "set", "lo", "up"),
+        ("tc", "-n", snd, "qdisc", "add", "dev", "veth0", "root", "tbf",
+         "rate", f"{options.rate_mbit}mbit", "burst", "32kbit", "latency", "20ms"),
+    ]  # fmt: skip
+    with namespaces([snd, rcv], setup):
+        phases = [bottleneck_phase(options, snd, rcv, flows) for flows in BOTTLENECK_PHASES]
+    return {"link_mbps": options.rate_mbit / 8, "seconds": options.seconds, "phases": phases}
+
+
+#: The flows of each bottleneck phase: each protocol alone, then both at once.
+BOTTLENECK_PHASES = (("mnet",), ("tcp",), ("mnet", "tcp"))
+
+
+def bottleneck_phase(
+    options: argparse.Namespace, snd: str, rcv: str, flows: tuple[str, ...]
+) -> dict[str, Any]:
+    """Every flow in ``flows`` at once, from ``snd`` to ``rcv``, for ``--seconds``."""
+    before = {ns: counters(ns) for ns in (snd, rcv)}
+    qdisc_before = qdisc_stats(snd)
+    # Leave the peers time to start and connect; all senders start writing at start_at.
+    start_at = time.monotonic() + STARTUP_SLACK
+    until = start_at + options.seconds
+    window = ["--start-at", str(start_at), "--until", str(until)]
+    peers = Peers(PEER)
+    try:
+        for proto in flows:
+            address = ["--proto", proto, "--host", "10.77.0.2"]
+            peers.start(f"{proto}-receiver", rcv, "receive", *address, "--port", "0", *window)
+        for proto in flows:
+            event = peers.wait_for(f"{proto}-receiver", "listening", 20)
+            if event is not None:
+                address = ["--proto", proto, "--host", "10.77.0.2", "--port", str(event["port"])]
+                peers.start(f"{proto}-sender", snd, "send", *address, *window)
+        for proto in flows:
+            peers.wait_for(f"{proto}-receiver", "result", until - time.monotonic() + 30)
+            peers.wait_for(f"{proto}-sender", "result", 15)
+    finally:
+        peers.close()
+    phase: dict[str, Any] = {"flows": {}, "error": peers.problems() or None}
+    for proto in flows:
+        got, sent = peers.result(f"{proto}-receiver"), peers.result(f"{proto}-sender")
+        goodput = (got["bytes"] if got else 0) / options.seconds / 1e6
+        first_write = (sent or {}).get("first_write") or until
+        phase["flows"][proto] = {
+            "bytes_received": got["bytes"] if got else 0,
+            "goodput": goodput,
+            "share_of_link": goodput / (options.rate_mbit / 8),
+            "late_start": first_write - start_at,
+            "receiver": got,
+            "sender": sent,
+        }
+    phase["qdisc"] = delta(qdisc_before, qdisc_stats(snd))
+    phase["counters"] = {ns: delta(before[ns], counters(ns)) for ns in (snd, rcv)}
+    # The tbf drops UDP datagrams at sendto() (ENOBUFS, counted as SndbufErrors and
+    # otherwise silent), so each flow's share of the qdisc's drops can be told apart.
+    udp_drops = phase["counters"][snd]["Udp.SndbufErrors"]
+    for proto, flow in phase["flows"].items():
+        flow["qdisc_drops"] = udp_drops if proto == "mnet" else phase["qdisc"]["drops"] - udp_drops
+    print(f"  bottleneck {' + '.join(flows)}: done", file=sys.stderr, flush=True)
+    return phase
+
+
+def print_bottleneck_table(options: argparse.Namespace, result: dict[str, Any]) -> None:
+    print(
+        f"\nBottleneck: tbf {options.rate_mbit} Mbit/s ({result['link_mbps']:.2f} MB/s),"
+        f" {options.seconds:g} s per phase:"
+    )
+    print(" phase        | flow |   MB/s   share | drops at the bottleneck")
+    for phase in result["phases"]:
+        name = " + ".join(phase["flows"]).upper()
+        for proto, flow in phase["flows"].items():
+            late = flow["late_start"]
+            note = f"  (started {late:.2f} s late)" if late > 0.05 else ""
+            print(
+                f" {name:12} | {proto:4} | {flow['goodput']:6.3f} {flow['share_of_link']:7.1%}"
+                f" | {flow['qdisc_drops']:>10}{note}"
+            )
+    print("(share: of the link rate; drops: packets the tbf queue refused)", flush=True)
+
+
+# -- main --------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loss", default="0,1,5,10", help="loss levels in %% (comma-separated)")
+    parser.add_argument("--mib", type=int, default=8, help="MiB per random-loss transfer")
+    parser.add_argument("--rounds", type=int, default=3, help="MNET/TCP rounds per loss level")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per transfer")
+    parser.add_argument("--seconds", type=float, default=10.0, help="bottleneck phase length")
+    parser.add_argument("--rate-mbit", type=float, default=20.0, help="bottleneck rate")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--bottleneck", action="store_true", help="run scenario B only")
+    which.add_argument("--no-bottleneck", action="store_true", help="run scenario A only")
+    parser.add_argument("--json", type=Path, help="write all raw figures here")
+    options = parser.parse_args()
+    options.loss = [float(x) for x in options.loss.split(",") if x.strip()]
+    return options
+
+
+def environment() -> dict[str, Any]:
+    def sysctl(path: str) -> str | None:
+        try:
+            return Path("/proc/sys", path).read_text().strip()
+        except OSError:
+            return None
+
+    keys = ["net/core/rmem_default", "net/core/rmem_max", "net/ipv4/tcp_sack",
+            "net/ipv4/tcp_congestion_control"]  # fmt: skip
+    return {
+        "kernel": platform.release(),
+        "python": sys.executable,
+        "sysctl": {key: sysctl(key) for key in keys},
+    }
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        raise Skip("needs root for network namespaces")
+    for tool in ("ip", "nft", "tc"):
+        if shutil.which(tool) is None:
+            raise Skip(f"{tool} is not installed")
+
+
+def main() -> int:
+    options = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    report: dict[str, Any] = {"command": sys.argv, "settings": vars(options).copy()}
+    report["settings"]["json"] = str(options.json)
+    report["environment"] = environment()
+    status = 0
+    try:
+        preflight()
+        if not options.bottleneck:
+            started = time.monotonic()
+            report["loss"] = loss_scenario(options)
+            report["loss"]["wall_seconds"] = time.monotonic() - started
+            print_loss_table(options, report["loss"]["summary"])
+            transfers = report["loss"]["transfers"]
+            if any(t["checksum_ok"] is False or t["prefix_ok"] is False for t in transfers):
+                status = 1
+            if any(t["error"] for t in transfers):
+                status = 1
+        if not options.no_bottleneck:
+            started = time.monotonic()
+            try:
+                report["bottleneck"] = bottleneck_scenario(options)
+                report["bottleneck"]["wall_seconds"] = time.monotonic() - started
+                print_bottleneck_table(options, report["bottleneck"])
+                if any(phase["error"] for phase in report["bottleneck"]["phases"]):
+                    status = 1
+            except Skip as why:
+                if options.bottleneck:
+                    raise
+                report["bottleneck"] = {"skipped": str(why)}
+                print(f"bottleneck skipped: {why}")
+    except Skip as why:
+        print(f"skipped: {why}")
+        report = {"skipped": str(why)}
+    if options.json:
+        options.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return status
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit("interrupted (the namespaces and peer processes are gone)")
