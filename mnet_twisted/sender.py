@@ -88,7 +88,10 @@ class RecoveryStats:
     timeouts: int = 0
     #: The longest time from the last progress to a probe timeout firing.
     longest_timeout_wait: float = 0.0
+    #: Passes resending everything outstanding after a hole.
     go_back_passes: int = 0
+    #: Bounded resends of the few segments behind a repair (burst losses).
+    burst_resends: int = 0
     spurious_undos: int = 0
     congestion_events: int = 0
     congestion_reductions: int = 0
@@ -143,6 +146,7 @@ class StreamSender:
         #: When the first repair of this episode went out (for undo), if one did.
         self._episode_repaired_at: float | None = None
         self._episode_reduced = False
+        self._last_loss_event: float | None = None
         self._round_end = config.stream_origin
         self._reorder_steps = 0
         self._last_progress = 0.0
@@ -295,6 +299,7 @@ class StreamSender:
         ):
             # Segments sent after the repair arrived, the repair did not.
             self.stats.lost_repairs += 1
+            self._loss_event(now)
             return self._retransmit_first(now)
         return []
 
@@ -414,11 +419,26 @@ class StreamSender:
         self._episode_repaired_at = None
         self._episode_duplicates = self._duplicate_acks
         self._episode_went_back = False
-        self.stats.congestion_events += 1
-        self._episode_reduced = self.congestion.on_congestion_event(self.rtt.minimum)
-        if self._episode_reduced:
-            self.stats.congestion_reductions += 1
+        self._episode_reduced = False
+        self._last_loss_event = None
+        self._loss_event(now)
         return self._retransmit_first(now)
+
+    def _loss_event(self, now: float) -> None:
+        """Ask the controller to answer a loss: once per episode, and once per RTT after.
+
+        NewReno's one reduction per episode assumes an episode lasts about a
+        round trip; without SACK one can last many, and a repair lost in it
+        or a timeout during it is new news about the queue.
+        """
+        last = self._last_loss_event
+        if last is not None and now - last < (self.rtt.smoothed or 0.0):
+            return
+        self._last_loss_event = now
+        self.stats.congestion_events += 1
+        if self.congestion.on_congestion_event(self.rtt.minimum):
+            self._episode_reduced = True
+            self.stats.congestion_reductions += 1
 
     def _end_episode(self) -> None:
         self.in_recovery = False
@@ -487,7 +507,10 @@ class StreamSender:
             # Resend what follows the hole, as the window allows, from right
             # after this segment; a whole pass means the reports of
             # segments beyond were of data the peer did not keep.
-            self.stats.go_back_passes += 1
+            if pass_end == self.snd_max:
+                self.stats.go_back_passes += 1
+            else:
+                self.stats.burst_resends += 1
             self._episode_went_back = True
             self.snd_nxt = end
             self._go_back_until = self._pass_trusted_until = pass_end
@@ -530,4 +553,5 @@ class StreamSender:
             self.congestion.on_persistent_congestion()
         if not self.in_recovery:
             return self._enter_recovery(now), True
+        self._loss_event(now)
         return self._retransmit_first(now), True

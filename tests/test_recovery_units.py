@@ -283,12 +283,13 @@ def test_a_receiver_that_kept_data_is_never_taken_for_a_discarding_one() -> None
     sender.on_ack(wrap(10 * MSS), now=0.2, pure=True)  # past the repair: data was kept
     assert sender.peer_keeps_out_of_order
     _stop_at_each_repair(sender, 0.3)
-    assert sender.stats.go_back_passes == 0  # one stop: an isolated second loss
+    assert sender.stats.burst_resends == 0  # one stop: an isolated second loss
     _stop_at_each_repair(sender, 0.4)  # two in a row: a burst
     assert not sender.peer_discards_out_of_order
     resent = _ends(sender.transmit(now=0.4))
     assert resent[:2] == [14 * MSS, 15 * MSS]  # the two behind the repair...
     assert all(end > 20 * MSS for end in resent[2:])  # ...then new data, not a whole pass
+    assert (sender.stats.burst_resends, sender.stats.go_back_passes) == (1, 0)
 
 
 def test_a_whole_lost_flight_is_resent_in_one_pass() -> None:
