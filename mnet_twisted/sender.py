@@ -28,16 +28,23 @@ out-of-order segment at once, so the acks still say a lot:
 - silence: the probe timeout (RFC 9002) resends the first unacknowledged
   segment, with one window reduction, and backs off.
 
+The controller hears of a loss when an episode starts and, since without
+SACK one episode can last many round trips, again (at most once per RTT)
+for each repair lost or timeout within it.
+
 Some receivers (the reference peers among them) throw away every segment
 that does not start exactly at their offset.  For them repairing one hole
 per round trip would crawl, so the sender goes back N — resends everything
 after the hole — once acks after three repairs in a row stopped exactly at
 the repaired segment's end although later segments were reported arrived,
-and at most once per pass over the outstanding data.  A peer that ever acked
-past a repaired segment keeps out-of-order data; for it the count restarts
-at each such ack, so only four losses in a row, or data it dropped for lack
-of room, make it go back.  A go-back pass also follows a repair when
-nothing at all was heard of the data beyond the hole (a whole flight lost).
+and at most once per pass over the outstanding data.  A peer is known to
+keep out-of-order data once it acked eight segments past a repaired one at
+once, or acked in-order data less than three times per four segments (ours
+ack every second one; the references ack each): for such a peer stops only
+mean a burst of losses, answered by resending the next 2, 4, 8 … segments
+that were not reported arrived, never by a whole pass for that reason.
+Any peer gets one go-back pass after a repair when nothing at all was heard
+of the data beyond the hole (a whole flight lost).
 
 Bytes outstanding never exceed ``max_congestion_window``, whatever the pipe
 estimate allows: MNET has no receive window on the wire, and a receiver
@@ -63,6 +70,11 @@ Segment = tuple[int, bytes]
 DUPLICATE_ACK_THRESHOLD = 3
 #: Probe timeouts in a row after which the window collapses (RFC 9002 7.6).
 PERSISTENT_CONGESTION_TIMEOUTS = 3
+#: An ack this many segments past a repaired one shows the peer kept them.
+KEPT_JUMP_SEGMENTS = 8
+#: In-order segments acked, with at most 3 acks per 4 of them, that show a
+#: receiver coalescing its acks, as ours do and the references never do.
+HABIT_SEGMENTS = 32
 #: Every so many duplicate acks, one gives the controller a delay sample.
 DELAY_SAMPLE_EVERY = 4
 #: Duplicate acks arriving after a repair's ack was due that prove it lost
@@ -158,6 +170,7 @@ class StreamSender:
         #: out-of-order segments).
         self.peer_keeps_out_of_order = False
         self._stops_in_a_row = 0
+        self._in_order_acks = self._in_order_segments = 0
         #: A go-back pass resends [from, until), then new data follows; its
         #: copies stand in for repairs up to ``trusted_until``.
         self._pass_from = config.stream_origin
@@ -350,6 +363,7 @@ class StreamSender:
             if round_start:
                 self._round_end = self.snd_max
             self.congestion.on_ack(newly, sample, self.rtt.minimum, round_start)
+            self._learn_ack_habit(newly)
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode()
@@ -478,11 +492,31 @@ class StreamSender:
                 return min(self.snd_max, ack + self._mss * (burst + 1))
         return None
 
+    def _learn_ack_habit(self, newly: int) -> None:
+        """Tell our own receivers from the reference ones by how often they ack.
+
+        A reference receiver acks every segment; ours ack in-order data every
+        second segment, and keep out-of-order data.  So a peer that sent far
+        fewer acks than segments in order is one that keeps them, before any
+        loss had to show it (a burst lost at the start would look like a
+        discarding receiver).  Lost acks cannot fake this: a tenth of them
+        lost still leaves nine acks for ten segments.
+        """
+        if self.peer_keeps_out_of_order:
+            return
+        self._in_order_acks += 1
+        self._in_order_segments += -(-newly // self._mss)
+        if (
+            self._in_order_segments >= HABIT_SEGMENTS
+            and self._in_order_acks * 4 <= self._in_order_segments * 3
+        ):
+            self.peer_keeps_out_of_order = True
+
     def _learn_receiver_behaviour(self, ack: int, repaired_end: int) -> None:
-        if ack > repaired_end + self._mss:
-            # The repair released bytes sent well before it: they had been
-            # kept.  (One segment more can be in-order data that overtook
-            # the repair, which even a discarding receiver accepts.)
+        if ack >= repaired_end + KEPT_JUMP_SEGMENTS * self._mss:
+            # The repair released many segments at once: they had been kept.
+            # (A few can be in-order data that came after the repair, which
+            # even a discarding receiver accepts, acked out of order.)
             self.peer_keeps_out_of_order = True
             self._stops_in_a_row = 0
         elif ack == repaired_end and self._delivered_beyond:

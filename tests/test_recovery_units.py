@@ -182,15 +182,18 @@ def test_duplicate_acks_let_new_segments_out() -> None:
 
 
 def test_three_duplicates_fast_retransmit_and_partial_acks_repair_the_next_hole() -> None:
-    sender = _sender(window=10)
-    sender.write(bytes(20 * MSS))
+    sender = _sender(window=20)
+    sender.write(bytes(40 * MSS))
     sender.transmit(now=0.0)
     assert _dup(sender, 0.1, times=3) == [MSS]
     assert sender.in_recovery and sender.stats.congestion_events == 1
     # A partial ack up to the next hole: repaired at once, no second reduction.
     _, resent = sender.on_ack(wrap(5 * MSS), now=0.2, pure=True)
     assert _ends(resent) == [6 * MSS]
-    assert sender.peer_keeps_out_of_order  # the ack went past the repaired segment
+    assert not sender.peer_keeps_out_of_order  # 4 segments: could be reordered acks
+    _, resent = sender.on_ack(wrap(14 * MSS), now=0.3, pure=True)
+    assert _ends(resent) == [15 * MSS]
+    assert sender.peer_keeps_out_of_order  # 8 past the repair at once: they were kept
     assert sender.stats.congestion_reductions == 1
 
 
@@ -348,3 +351,33 @@ def test_in_order_data_is_acked_every_second_full_segment() -> None:
     assert receiver.on_segment(4000, bytes(1000), unread=0)[1] is Ack.LATER
     assert receiver.on_segment(4500, bytes(500), unread=0)[1] is Ack.LATER
     assert receiver.on_segment(5000, bytes(500), unread=0)[1] is Ack.NOW
+
+
+# -- telling receivers apart ------------------------------------------------------------
+
+
+def test_our_receiver_is_known_to_keep_data_before_any_loss() -> None:
+    """Acks of every second segment mark a receiver that keeps out-of-order data."""
+    from simnet import connected_pair, payload
+
+    net, client, _server, conn, peer = connected_pair(seed=3)
+    data = payload(200_000, seed=3)
+    client.write(conn, data)
+    net.run_until(lambda: len(peer.received) >= len(data), max_time=10)
+    assert conn.session.retransmissions == 0
+    assert conn.session._sender.peer_keeps_out_of_order
+
+
+def test_a_reference_receiver_is_never_taken_for_one_that_keeps_data() -> None:
+    """A receiver acking every segment (the references) stays a candidate for go-back-N."""
+    import random
+
+    from test_interop_reference import THEIRS, Harness
+
+    harness = Harness(4, 0.0, accepting=False)
+    harness.theirs.echo = False
+    data = random.Random(4).randbytes(200_000)
+    session = harness.ours.connect(THEIRS, harness.now)
+    harness.on_established = lambda established: established.send(data)
+    harness.run_until(lambda: len(harness.theirs.received) == len(data))
+    assert not session._sender.peer_keeps_out_of_order
