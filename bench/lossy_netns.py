@@ -30,15 +30,20 @@ Mind the path: its round trip is tens of microseconds, so under loss TCP's
 figures are dominated by its 200 ms minimum retransmission timeout
 (``TcpExt.TCPTimeouts`` in the JSON says how often it fired).
 
-Scenario B, bottleneck (``--seconds 10``, ``--rate-mbit 20``): two namespaces
-joined by a veth pair (10.77.0.1/24 sender, 10.77.0.2/24 receiver, MTU 1500),
-the sender's egress shaped with ``tc qdisc ... tbf rate 20mbit burst 32kbit
-latency 20ms`` (a ~50 kB queue); the reverse path (acknowledgements) is not
-shaped.  For ``--seconds`` each: MNET alone, TCP alone, then MNET and TCP at
-once; the receivers count the bytes that arrive in the window and "share" is
-goodput over the link rate (20 Mbit/s = 2.5 MB/s; headers cap it near 96 %).
+Scenario B, bottleneck (``--seconds 10``, ``--rate-mbit 20``): three
+namespaces, sender -- router -- receiver (10.77.0.1 -> 10.77.1.2, veth pairs
+with MTU 1500), the router forwarding and shaping its egress towards the
+receiver with ``tc qdisc ... tbf rate 20mbit burst 32kbit latency 20ms`` (a
+~50 kB drop-tail queue), as a bottleneck router would; the reverse path
+(acknowledgements) is not shaped.  Shaping at a router rather than at the
+sender's own interface keeps local-queue effects (TCP small queues, sendto
+ENOBUFS) out of the comparison.  For ``--seconds`` each: MNET alone, TCP
+alone, then MNET and TCP at once, ``--shared-rounds`` times (3; the table
+gives the median shares); the receivers count the bytes that arrive in the
+window and "share" is goodput over the link rate (20 Mbit/s = 2.5 MB/s;
+headers cap it near 96 %).
 
-By default both scenarios run (B adds about 3 x (``--seconds`` + 2.5) s;
+By default both scenarios run (B adds about 5 x (``--seconds`` + 2.5) s;
 A takes from seconds to, at 10 % loss, minutes per transfer);
 ``--no-bottleneck`` runs A only, ``--bottleneck`` runs B only.  ``--json
 PATH`` writes every raw figure: per transfer the sender's and receiver's
@@ -243,42 +248,65 @@ def print_loss_table(options: argparse.Namespace, rows: list[dict[str, Any]]) ->
 
 
 def qdisc_stats(ns: str) -> dict[str, int]:
-    listing = json.loads(run("tc", "-n", ns, "-s", "-j", "qdisc", "show", "dev", "veth0"))
+    listing = json.loads(run("tc", "-n", ns, "-s", "-j", "qdisc", "show", "dev", "veth2"))
     root = next(q for q in listing if q.get("root"))
     return {key: root.get(key, 0) for key in ("packets", "bytes", "drops", "overlimits")}
 
 
 def bottleneck_scenario(options: argparse.Namespace) -> dict[str, Any]:
-    snd, rcv = f"{PREFIX}-snd", f"{PREFIX}-rcv"
+    snd, rtr, rcv = f"{PREFIX}-snd", f"{PREFIX}-rtr", f"{PREFIX}-rcv"
     setup = [
         ("ip", "netns", "add", snd),
+        ("ip", "netns", "add", rtr),
         ("ip", "netns", "add", rcv),
         ("ip", "-n", snd, "link", "add", "veth0", "mtu", "1500", "type", "veth",
-         "peer", "name", "veth1", "mtu", "1500", "netns", rcv),
+         "peer", "name", "veth1", "mtu", "1500", "netns", rtr),
+        ("ip", "-n", rtr, "link", "add", "veth2", "mtu", "1500", "type", "veth",
+         "peer", "name", "veth3", "mtu", "1500", "netns", rcv),
         ("ip", "-n", snd, "addr", "add", "10.77.0.1/24", "dev", "veth0"),
-        ("ip", "-n", rcv, "addr", "add", "10.77.0.2/24", "dev", "veth1"),
-        ("ip", "-n", snd, "link", "set", "veth0", "up"),
-        ("ip", "-n", rcv, "link", "set", "veth1", "up"),
-        ("ip", "-n", snd, "link", "set", "lo", "up"),
-        ("ip", "-n", rcv, "link", "set", "lo", "up"),
-        ("tc", "-n", snd, "qdisc", "add", "dev", "veth0", "root", "tbf",
+        ("ip", "-n", rtr, "addr", "add", "10.77.0.254/24", "dev", "veth1"),
+        ("ip", "-n", rtr, "addr", "add", "10.77.1.254/24", "dev", "veth2"),
+        ("ip", "-n", rcv, "addr", "add", f"{RECEIVER}/24", "dev", "veth3"),
+        *(("ip", "-n", ns, "link", "set", dev, "up")
+          for ns, dev in ((snd, "veth0"), (rtr, "veth1"), (rtr, "veth2"), (rcv, "veth3"),
+                          (snd, "lo"), (rtr, "lo"), (rcv, "lo"))),
+        ("ip", "-n", snd, "route", "add", "default", "via", "10.77.0.254"),
+        ("ip", "-n", rcv, "route", "add", "default", "via", "10.77.1.254"),
+        ("ip", "netns", "exec", rtr, "sysctl", "-qw", "net.ipv4.ip_forward=1"),
+        ("tc", "-n", rtr, "qdisc", "add", "dev", "veth2", "root", "tbf",
          "rate", f"{options.rate_mbit}mbit", "burst", "32kbit", "latency", "20ms"),
     ]  # fmt: skip
-    with namespaces([snd, rcv], setup):
-        phases = [bottleneck_phase(options, snd, rcv, flows) for flows in BOTTLENECK_PHASES]
-    return {"link_mbps": options.rate_mbit / 8, "seconds": options.seconds, "phases": phases}
+    with namespaces([snd, rtr, rcv], setup):
+        phases = [
+            bottleneck_phase(options, snd, rtr, rcv, flows)
+            for flows in BOTTLENECK_PHASES
+            for _ in range(options.shared_rounds if len(flows) > 1 else 1)
+        ]
+    shared = [phase for phase in phases if len(phase["flows"]) > 1]
+    median_share = {
+        proto: median_or_none(phase["flows"][proto]["share_of_link"] for phase in shared)
+        for proto in BOTTLENECK_PHASES[-1]
+    }
+    return {
+        "link_mbps": options.rate_mbit / 8,
+        "seconds": options.seconds,
+        "phases": phases,
+        "shared_median_share": median_share,
+    }
 
 
 #: The flows of each bottleneck phase: each protocol alone, then both at once.
 BOTTLENECK_PHASES = (("mnet",), ("tcp",), ("mnet", "tcp"))
+#: The receiver's address, two hops (through the shaping router) from the sender.
+RECEIVER = "10.77.1.2"
 
 
 def bottleneck_phase(
-    options: argparse.Namespace, snd: str, rcv: str, flows: tuple[str, ...]
+    options: argparse.Namespace, snd: str, rtr: str, rcv: str, flows: tuple[str, ...]
 ) -> dict[str, Any]:
-    """Every flow in ``flows`` at once, from ``snd`` to ``rcv``, for ``--seconds``."""
+    """Every flow in ``flows`` at once, from ``snd`` through ``rtr`` to ``rcv``."""
     before = {ns: counters(ns) for ns in (snd, rcv)}
-    qdisc_before = qdisc_stats(snd)
+    qdisc_before = qdisc_stats(rtr)
     # Leave the peers time to start and connect; all senders start writing at start_at.
     start_at = time.monotonic() + STARTUP_SLACK
     until = start_at + options.seconds
@@ -286,12 +314,12 @@ def bottleneck_phase(
     peers = Peers(PEER)
     try:
         for proto in flows:
-            address = ["--proto", proto, "--host", "10.77.0.2"]
+            address = ["--proto", proto, "--host", RECEIVER]
             peers.start(f"{proto}-receiver", rcv, "receive", *address, "--port", "0", *window)
         for proto in flows:
             event = peers.wait_for(f"{proto}-receiver", "listening", 20)
             if event is not None:
-                address = ["--proto", proto, "--host", "10.77.0.2", "--port", str(event["port"])]
+                address = ["--proto", proto, "--host", RECEIVER, "--port", str(event["port"])]
                 peers.start(f"{proto}-sender", snd, "send", *address, *window)
         for proto in flows:
             peers.wait_for(f"{proto}-receiver", "result", until - time.monotonic() + 30)
@@ -311,23 +339,18 @@ def bottleneck_phase(
             "receiver": got,
             "sender": sent,
         }
-    phase["qdisc"] = delta(qdisc_before, qdisc_stats(snd))
+    phase["qdisc"] = delta(qdisc_before, qdisc_stats(rtr))
     phase["counters"] = {ns: delta(before[ns], counters(ns)) for ns in (snd, rcv)}
-    # The tbf drops UDP datagrams at sendto() (ENOBUFS, counted as SndbufErrors and
-    # otherwise silent), so each flow's share of the qdisc's drops can be told apart.
-    udp_drops = phase["counters"][snd]["Udp.SndbufErrors"]
-    for proto, flow in phase["flows"].items():
-        flow["qdisc_drops"] = udp_drops if proto == "mnet" else phase["qdisc"]["drops"] - udp_drops
     print(f"  bottleneck {' + '.join(flows)}: done", file=sys.stderr, flush=True)
     return phase
 
 
 def print_bottleneck_table(options: argparse.Namespace, result: dict[str, Any]) -> None:
     print(
-        f"\nBottleneck: tbf {options.rate_mbit} Mbit/s ({result['link_mbps']:.2f} MB/s),"
-        f" {options.seconds:g} s per phase:"
+        f"\nBottleneck: tbf {options.rate_mbit} Mbit/s ({result['link_mbps']:.2f} MB/s) at a"
+        f" router, {options.seconds:g} s per phase:"
     )
-    print(" phase        | flow |   MB/s   share | drops at the bottleneck")
+    print(" phase        | flow |   MB/s   share | drops at the bottleneck (all flows)")
     for phase in result["phases"]:
         name = " + ".join(phase["flows"]).upper()
         for proto, flow in phase["flows"].items():
@@ -335,8 +358,13 @@ def print_bottleneck_table(options: argparse.Namespace, result: dict[str, Any]) 
             note = f"  (started {late:.2f} s late)" if late > 0.05 else ""
             print(
                 f" {name:12} | {proto:4} | {flow['goodput']:6.3f} {flow['share_of_link']:7.1%}"
-                f" | {flow['qdisc_drops']:>10}{note}"
+                f" | {phase['qdisc']['drops']:>10}{note}"
             )
+    shares = ", ".join(
+        f"{proto.upper()} {share:.1%}" if share is not None else f"{proto.upper()} -"
+        for proto, share in result["shared_median_share"].items()
+    )
+    print(f" together, median of {options.shared_rounds}: {shares}")
     print("(share: of the link rate; drops: packets the tbf queue refused)", flush=True)
 
 
@@ -351,6 +379,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per transfer")
     parser.add_argument("--seconds", type=float, default=10.0, help="bottleneck phase length")
     parser.add_argument("--rate-mbit", type=float, default=20.0, help="bottleneck rate")
+    parser.add_argument(
+        "--shared-rounds", type=int, default=3, help="rounds of the MNET + TCP bottleneck phase"
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--bottleneck", action="store_true", help="run scenario B only")
     which.add_argument("--no-bottleneck", action="store_true", help="run scenario A only")
