@@ -75,8 +75,6 @@ KEPT_JUMP_SEGMENTS = 8
 #: In-order segments acked, with at most 3 acks per 4 of them, that show a
 #: receiver coalescing its acks, as ours do and the references never do.
 HABIT_SEGMENTS = 32
-#: Every so many duplicate acks, one gives the controller a delay sample.
-DELAY_SAMPLE_EVERY = 4
 #: Duplicate acks arriving after a repair's ack was due that prove it lost
 #: (two, so that one segment of the old flight delayed in a queue does not).
 LATE_DUPLICATES_FOR_LOST_REPAIR = 2
@@ -295,7 +293,6 @@ class StreamSender:
     def _on_duplicate_ack(self, now: float) -> list[Segment]:
         self._duplicate_acks += 1
         self._episode_duplicates += 1
-        self._sample_queue_from_duplicate(now)
         outstanding = self.snd_max - self._buffer.start
         self._delivered_beyond = min(self._delivered_beyond + self._mss, outstanding)
         repair = self._repair
@@ -315,21 +312,6 @@ class StreamSender:
             self._loss_event(now)
             return self._retransmit_first(now)
         return []
-
-    def _sample_queue_from_duplicate(self, now: float) -> None:
-        """Tell the controller the delay of the segment that likely caused this duplicate.
-
-        Acks held back by a hole give no RTT sample, so without this a long
-        recovery would leave the controller blind to the queue it builds.
-        Segments arrive in order on most paths, so the n-th duplicate since
-        the hole answers roughly the n-th segment sent after it; the estimate
-        only feeds the controller's queue check, never the timeout.
-        """
-        index = self._duplicate_acks
-        if index % DELAY_SAMPLE_EVERY or index >= len(self._first_sent):
-            return
-        sample = now - self._first_sent[index][1]
-        self.congestion.on_ack(0, sample, self.rtt.minimum, False)
 
     def _repair_answer_time(self) -> float:
         """How long after a repair its ack is due, reordering allowed for."""
