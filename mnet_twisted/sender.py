@@ -327,6 +327,11 @@ class StreamSender:
             if self._answers_original(now):
                 self._undo_episode()
                 repair = None
+            elif not repair.in_pass:
+                # Too ambiguous for the timeout (Karn), but the round trip of
+                # a repair is the controller's only fresh view of the queue
+                # during a long recovery, when no other ack gives a sample.
+                self.congestion.on_ack(0, now - repair.sent_at, self.rtt.minimum, False)
         sample = self._release(ack, now)
         # The segment that filled the hole sent no duplicate ack; the rest did.
         credited = newly - min(newly, self._mss)
