@@ -92,9 +92,11 @@ _HYSTART_MIN_SAMPLES = 8
 _HYSTART_MIN_ETA = 0.004
 _HYSTART_MAX_ETA = 0.016
 #: A queue shorter than this (a quarter of the base RTT, within these bounds)
-#: is taken as no queue at all: jitter and the peer's read batching.
-_QUEUE_MIN = 0.001
-#: RTT samples (the latest) whose least tells the standing queue.
+#: is taken as no queue at all: jitter and the peer's read batching.  The
+#: floor is low because on a LAN or loopback the queue that overflows may be
+#: a receiver's socket buffer, a millisecond deep.
+_QUEUE_MIN = 0.00025
+#: RTT samples (the latest) whose median tells the standing queue.
 _RECENT_SAMPLES = 8
 _QUEUE_MAX = 0.010
 
@@ -138,9 +140,13 @@ class Adaptive(NewReno):
         return current >= last + eta
 
     def _queueing_delay(self, min_rtt: float) -> float:
-        # The least of the last few samples: one slow ack is jitter, several
-        # in a row are a queue.
-        return min(self._recent) - min_rtt if self._recent else 0.0
+        # The median of the last few samples: one slow ack is jitter, half of
+        # them slow is a queue (the least would miss a burst that overflowed
+        # a queue it found empty).
+        if not self._recent:
+            return 0.0
+        recent = sorted(self._recent)
+        return recent[len(recent) // 2] - min_rtt
 
 
 def _queue_allowance(min_rtt: float) -> float:
