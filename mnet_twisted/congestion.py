@@ -96,7 +96,7 @@ _HYSTART_MAX_ETA = 0.016
 #: floor is low because on a LAN or loopback the queue that overflows may be
 #: a receiver's socket buffer, a millisecond deep.
 _QUEUE_MIN = 0.00025
-#: RTT samples (the latest) whose median tells the standing queue.
+#: RTT samples (the latest) whose least tells the standing queue.
 _RECENT_SAMPLES = 8
 _QUEUE_MAX = 0.010
 
@@ -140,13 +140,11 @@ class Adaptive(NewReno):
         return current >= last + eta
 
     def _queueing_delay(self, min_rtt: float) -> float:
-        # The median of the last few samples: one slow ack is jitter, half of
-        # them slow is a queue (the least would miss a burst that overflowed
-        # a queue it found empty).
-        if not self._recent:
-            return 0.0
-        recent = sorted(self._recent)
-        return recent[len(recent) // 2] - min_rtt
+        # The least of the last few samples: one slow ack is jitter, several
+        # in a row are a standing queue (as CoDel judges one).  A burst that
+        # overflows a queue it found empty is not seen this way: pacing is
+        # the cure for that, not cutting the window for random loss.
+        return min(self._recent) - min_rtt if self._recent else 0.0
 
 
 def _queue_allowance(min_rtt: float) -> float:

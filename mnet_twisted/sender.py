@@ -121,6 +121,9 @@ class _Repair:
     late_duplicates: int = 0
     #: Whether it was sent as part of a go-back pass rather than on its own.
     in_pass: bool = False
+    #: Whether the same segment had been repaired before (so an ack of it
+    #: may answer the earlier copy and tells nothing of the round trip).
+    resent: bool = False
 
 
 class StreamSender:
@@ -327,7 +330,7 @@ class StreamSender:
             if self._answers_original(now):
                 self._undo_episode()
                 repair = None
-            elif not repair.in_pass:
+            elif not repair.in_pass and not repair.resent:
                 # Too ambiguous for the timeout (Karn), but the round trip of
                 # a repair is the controller's only fresh view of the queue
                 # during a long recovery, when no other ack gives a sample.
@@ -365,7 +368,7 @@ class StreamSender:
             end = min(ack + self._mss, self.snd_max)
             self._repair = _Repair(end, now, self._unreported_beyond(end), in_pass=True)
             return []
-        return self._retransmit_first(now, pass_end=self._pass_end(ack, repair))
+        return self._retransmit_first(now, pass_end=self._pass_end(ack, repair, now))
 
     def _release(self, ack: int, now: float) -> float | None:
         """Forget acknowledged bytes; returns an RTT sample if the ack gives one."""
@@ -463,18 +466,26 @@ class StreamSender:
             self.congestion.undo()
         self._end_episode()
 
-    def _pass_end(self, ack: int, repair: _Repair | None) -> int | None:
+    def _pass_end(self, ack: int, repair: _Repair | None, now: float) -> int | None:
         """Where a go-back pass after this partial ack should stop, if one is due."""
         if self.snd_nxt < self.snd_max or repair is None or ack != repair.end:
             return None  # a pass is under way, or the repair released more
         if self.peer_discards_out_of_order:
             return self.snd_max
         if not self._episode_duplicates and not self._episode_went_back:
-            return self.snd_max  # nothing at all was heard of the flight beyond
+            # Nothing at all was heard of the flight beyond: resend what of it
+            # is old enough to have been heard of (a timeout may only mean
+            # the flight sits in a queue that grew, and then it is on its way).
+            return self._sent_before(now - self._repair_answer_time())
         if self._stops_in_a_row >= 2:
             # A burst of losses: resend the segments right behind the repair,
-            # twice as many at each stop, never more than are unreported.
-            burst = min(self._unreported_beyond(ack), 1 << (self._stops_in_a_row - 1))
+            # twice as many at each stop, never more than are unreported and
+            # old enough to have been reported by now (behind a deep queue
+            # most unreported segments are simply still on their way).
+            missing = self._unreported_beyond(ack) - self._sent_within(
+                self._repair_answer_time(), now
+            )
+            burst = min(missing, 1 << (self._stops_in_a_row - 1))
             if burst:
                 return min(self.snd_max, ack + self._mss * (burst + 1))
         return None
@@ -538,9 +549,28 @@ class StreamSender:
             self._pass_from = end
             if pass_end == self.snd_max:
                 self._delivered_beyond = 0
-        self._repair = _Repair(end, now, allowance=self._unreported_beyond(end))
+        resent = self._repair is not None and self._repair.end == end
+        self._repair = _Repair(end, now, self._unreported_beyond(end), resent=resent)
         self._arm_pto(now)
         return [(end, self._buffer.get(start, end - start))]
+
+    def _sent_before(self, moment: float) -> int:
+        """The end of the last segment first sent before ``moment``."""
+        end = self._buffer.start
+        for segment_end, sent_at in self._first_sent:
+            if sent_at > moment:
+                break
+            end = segment_end
+        return end
+
+    def _sent_within(self, age: float, now: float) -> int:
+        """How many segments went out for the first time in the last ``age`` seconds."""
+        count = 0
+        for _end, sent_at in reversed(self._first_sent):
+            if now - sent_at > age:
+                break
+            count += 1
+        return count
 
     def _unreported_beyond(self, end: int) -> int:
         """Segments sent beyond ``end`` whose duplicate acks have not come yet."""

@@ -280,6 +280,7 @@ def test_goes_back_n_for_a_discarding_receiver_once_per_pass() -> None:
 def test_a_receiver_that_kept_data_is_never_taken_for_a_discarding_one() -> None:
     """After it acked past a repair, stops mean a burst: resend a few, doubling, not all."""
     sender = _sender(window=20)
+    _sampled(sender, 0.010)
     sender.write(bytes(60 * MSS))
     sender.transmit(now=0.0)
     _dup(sender, 0.1, times=15)
@@ -298,6 +299,7 @@ def test_a_receiver_that_kept_data_is_never_taken_for_a_discarding_one() -> None
 def test_a_whole_lost_flight_is_resent_in_one_pass() -> None:
     """Timeout, repair, and an ack that stops at the repair with nothing heard beyond: go back."""
     sender = _sender(window=10)
+    _sampled(sender, 0.1)
     sender.write(bytes(10 * MSS))
     sender.transmit(now=0.0)
     resent, _ = sender.on_timer(now=2.0)
