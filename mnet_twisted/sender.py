@@ -251,8 +251,7 @@ class StreamSender:
                 continue
             size = min(self._mss, written - self.snd_nxt)
             outstanding = self.snd_nxt - acked
-            pipe = outstanding - self._delivered_beyond
-            if pipe > 0 and pipe + size > cwnd:
+            if self._pipe() + size > cwnd and self.snd_nxt > acked:
                 break
             if outstanding and outstanding + size > self._max_outstanding:
                 break
@@ -272,6 +271,15 @@ class StreamSender:
                 self._last_progress = now
                 self._arm_pto(now)
         return out
+
+    def _pipe(self) -> int:
+        """Bytes believed in the network (RFC 6675's pipe, from duplicate acks).
+
+        What was sent up to ``snd_nxt``, plus the originals beyond a go-back
+        pass that are still out there, less what was reported arrived.
+        """
+        beyond_pass = max(0, self.snd_max - max(self.snd_nxt, self._go_back_until))
+        return max(0, self.snd_nxt - self.acked + beyond_pass - self._delivered_beyond)
 
     # ------------------------------------------------------------------
     # Acknowledgements
