@@ -96,7 +96,7 @@ class RecoveryStats:
     data_datagrams_sent: int = 0
     retransmissions: int = 0
     timeouts: int = 0
-    #: The longest time from the last progress to a probe timeout firing.
+    #: The longest a probe timeout waited, from when it was armed to firing.
     longest_timeout_wait: float = 0.0
     #: Passes resending everything outstanding after a hole.
     go_back_passes: int = 0
@@ -150,19 +150,17 @@ class StreamSender:
         self._first_sent: deque[tuple[int, float]] = deque()
         #: Retransmitted bytes end here at most: acks below it give no RTT sample.
         self._retransmitted_until = config.stream_origin
-        self._duplicate_acks = 0
         #: Bytes estimated to have reached the peer beyond the first hole.
         self._delivered_beyond = 0
         self.in_recovery = False
         self._recover = config.stream_origin
         self._repair: _Repair | None = None
-        #: When the first repair of this episode went out (for undo), if one did.
-        self._episode_repaired_at: float | None = None
+        #: When this recovery episode began with its first repair (for undo).
+        self._episode_started_at: float | None = None
         self._episode_reduced = False
         self._last_loss_event: float | None = None
         self._round_end = config.stream_origin
         self._reorder_steps = 0
-        self._last_progress = 0.0
         self._pto_armed_at = 0.0
         self.pto_deadline: float | None = None
         #: When to look again at a hole that reordering may still fill.
@@ -268,7 +266,6 @@ class StreamSender:
         if out:
             self.stats.data_datagrams_sent += len(out)
             if self.pto_deadline is None:
-                self._last_progress = now
                 self._arm_pto(now)
         return out
 
@@ -302,7 +299,6 @@ class StreamSender:
         return ack - acked, self._on_new_ack(acked, ack, now)
 
     def _on_duplicate_ack(self, now: float) -> list[Segment]:
-        self._duplicate_acks += 1
         self._episode_duplicates += 1
         outstanding = self.snd_max - self._buffer.start
         self._delivered_beyond = min(self._delivered_beyond + self._mss, outstanding)
@@ -347,9 +343,7 @@ class StreamSender:
         # The segment that filled the hole sent no duplicate ack; the rest did.
         credited = newly - min(newly, self._mss)
         self._delivered_beyond = max(0, min(self._delivered_beyond - credited, self.snd_max - ack))
-        self._duplicate_acks = self._delivered_beyond // self._mss
         self.rtt.reset_backoff()
-        self._last_progress = now
         self.loss_deadline = None
         self.pto_deadline = None
         if self.snd_max > ack:
@@ -401,11 +395,12 @@ class StreamSender:
     def _detect_loss(self, now: float) -> list[Segment]:
         """Whether the segment at the first hole is lost by the duplicate acks seen."""
         outstanding = self.snd_max - self._buffer.start
-        if not outstanding or self._duplicate_acks < self._duplicate_threshold(outstanding):
+        reported = self._delivered_beyond // self._mss  # duplicates beyond this hole
+        if not outstanding or reported < self._duplicate_threshold(outstanding):
             return []
         window = self.reorder_window
         if window:
-            lost_at = self._hole_sent_at() + (self.rtt.latest or 0.0) + window
+            lost_at = self._hole_sent_at(now) + (self.rtt.latest or 0.0) + window
             if now < lost_at:
                 self.loss_deadline = lost_at
                 return []
@@ -418,18 +413,15 @@ class StreamSender:
             return segments - 1
         return DUPLICATE_ACK_THRESHOLD
 
-    def _hole_sent_at(self) -> float:
-        start = self._buffer.start
-        for end, sent_at in self._first_sent:
-            if end > start:
-                return sent_at
-        return self._last_progress
+    def _hole_sent_at(self, now: float) -> float:
+        # Acknowledged entries are dropped, so the oldest left is the hole's.
+        return self._first_sent[0][1] if self._first_sent else now
 
     def _enter_recovery(self, now: float) -> list[Segment]:
         self.in_recovery = True
         self._recover = self.snd_max
-        self._episode_repaired_at = None
-        self._episode_duplicates = self._duplicate_acks
+        self._episode_started_at = now
+        self._episode_duplicates = self._delivered_beyond // self._mss
         self._episode_went_back = False
         self._episode_reduced = False
         self._last_loss_event = None
@@ -455,11 +447,11 @@ class StreamSender:
     def _end_episode(self) -> None:
         self.in_recovery = False
         self._repair = None
-        self._episode_repaired_at = None
+        self._episode_started_at = None
         self._round_end = self.snd_max
 
     def _answers_original(self, now: float) -> bool:
-        repaired_at, minimum = self._episode_repaired_at, self.rtt.minimum
+        repaired_at, minimum = self._episode_started_at, self.rtt.minimum
         return (
             repaired_at is not None
             and minimum is not None
@@ -538,8 +530,6 @@ class StreamSender:
         self.stats.retransmissions += 1
         self.stats.data_datagrams_sent += 1
         self._retransmitted_until = max(self._retransmitted_until, end)
-        if self._episode_repaired_at is None:
-            self._episode_repaired_at = now
         # A segment resent on its own means the pass's copies cannot all be
         # relied on (a discarding peer threw away what followed the lost one).
         self._pass_trusted_until = self._pass_from
@@ -547,16 +537,16 @@ class StreamSender:
             # Resend what follows the hole, as the window allows, from right
             # after this segment; a whole pass means the reports of
             # segments beyond were of data the peer did not keep.
-            if pass_end == self.snd_max:
+            whole = pass_end == self.snd_max
+            if whole:
                 self.stats.go_back_passes += 1
+                self._delivered_beyond = 0
             else:
                 self.stats.burst_resends += 1
             self._episode_went_back = True
             self.snd_nxt = end
             self._go_back_until = self._pass_trusted_until = pass_end
             self._pass_from = end
-            if pass_end == self.snd_max:
-                self._delivered_beyond = 0
         resent = self._repair is not None and self._repair.end == end
         self._repair = _Repair(end, now, self._unreported_beyond(end), resent=resent)
         self._arm_pto(now)

@@ -8,8 +8,11 @@ of the recovery engine is checked on its own; the simulated network
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
+from simnet import connected_pair, payload
+from test_interop_reference import THEIRS, Harness
 
 from mnet_twisted.config import SessionConfig
 from mnet_twisted.congestion import Adaptive, NewReno, make_controller
@@ -360,8 +363,6 @@ def test_in_order_data_is_acked_every_second_full_segment() -> None:
 
 def test_our_receiver_is_known_to_keep_data_before_any_loss() -> None:
     """Acks of every second segment mark a receiver that keeps out-of-order data."""
-    from simnet import connected_pair, payload
-
     net, client, _server, conn, peer = connected_pair(seed=3)
     data = payload(200_000, seed=3)
     client.write(conn, data)
@@ -372,10 +373,6 @@ def test_our_receiver_is_known_to_keep_data_before_any_loss() -> None:
 
 def test_a_reference_receiver_is_never_taken_for_one_that_keeps_data() -> None:
     """A receiver acking every segment (the references) stays a candidate for go-back-N."""
-    import random
-
-    from test_interop_reference import THEIRS, Harness
-
     harness = Harness(4, 0.0, accepting=False)
     harness.theirs.echo = False
     data = random.Random(4).randbytes(200_000)
