@@ -18,6 +18,8 @@ _K = 4
 #: RFC 9002's kGranularity: the resolution below which timers cannot be
 #: trusted to fire, and the least variance a steady link is credited with.
 GRANULARITY = 0.001
+#: Past this many doublings every timeout is max_rto anyway.
+_MAX_DOUBLINGS = 30
 
 
 class RttEstimator:
@@ -44,7 +46,8 @@ class RttEstimator:
     @property
     def rto(self) -> float:
         """The current timeout, including backoff, within [min_rto, max_rto]."""
-        return min(self._max_rto, max(self._min_rto, self._base_rto) * (1 << self._backoff))
+        doublings = 1 << min(self._backoff, _MAX_DOUBLINGS)
+        return min(self._max_rto, max(self._min_rto, self._base_rto) * doublings)
 
     @property
     def backoff_count(self) -> int:
@@ -70,8 +73,7 @@ class RttEstimator:
 
     def back_off(self) -> None:
         """Double the timeout after it expired, up to max_rto."""
-        if self.rto < self._max_rto:
-            self._backoff += 1
+        self._backoff += 1
 
     def reset_backoff(self) -> None:
         """New data was acknowledged: the path works again."""

@@ -380,3 +380,11 @@ def test_a_reference_receiver_is_never_taken_for_one_that_keeps_data() -> None:
     harness.on_established = lambda established: established.send(data)
     harness.run_until(lambda: len(harness.theirs.received) == len(data))
     assert not session._sender.peer_keeps_out_of_order
+
+
+def test_expiries_are_counted_past_the_timeout_cap() -> None:
+    """A timeout already at max_rto still counts each expiry (persistent congestion needs it)."""
+    rtt = RttEstimator(initial_rto=1.0, min_rto=0.001, max_rto=2.0)
+    for _ in range(5):
+        rtt.back_off()
+    assert rtt.backoff_count == 5 and rtt.rto == 2.0
