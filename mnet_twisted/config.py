@@ -39,6 +39,9 @@ class SessionConfig:
     #: queue (random loss) and leaves slow start on rising delay;
     #: ``"newreno"`` halves on every loss.
     congestion_control: str = "adaptive"
+    #: Spread each window over the round trip (``mnet_twisted.pacing``)
+    #: instead of sending it as one burst per batch of acks.
+    pacing: bool = True
     #: The peer is declared dead once we have heard nothing from it for
     #: ``peer_timeout`` seconds *and* ``dead_peer_retransmissions`` timed-out
     #: retransmissions in a row went unanswered (time alone would kill
@@ -74,6 +77,15 @@ class SessionConfig:
     send_buffer_high_water: int = 2 * 1024 * 1024
     #: ...and below which they may resume.
     send_buffer_low_water: int = 1024 * 1024
+    #: Receive and send buffer of the UDP socket, in bytes (``SO_RCVBUF`` and
+    #: ``SO_SNDBUF``).  The default 208 KiB of Linux holds about 90 full
+    #: datagrams, far less than a window: bursts would overflow it and look
+    #: like congestion.  The OS may cap it (Linux: ``net.core.rmem_max`` /
+    #: ``wmem_max``, 4 MiB here by default); the port then keeps the largest
+    #: size it was given, lifts the cap where it may (``SO_RCVBUFFORCE`` as
+    #: root), and says what it got in its ``socketBuffers`` attribute and in
+    #: one log line.  ``None`` leaves the OS default.
+    socket_buffer_size: int | None = 4 * 1024 * 1024
     #: Stream offset both directions start from.  Interoperable peers require
     #: 0 (the wire carries "total bytes sent"); tests set it just below 2**32
     #: on both ends to exercise sequence-number wrap-around quickly.
@@ -90,6 +102,8 @@ class SessionConfig:
             raise ValueError("peer_ack_delay must not be negative")
         if self.congestion_control not in CONTROLLERS:
             raise ValueError(f"congestion_control must be one of {sorted(CONTROLLERS)}")
+        if self.socket_buffer_size is not None and self.socket_buffer_size < 4096:
+            raise ValueError("socket_buffer_size must be at least 4096 bytes (or None)")
         if self.receive_buffer_limit < self.max_segment_size:
             raise ValueError("receive_buffer_limit must hold at least one segment")
 

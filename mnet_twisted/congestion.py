@@ -91,18 +91,36 @@ class NewReno:
 _HYSTART_MIN_SAMPLES = 8
 _HYSTART_MIN_ETA = 0.004
 _HYSTART_MAX_ETA = 0.016
-#: A queue shorter than this (a quarter of the base RTT, within these bounds)
-#: is taken as no queue at all: jitter and the peer's read batching.  The
-#: floor is low because on a LAN or loopback the queue that overflows may be
-#: a receiver's socket buffer, a millisecond deep.
-_QUEUE_MIN = 0.00025
+#: A queue shorter than this (the base RTT, within these bounds) is taken as
+#: no congestion: a user-space receiver's read batching and scheduling add
+#: that much on a LAN or loopback, and a loss that comes with no more queue
+#: than that did not overflow anything.
+_QUEUE_MIN = 0.001
+_QUEUE_MAX = 0.010
 #: RTT samples (the latest) whose least tells the standing queue.
 _RECENT_SAMPLES = 8
-_QUEUE_MAX = 0.010
+#: A queue of fewer segments than this never stops growth (Vegas's beta): at
+#: low rates a few segments are worth many milliseconds.
+_QUEUE_SEGMENTS = 4
+#: Rounds after a loss that came with a full queue during which growth
+#: ignores the queue: someone else keeps it full (a loss-based flow such
+#: as TCP), and holding back would only hand it the link.
+_COMPETING_ROUNDS = 64
 
 
 class Adaptive(NewReno):
-    """NewReno that ignores losses which come without a queue, and leaves slow start on delay."""
+    """
+    NewReno that keeps its own queue short and ignores losses without one.
+
+    - Growth (slow start and avoidance) stops once the least recent RTT
+      stands more than half the allowance above the minimum: the window then
+      fills the path plus a short queue, and grows again as that drains.
+    - A loss with less queue than the allowance is taken as random and
+      keeps the window; one with more halves it, as NewReno does.
+    - After such a congestion loss, growth ignores the queue for a while: a
+      competing loss-based flow keeps the queue full, and a delay-bounded
+      window would starve beside it.
+    """
 
     def __init__(self, mss: int, initial_window_segments: int, max_window: int) -> None:
         super().__init__(mss, initial_window_segments, max_window)
@@ -110,6 +128,14 @@ class Adaptive(NewReno):
         self._round_min: float | None = None
         self._round_samples = 0
         self._last_round_min: float | None = None
+        self._competing_rounds = 0
+        #: RTT samples since the last loss event: only fresh ones may clear a loss.
+        self._fresh_samples = 0
+
+    @property
+    def competing(self) -> bool:
+        """Whether a recent loss showed another flow keeping the queue full."""
+        return self._competing_rounds > 0
 
     def on_ack(
         self, acked: int, rtt_sample: float | None, min_rtt: float | None, round_start: bool
@@ -118,19 +144,43 @@ class Adaptive(NewReno):
             if self._round_min is not None:
                 self._last_round_min = self._round_min
             self._round_min, self._round_samples = None, 0
+            if self._competing_rounds:
+                self._competing_rounds -= 1
         if rtt_sample is not None:
+            self._fresh_samples += 1
             self._recent.append(rtt_sample)
             if self._round_min is None or rtt_sample < self._round_min:
                 self._round_min = rtt_sample
             self._round_samples += 1
             if self.in_slow_start and self._rtt_rose():
                 self.ssthresh = self.cwnd
+        if self._holding(min_rtt):
+            if self.in_slow_start:
+                self.ssthresh = self.cwnd
+            return
         super().on_ack(acked, rtt_sample, min_rtt, round_start)
 
     def on_congestion_event(self, min_rtt: float | None) -> bool:
-        if min_rtt is not None and self._queueing_delay(min_rtt) <= _queue_allowance(min_rtt):
+        fresh, self._fresh_samples = self._fresh_samples, 0
+        # A loss is excused only on fresh evidence that there is no queue:
+        # a long recovery gives no samples, and the last ones may predate
+        # another flow filling the queue.
+        if (
+            fresh
+            and min_rtt is not None
+            and not self._queue_exceeds(min_rtt, _queue_allowance(min_rtt))
+        ):
             return False
+        self._competing_rounds = _COMPETING_ROUNDS
         return super().on_congestion_event(min_rtt)
+
+    def _holding(self, min_rtt: float | None) -> bool:
+        """Whether our own queue is long enough: growth waits until it drains."""
+        return (
+            min_rtt is not None
+            and not self.competing
+            and self._queue_exceeds(min_rtt, _queue_allowance(min_rtt) / 2)
+        )
 
     def _rtt_rose(self) -> bool:
         last, current = self._last_round_min, self._round_min
@@ -139,12 +189,15 @@ class Adaptive(NewReno):
         eta = min(_HYSTART_MAX_ETA, max(_HYSTART_MIN_ETA, last / 8))
         return current >= last + eta
 
-    def _queueing_delay(self, min_rtt: float) -> float:
+    def _queue_exceeds(self, min_rtt: float, delay: float) -> bool:
         # The least of the last few samples: one slow ack is jitter, several
-        # in a row are a standing queue (as CoDel judges one).  A burst that
-        # overflows a queue it found empty is not seen this way: pacing is
-        # the cure for that, not cutting the window for random loss.
-        return min(self._recent) - min_rtt if self._recent else 0.0
+        # in a row are a standing queue (as CoDel judges one).
+        if not self._recent:
+            return False
+        recent = min(self._recent)
+        queueing = recent - min_rtt
+        queued_bytes = self.cwnd * queueing / recent if recent > 0 else 0.0
+        return queueing > delay and queued_bytes > _QUEUE_SEGMENTS * self._mss
 
 
 def _queue_allowance(min_rtt: float) -> float:

@@ -33,6 +33,7 @@ from twisted.python.log import callWithContext
 
 from .config import SessionConfig
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
+from .sockopts import SocketBuffers, size_socket_buffers
 from .transport import MNETTransport
 
 __all__ = ["MNETDatagramProtocol", "peerAddress"]
@@ -92,6 +93,9 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._closing = False
         self._closedDeferreds: list[defer.Deferred[None]] = []
         self.demux: Any = None
+        #: What the OS granted the UDP socket (None before startProtocol or
+        #: when ``config.socket_buffer_size`` is None).
+        self.socketBuffers: SocketBuffers | None = None
         self._port: Any = None
         self._transports: dict[Any, MNETTransport] = {}
         self._pending: dict[Any, _PendingConnect] = {}
@@ -121,6 +125,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         # DatagramProtocol.doStop forgets self.transport before stopProtocol
         # runs, but the socket is still open then: keep it to send ABORTs.
         self._port = self.transport
+        self._sizeSocketBuffers()
         self.demux = Demultiplexer(
             local_port=self.transport.getHost().port,
             cookies=self._cookies,
@@ -128,6 +133,24 @@ class MNETDatagramProtocol(DatagramProtocol):
             accepting=self._accepting,
             random_bytes=self._randomBytes,
         )
+
+    def _sizeSocketBuffers(self) -> None:
+        size = self.config.socket_buffer_size
+        sock = getattr(self.transport, "socket", None)
+        if size is None or sock is None:
+            return
+        self.socketBuffers = granted = size_socket_buffers(sock, size)
+        if granted.capped:
+            self._log.info(
+                "MNET port {port}: the OS capped its socket buffers at"
+                " {receive} / {send} bytes (asked {requested}); bursts beyond"
+                " that are dropped and resent (raise net.core.rmem_max /"
+                " wmem_max to avoid it)",
+                port=self.transport.getHost().port,
+                receive=granted.receive,
+                send=granted.send,
+                requested=granted.requested,
+            )
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         if self.demux is None or self._stopped:

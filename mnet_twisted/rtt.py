@@ -51,7 +51,7 @@ class RttEstimator:
 
     @property
     def backoff_count(self) -> int:
-        """Expiries in a row since the last acknowledgement of new data."""
+        """Expiries since the timeout last proved long enough (a sample or a clean ack)."""
         return self._backoff
 
     def add_sample(self, rtt: float) -> None:
@@ -76,5 +76,5 @@ class RttEstimator:
         self._backoff += 1
 
     def reset_backoff(self) -> None:
-        """New data was acknowledged: the path works again."""
+        """Data sent once only was acknowledged in time: the timeout was long enough."""
         self._backoff = 0

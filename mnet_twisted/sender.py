@@ -58,11 +58,13 @@ from dataclasses import dataclass
 
 from .config import SessionConfig
 from .congestion import make_controller
+from .pacing import Pacer
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
 from .seqnum import unwrap
 
 __all__ = ["RecoveryStats", "Segment", "StreamSender"]
+
 
 #: (stream offset of the end of the payload, payload)
 Segment = tuple[int, bytes]
@@ -124,6 +126,9 @@ class _Repair:
     #: Whether the same segment had been repaired before (so an ack of it
     #: may answer the earlier copy and tells nothing of the round trip).
     resent: bool = False
+    #: Whether a probe timeout sent it: the original may only be late, so
+    #: its ack may come sooner than a round trip and is no sample of one.
+    probe: bool = False
 
 
 class StreamSender:
@@ -146,6 +151,9 @@ class StreamSender:
             config.max_congestion_window,
         )
         self.stats = RecoveryStats()
+        self.pacer = Pacer(self._mss) if config.pacing else None
+        #: When the pacer lets the next segment out (None: not held by it).
+        self.pacing_deadline: float | None = None
         #: (end offset, time) of each first transmission still unacknowledged.
         self._first_sent: deque[tuple[int, float]] = deque()
         #: Retransmitted bytes end here at most: acks below it give no RTT sample.
@@ -162,6 +170,7 @@ class StreamSender:
         self._round_end = config.stream_origin
         self._reorder_steps = 0
         self._pto_armed_at = 0.0
+        self._timeouts_in_a_row = 0
         self.pto_deadline: float | None = None
         #: When to look again at a hole that reordering may still fill.
         self.loss_deadline: float | None = None
@@ -200,11 +209,9 @@ class StreamSender:
 
     @property
     def deadline(self) -> float | None:
-        if self.loss_deadline is None:
-            return self.pto_deadline
-        if self.pto_deadline is None:
-            return self.loss_deadline
-        return min(self.loss_deadline, self.pto_deadline)
+        candidates = (self.loss_deadline, self.pto_deadline, self.pacing_deadline)
+        deadlines = [deadline for deadline in candidates if deadline is not None]
+        return min(deadlines) if deadlines else None
 
     @property
     def peer_discards_out_of_order(self) -> bool:
@@ -232,7 +239,7 @@ class StreamSender:
     def discard(self) -> None:
         """Drop everything: the session is over."""
         self._buffer.release_until(self._buffer.end)
-        self.pto_deadline = self.loss_deadline = None
+        self.pto_deadline = self.loss_deadline = self.pacing_deadline = None
 
     # ------------------------------------------------------------------
     # Sending
@@ -243,6 +250,13 @@ class StreamSender:
         acked = self._buffer.start
         written = self._buffer.end
         cwnd = self.congestion.cwnd
+        self.pacing_deadline = None
+        pacer = self.pacer
+        allowance = (
+            None
+            if pacer is None
+            else pacer.refill(now, cwnd, self.rtt.smoothed, self.congestion.ssthresh > cwnd)
+        )
         while self.snd_nxt < written:
             if self._go_back_until <= self.snd_nxt < self.snd_max:
                 self.snd_nxt = self.snd_max  # the pass is over: on with new data
@@ -253,6 +267,12 @@ class StreamSender:
                 break
             if outstanding and outstanding + size > self._max_outstanding:
                 break
+            if pacer is not None and allowance is not None:
+                if allowance < size:
+                    self.pacing_deadline = pacer.ready_at(now, size)
+                    break
+                allowance -= size
+                pacer.spend(size)
             start = self.snd_nxt
             end = start + size
             out.append((end, self._buffer.get(start, size)))
@@ -334,7 +354,7 @@ class StreamSender:
             if self._answers_original(now):
                 self._undo_episode()
                 repair = None
-            elif not repair.in_pass and not repair.resent:
+            elif not (repair.in_pass or repair.resent or repair.probe):
                 # Too ambiguous for the timeout (Karn), but the round trip of
                 # a repair is the controller's only fresh view of the queue
                 # during a long recovery, when no other ack gives a sample.
@@ -343,7 +363,14 @@ class StreamSender:
         # The segment that filled the hole sent no duplicate ack; the rest did.
         credited = newly - min(newly, self._mss)
         self._delivered_beyond = max(0, min(self._delivered_beyond - credited, self.snd_max - ack))
-        self.rtt.reset_backoff()
+        # The timeout stays backed off (Karn) until an ack covers data that
+        # was never retransmitted: one that only covers retransmissions says
+        # nothing of how long the path takes now, and resetting on it keeps
+        # a stale, short timeout firing again and again once another flow
+        # fills the queue.
+        if ack > self._retransmitted_until:
+            self.rtt.reset_backoff()
+        self._timeouts_in_a_row = 0
         self.loss_deadline = None
         self.pto_deadline = None
         if self.snd_max > ack:
@@ -417,7 +444,7 @@ class StreamSender:
         # Acknowledged entries are dropped, so the oldest left is the hole's.
         return self._first_sent[0][1] if self._first_sent else now
 
-    def _enter_recovery(self, now: float) -> list[Segment]:
+    def _enter_recovery(self, now: float, *, probe: bool = False) -> list[Segment]:
         self.in_recovery = True
         self._recover = self.snd_max
         self._episode_started_at = now
@@ -426,7 +453,7 @@ class StreamSender:
         self._episode_reduced = False
         self._last_loss_event = None
         self._loss_event(now)
-        return self._retransmit_first(now)
+        return self._retransmit_first(now, probe=probe)
 
     def _loss_event(self, now: float) -> None:
         """Ask the controller to answer a loss: once per episode, and once per RTT after.
@@ -522,7 +549,9 @@ class StreamSender:
             # stopped at the repair: a burst of losses, or they were not kept.
             self._stops_in_a_row += 1
 
-    def _retransmit_first(self, now: float, *, pass_end: int | None = None) -> list[Segment]:
+    def _retransmit_first(
+        self, now: float, *, pass_end: int | None = None, probe: bool = False
+    ) -> list[Segment]:
         start = self._buffer.start
         end = min(start + self._mss, self.snd_max)
         if end <= start:
@@ -548,8 +577,11 @@ class StreamSender:
             self._go_back_until = self._pass_trusted_until = pass_end
             self._pass_from = end
         resent = self._repair is not None and self._repair.end == end
-        self._repair = _Repair(end, now, self._unreported_beyond(end), resent=resent)
+        self._repair = _Repair(end, now, self._unreported_beyond(end), resent=resent, probe=probe)
         self._arm_pto(now)
+        # A repair leaves at once, but it uses up the pacer's room.
+        if self.pacer is not None:
+            self.pacer.spend(end - start)
         return [(end, self._buffer.get(start, end - start))]
 
     def _sent_before(self, moment: float) -> int:
@@ -598,9 +630,10 @@ class StreamSender:
             self.stats.longest_timeout_wait, now - self._pto_armed_at
         )
         self.rtt.back_off()
-        if self.rtt.backoff_count >= PERSISTENT_CONGESTION_TIMEOUTS:
+        self._timeouts_in_a_row += 1
+        if self._timeouts_in_a_row >= PERSISTENT_CONGESTION_TIMEOUTS:
             self.congestion.on_persistent_congestion()
         if not self.in_recovery:
-            return self._enter_recovery(now), True
+            return self._enter_recovery(now, probe=True), True
         self._loss_event(now)
-        return self._retransmit_first(now), True
+        return self._retransmit_first(now, probe=True), True

@@ -25,6 +25,8 @@ MSS = 1000
 
 
 def _sender(window: int = 10, controller: str = "newreno", **options: object) -> StreamSender:
+    """A sender without pacing unless asked: these tests are about what, not when."""
+    options.setdefault("pacing", False)
     config = SessionConfig(
         max_datagram_size=14 + MSS,
         initial_window_segments=window,

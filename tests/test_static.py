@@ -17,6 +17,8 @@ CORE_MODULES = [
     "cookie",
     "rtt",
     "congestion",
+    "pacing",
+    "sockopts",
     "sendbuf",
     "recvbuf",
     "sender",
