@@ -96,11 +96,13 @@ class Peers:
         self.notes: list[str] = []
         self.stderr_text: dict[str, str] = {}
 
-    def start(self, name: str, ns: str, *args: str) -> None:
+    def start(self, name: str, ns: str | None, *args: str) -> None:
+        """Start a peer, inside namespace ``ns`` (None: in this one, no root needed)."""
         # Closed in close(), once read.
         self.stderr[name] = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        prefix = ["ip", "netns", "exec", ns] if ns is not None else []
         process = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, self.script, *args],
+            [*prefix, sys.executable, self.script, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self.stderr[name],

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_right
 
 __all__ = ["SendBuffer"]
 
-#: Small writes are gathered into chunks of about this size, so looking up a
-#: segment walks a few chunks however the application slices its writes.
+#: Small writes are gathered into chunks of about this size, so a segment
+#: spans at most two chunks however the application slices its writes.
 _CHUNK = 64 * 1024
+#: Released chunks are dropped from the front of the lists in batches.
+_COMPACT_AFTER = 256
 
 
 class SendBuffer:
     """A byte queue addressed by absolute stream offset.
 
     ``start`` is the first byte still held (the oldest unacknowledged one);
-    ``end`` is one past the last byte written.
+    ``end`` is one past the last byte written.  Finding the chunk holding an
+    offset is a binary search over the chunks' start offsets, so the cost
+    of ``get`` does not grow with the amount buffered.
     """
 
     def __init__(self, origin: int) -> None:
-        self._chunks: deque[bytes | bytearray] = deque()
-        #: Bytes at the front of the first chunk that were already released.
-        self._head_skip = 0
+        self._chunks: list[bytes | bytearray] = []
+        #: Stream offset of the first byte of each chunk.
+        self._starts: list[int] = []
+        #: Index of the first chunk still (partly) held.
+        self._first = 0
         self.start = origin
         self.end = origin
         #: The stream's last byte (a zero byte before anything was written):
@@ -35,40 +41,51 @@ class SendBuffer:
         if not data:
             return
         self.last_byte = bytes(data[-1:])
-        tail = self._chunks[-1] if self._chunks else None
+        chunks = self._chunks
+        tail = chunks[-1] if len(chunks) > self._first else None
         if isinstance(tail, bytearray) and len(tail) + len(data) <= _CHUNK:
             tail += data
-        elif len(data) >= _CHUNK:
-            self._chunks.append(bytes(data))
         else:
-            self._chunks.append(bytearray(data))
+            chunks.append(bytes(data) if len(data) >= _CHUNK else bytearray(data))
+            self._starts.append(self.end)
         self.end += len(data)
 
     def get(self, offset: int, length: int) -> bytes:
         """``length`` bytes starting at stream ``offset`` (which must be held)."""
         if not self.start <= offset <= offset + length <= self.end:
             raise IndexError(f"[{offset}, {offset + length}) not in [{self.start}, {self.end})")
-        position = offset - self.start + self._head_skip
+        if not length:
+            return b""
+        chunks, starts = self._chunks, self._starts
+        index = bisect_right(starts, offset, self._first) - 1
+        chunk = chunks[index]
+        position = offset - starts[index]
+        if position + length <= len(chunk):
+            piece = chunk[position : position + length]
+            return piece if isinstance(piece, bytes) else bytes(piece)
         pieces = []
-        for chunk in self._chunks:
-            if position >= len(chunk):
-                position -= len(chunk)
-                continue
+        while length:
             piece = chunk[position : position + length]
             pieces.append(piece)
             length -= len(piece)
+            index += 1
             position = 0
-            if not length:
-                break
-        return pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
+            if length:
+                chunk = chunks[index]
+        return b"".join(pieces)
 
     def release_until(self, offset: int) -> None:
         """Forget every byte before stream ``offset`` (it was acknowledged)."""
-        drop = min(offset, self.end) - self.start
-        if drop <= 0:
+        offset = min(offset, self.end)
+        if offset <= self.start:
             return
-        self.start += drop
-        drop += self._head_skip
-        while self._chunks and drop >= len(self._chunks[0]):
-            drop -= len(self._chunks.popleft())
-        self._head_skip = drop
+        self.start = offset
+        chunks, starts = self._chunks, self._starts
+        first = self._first
+        while first < len(chunks) and starts[first] + len(chunks[first]) <= offset:
+            chunks[first] = b""  # let the memory go now
+            first += 1
+        if first >= _COMPACT_AFTER and first * 2 >= len(chunks):
+            del chunks[:first], starts[:first]
+            first = 0
+        self._first = first

@@ -264,6 +264,14 @@ class Session:
 
     def receive_datagram(self, datagram: bytes, now: float) -> None:
         """A datagram the demultiplexer routed to this session."""
+        fields = wire.parse_data(datagram)
+        if fields is not None:
+            # The hot path: DATA without building a packet object.
+            if self.state is not _S.CLOSED:
+                self._heard(now)
+                self._on_data(*fields, now)
+                self._notify(self)
+            return
         try:
             packet = wire.parse(datagram)
         except wire.MalformedPacket:
@@ -273,11 +281,9 @@ class Session:
                 self._outbox.append(wire.ShutdownComplete(self.local_tag).to_bytes())
                 self._notify(self)
             return
-        self._last_heard = now
-        self._unanswered_timeouts = 0
-        self._probe_retry_at = None
+        self._heard(now)
         if isinstance(packet, wire.Data):
-            self._on_data(packet, now)
+            self._on_data(packet.seq, packet.ack, packet.payload, now)
         elif isinstance(packet, wire.Cookie):
             self._on_cookie(packet, now)
         elif isinstance(packet, wire.CookieAck):
@@ -293,6 +299,11 @@ class Session:
         elif isinstance(packet, wire.Abort):
             self._on_abort(now)
         self._notify(self)
+
+    def _heard(self, now: float) -> None:
+        self._last_heard = now
+        self._unanswered_timeouts = 0
+        self._probe_retry_at = None
 
     def handle_timer(self, now: float) -> None:
         """Act on whatever deadline has passed."""
@@ -388,15 +399,15 @@ class Session:
     # ------------------------------------------------------------------
     # Data
 
-    def _on_data(self, packet: wire.Data, now: float) -> None:
+    def _on_data(self, seq: int, ack: int, payload: bytes, now: float) -> None:
         if self.state is _S.COOKIE_ECHOED:
             # DATA from the listener proves our echo arrived; its ACK was lost.
             self._establish(now)
         elif self.state is _S.COOKIE_WAIT:
             return
-        self._process_ack(packet.ack, now, pure=not packet.payload)
-        if packet.payload:
-            self._process_payload(packet.seq, packet.payload, now)
+        self._process_ack(ack, now, pure=not payload)
+        if payload:
+            self._process_payload(seq, payload, now)
 
     def _process_ack(self, wire_ack: int, now: float, *, pure: bool) -> None:
         newly_acked, retransmit = self._sender.on_ack(wire_ack, now, pure=pure)
@@ -429,15 +440,16 @@ class Session:
         if not segments:
             return
         ack = wrap(self._receiver.rcv_nxt)
+        tag, encode = self.local_tag, wire.encode_data
         for end, payload in segments:
-            out.append(wire.Data(self.local_tag, wrap(end), ack, payload).to_bytes())
+            out.append(encode(tag, wrap(end), ack, payload))
         self._ack_pending = False
         self._receiver.on_ack_sent()
 
     def _pure_ack(self) -> bytes:
         self._receiver.on_ack_sent()
         seq = wrap(self._sender.snd_max)
-        return wire.Data(self.local_tag, seq, wrap(self._receiver.rcv_nxt)).to_bytes()
+        return wire.encode_data(self.local_tag, seq, wrap(self._receiver.rcv_nxt), b"")
 
     def _keepalive_deadline(self) -> float | None:
         interval = self.config.keepalive_interval

@@ -43,6 +43,7 @@ MAX_PAYLOAD: Final = 0xFFFF
 MAX_DATAGRAM: Final = DATA_HEADER_SIZE + MAX_PAYLOAD
 
 _DATA_HEADER = struct.Struct("<B3sIIH")
+_DATA_TYPE: Final = 0  # PacketType.DATA, as a plain int for the hot path
 _COOKIE = struct.Struct("<B3s3sBI20s")
 _SHUTDOWN = struct.Struct("<B3sI")
 
@@ -231,6 +232,29 @@ _TAG_ONLY: Final[dict[int, type[CookieAck | ShutdownAck | ShutdownComplete | Abo
 def _require_length(datagram: bytes, expected: int, name: str) -> None:
     if len(datagram) != expected:
         raise MalformedPacket(f"{name} is {expected} bytes, got {len(datagram)}")
+
+
+def parse_data(datagram: bytes) -> tuple[int, int, bytes] | None:
+    """The hot path's parse: ``(seq, ack, payload)`` of a well-formed DATA, else None.
+
+    No packet object is built; anything else (or a malformed DATA) returns
+    None and goes through :func:`parse`, which says what is wrong.
+    """
+    if len(datagram) < DATA_HEADER_SIZE or datagram[0] != _DATA_TYPE:
+        return None
+    _, _, seq, ack, length = _DATA_HEADER.unpack_from(datagram)
+    if len(datagram) != DATA_HEADER_SIZE + length:
+        return None
+    return seq, ack, datagram[DATA_HEADER_SIZE:]
+
+
+def encode_data(tag: bytes, seq: int, ack: int, payload: bytes) -> bytes:
+    """The hot path's serializer: ``Data(tag, seq, ack, payload).to_bytes()``, unchecked.
+
+    The caller guarantees a 3-byte tag, 32-bit ``seq``/``ack`` and a payload
+    of at most MAX_PAYLOAD bytes (a session's own segments always are).
+    """
+    return _DATA_HEADER.pack(_DATA_TYPE, tag, seq, ack, len(payload)) + payload
 
 
 def parse(datagram: bytes) -> Packet:

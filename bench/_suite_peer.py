@@ -1,0 +1,169 @@
+"""
+One process of ``bench/suite.py``'s latency and connection scenarios.
+
+    python bench/_suite_peer.py server --proto mnet
+    python bench/_suite_peer.py echo --proto mnet --port P --count N
+    python bench/_suite_peer.py connect --proto mnet --port P --count N [--seconds S]
+
+``server`` echoes everything back on every connection it accepts and
+announces ``{"event": "listening", "port": P}``.  ``echo`` opens one
+connection and times ``count`` 64-byte round trips one after another.
+``connect`` times ``count`` rounds (or as many as fit in ``--seconds``) of
+connect, one 64-byte echo, and close, one after another.  Each client ends
+with one ``{"event": "result", ...}`` JSON line; every echo is checked byte
+for byte, and a digest of all bytes echoed is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+
+MESSAGE_SIZE = 64
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+class Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class EchoClient(Protocol):
+    """Sends one message at a time; ``reply`` fires when all of it came back."""
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+        self.reply: defer.Deferred[bytes] | None = None
+        self.expected = 0
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def ask(self, message: bytes) -> defer.Deferred[bytes]:
+        self.reply = defer.Deferred()
+        self.expected = len(message)
+        self.transport.write(message)
+        return self.reply
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if self.reply is not None and len(self.buffer) >= self.expected:
+            reply, self.reply = self.reply, None
+            data, self.buffer = self.buffer, b""
+            reply.callback(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+
+def _endpoints(options: argparse.Namespace, reactor: Any) -> tuple[Any, Any]:
+    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+
+    from mnet_twisted import MNETClientEndpoint, MNETServerEndpoint
+
+    if options.proto == "mnet":
+        return MNETServerEndpoint, MNETClientEndpoint
+    return TCP4ServerEndpoint, TCP4ClientEndpoint
+
+
+def _message(index: int) -> bytes:
+    return index.to_bytes(8, "big") * (MESSAGE_SIZE // 8)
+
+
+async def serve(options: argparse.Namespace, reactor: Any) -> None:
+    server, _ = _endpoints(options, reactor)
+    port = await server(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(Echo))
+    emit(event="listening", port=port.getHost().port)
+    await defer.Deferred()  # until killed
+
+
+async def echo(options: argparse.Namespace, reactor: Any) -> None:
+    _, client = _endpoints(options, reactor)
+    endpoint = client(reactor, "127.0.0.1", options.port, timeout=10)
+    protocol = await endpoint.connect(Factory.forProtocol(EchoClient))
+    digest = hashlib.sha256()
+    times = []
+    for index in range(options.count):
+        message = _message(index)
+        started = time.perf_counter()
+        reply = await protocol.ask(message)
+        times.append(time.perf_counter() - started)
+        if reply != message:
+            raise AssertionError(f"echo {index} came back different")
+        digest.update(reply)
+    protocol.transport.loseConnection()
+    await protocol.closed
+    emit(event="result", times=times, sha256=digest.hexdigest())
+
+
+async def connect(options: argparse.Namespace, reactor: Any) -> None:
+    _, client = _endpoints(options, reactor)
+    endpoint = client(reactor, "127.0.0.1", options.port, timeout=10)
+    digest = hashlib.sha256()
+    connects, rounds = [], []
+    began = time.perf_counter()
+    index = 0
+    while index < options.count or (
+        options.seconds is not None and time.perf_counter() - began < options.seconds
+    ):
+        message = _message(index)
+        started = time.perf_counter()
+        protocol = await endpoint.connect(Factory.forProtocol(EchoClient))
+        connected = time.perf_counter()
+        reply = await protocol.ask(message)
+        if reply != message:
+            raise AssertionError(f"echo {index} came back different")
+        protocol.transport.loseConnection()
+        await protocol.closed
+        rounds.append(time.perf_counter() - started)
+        connects.append(connected - started)
+        digest.update(reply)
+        index += 1
+    emit(
+        event="result",
+        connects=connects,
+        rounds=rounds,
+        seconds=time.perf_counter() - began,
+        sha256=digest.hexdigest(),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("role", choices=["server", "echo", "connect"])
+    parser.add_argument("--proto", choices=["mnet", "tcp"], required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--seconds", type=float)
+    options = parser.parse_args()
+
+    from twisted.internet import reactor
+
+    job = {"server": serve, "echo": echo, "connect": connect}[options.role]
+
+    def finished(result: object) -> None:
+        if reactor.running:
+            reactor.stop()
+
+    def failed(failure: Any) -> None:
+        emit(event="error", error=repr(failure.value))
+        finished(None)
+
+    def start() -> None:
+        defer.ensureDeferred(job(options, reactor)).addCallbacks(finished, failed)
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

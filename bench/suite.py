@@ -1,0 +1,217 @@
+"""
+The hot-path benchmark suite: MNET against Twisted TCP, side by side in one
+run, every scenario in separate processes on loopback.
+
+    .venv/bin/python bench/suite.py --json suite.json
+
+Scenarios (each checks what arrived):
+
+- **bulk**: ``--bulk-mib`` MiB one way, sender and receiver in their own
+  processes (``bench/_netns_peer.py``), SHA-256 of the stream compared;
+- **echo**: 64-byte messages, one at a time over one connection, p50/p99
+  of the round trip (``bench/_suite_peer.py``; the first 5 % are warm-up);
+- **connect**: connect, one 64-byte echo, close, one after another: the
+  time until ``connect()`` fires and the whole round, medians;
+- **rate**: ``--rate-clients`` processes doing connect/echo/close as fast
+  as they can for ``--rate-seconds`` against one listener process:
+  sessions per second.
+
+Rounds alternate MNET and TCP so both see the same machine at the same
+time; the table gives medians and the MNET/TCP ratios the hot-path issue
+sets its targets in.  Needs no root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _netns_peer import stream_sha256  # noqa: E402
+from _netns_runner import Peers  # noqa: E402
+
+PROTOCOLS = ("mnet", "tcp")
+
+
+def bulk_once(proto: str, total: int, timeout: float) -> dict[str, Any]:
+    peers = Peers(str(HERE / "_netns_peer.py"))
+    try:
+        common = ["--proto", proto, "--host", "127.0.0.1", "--bytes", str(total)]
+        common += ["--timeout", str(timeout)]
+        peers.start("receiver", None, "receive", *common, "--port", "0")
+        listening = peers.wait_for("receiver", "listening", 20)
+        if listening is not None:
+            peers.start("sender", None, "send", *common, "--port", str(listening["port"]))
+            peers.wait_for("receiver", "result", timeout + 30)
+            peers.wait_for("sender", "result", 30)
+    finally:
+        peers.close()
+    got, sent = peers.result("receiver"), peers.result("sender")
+    record: dict[str, Any] = {"proto": proto, "error": peers.problems() or None}
+    if got is None or not got["complete"]:
+        record.update(goodput=0.0, ok=False)
+        return record
+    start = (sent or {}).get("first_write") or got["connected"]
+    seconds = got["last_byte"] - start
+    record.update(
+        seconds=seconds,
+        goodput=total / seconds / 1e6,
+        ok=got["sha256"] == stream_sha256(total) and got["bytes"] == total,
+        recovery_stats=(sent or {}).get("recovery_stats"),
+    )
+    return record
+
+
+def with_server(proto: str, clients: list[list[str]], timeout: float) -> list[dict[str, Any]]:
+    """Start an echo server, run the client jobs at once, return their results."""
+    peers = Peers(str(HERE / "_suite_peer.py"))
+    results: list[dict[str, Any]] = []
+    try:
+        peers.start("server", None, "server", "--proto", proto)
+        listening = peers.wait_for("server", "listening", 20)
+        if listening is None:
+            return [{"error": peers.problems() or "server did not start"}]
+        port = str(listening["port"])
+        for index, args in enumerate(clients):
+            peers.start(f"client{index}", None, *args, "--proto", proto, "--port", port)
+        for index in range(len(clients)):
+            result = peers.wait_for(f"client{index}", "result", timeout)
+            results.append(result or {"error": peers.problems() or "no result"})
+    finally:
+        peers.close()
+    return results
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def echo_once(proto: str, count: int) -> dict[str, Any]:
+    (result,) = with_server(proto, [["echo", "--count", str(count)]], 120)
+    if "times" not in result:
+        return {"proto": proto, "ok": False, "error": result.get("error")}
+    times = result["times"][count // 20 :]
+    return {
+        "proto": proto,
+        "ok": True,
+        "p50_us": _percentile(times, 0.5) * 1e6,
+        "p99_us": _percentile(times, 0.99) * 1e6,
+    }
+
+
+def connect_once(proto: str, count: int) -> dict[str, Any]:
+    (result,) = with_server(proto, [["connect", "--count", str(count)]], 120)
+    if "rounds" not in result:
+        return {"proto": proto, "ok": False, "error": result.get("error")}
+    return {
+        "proto": proto,
+        "ok": True,
+        "connect_ms": statistics.median(result["connects"]) * 1e3,
+        "round_ms": statistics.median(result["rounds"]) * 1e3,
+    }
+
+
+def rate_once(proto: str, clients: int, seconds: float) -> dict[str, Any]:
+    job = ["connect", "--count", "0", "--seconds", str(seconds)]
+    results = with_server(proto, [job] * clients, seconds + 60)
+    if any("rounds" not in r for r in results):
+        errors = [r.get("error") for r in results if "rounds" not in r]
+        return {"proto": proto, "ok": False, "error": errors}
+    sessions = sum(len(r["rounds"]) for r in results)
+    longest = max(r["seconds"] for r in results)
+    return {"proto": proto, "ok": True, "sessions": sessions, "per_second": sessions / longest}
+
+
+def median_of(records: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in records if r.get("ok")]
+    return statistics.median(values) if values else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per scenario and protocol")
+    parser.add_argument("--bulk-mib", type=int, default=64)
+    parser.add_argument("--echo-count", type=int, default=2000)
+    parser.add_argument("--connect-count", type=int, default=300)
+    parser.add_argument("--rate-clients", type=int, default=2)
+    parser.add_argument("--rate-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--only", default="bulk,echo,connect,rate", help="comma-separated scenarios to run"
+    )
+    parser.add_argument("--json", type=Path, help="write every raw figure here")
+    options = parser.parse_args()
+    only = set(options.only.split(","))
+
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in only}
+    for round_ in range(options.rounds):
+        for proto in PROTOCOLS:
+            if "bulk" in only:
+                record = bulk_once(proto, options.bulk_mib * 1024 * 1024, 120)
+                runs["bulk"].append(record)
+                note = "" if record["ok"] else f" FAILED {record.get('error')}"
+                rate = f"{record['goodput']:8.1f} MB/s{note}"
+                print(f"  bulk    {proto:4} round {round_ + 1}: {rate}", file=sys.stderr)
+            if "echo" in only:
+                record = echo_once(proto, options.echo_count)
+                runs["echo"].append(record)
+                print(f"  echo    {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
+            if "connect" in only:
+                record = connect_once(proto, options.connect_count)
+                runs["connect"].append(record)
+                print(f"  connect {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
+            if "rate" in only:
+                record = rate_once(proto, options.rate_clients, options.rate_seconds)
+                runs["rate"].append(record)
+                print(f"  rate    {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
+
+    rows = [
+        ("bulk", "goodput", "MB/s", f"bulk {options.bulk_mib} MiB one way", True),
+        ("echo", "p50_us", "µs", "echo 64 B p50", False),
+        ("echo", "p99_us", "µs", "echo 64 B p99", False),
+        ("connect", "connect_ms", "ms", "connect() fires", False),
+        ("connect", "round_ms", "ms", "connect + echo + close", False),
+        ("rate", "per_second", "/s", "new sessions per second", True),
+    ]
+    summary: dict[str, Any] = {}
+    print(f"\nMedians of {options.rounds} round(s), {platform.node()}, {os.cpu_count()} CPUs:")
+    print(f" {'scenario':30} | {'MNET':>10} | {'TCP':>10} | MNET/TCP | checks")
+    for scenario, key, unit, label, _higher_better in rows:
+        if scenario not in only:
+            continue
+        records = runs[scenario]
+        values = {p: median_of([r for r in records if r["proto"] == p], key) for p in PROTOCOLS}
+        ok = sum(1 for r in records if r.get("ok"))
+        mnet, tcp = values["mnet"], values["tcp"]
+        ratio = mnet / tcp if mnet is not None and tcp else None
+        summary[f"{scenario}.{key}"] = {"mnet": mnet, "tcp": tcp, "ratio": ratio}
+        cells = [f"{v:10.2f}" if v is not None else f"{'n/a':>10}" for v in (mnet, tcp)]
+        ratio_text = f"{ratio:7.3f}x" if ratio is not None else "     n/a"
+        name = f"{label} ({unit})"
+        print(f" {name:30} | {cells[0]} | {cells[1]} | {ratio_text} | {ok}/{len(records)} ok")
+    if options.json:
+        report = {
+            "command": sys.argv,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {
+                "node": platform.node(),
+                "cpus": os.cpu_count(),
+                "kernel": platform.release(),
+            },
+            "summary": summary,
+            "runs": runs,
+        }
+        options.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
