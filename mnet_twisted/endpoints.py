@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from .config import SessionConfig
 from .protocol import MNETDatagramProtocol
+from .udpport import listenMNETUDP
 from .wire import MAX_DATAGRAM
 
 __all__ = ["MNETClientEndpoint", "MNETListeningPort", "MNETServerEndpoint"]
@@ -34,7 +35,7 @@ __all__ = ["MNETClientEndpoint", "MNETListeningPort", "MNETServerEndpoint"]
 
 def _listenUDP(reactor: Any, port: int, protocol: Any, interface: str) -> Any:
     # Read whole datagrams: an MNET peer may send DATA of 65535 payload bytes.
-    return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=MAX_DATAGRAM)
+    return listenMNETUDP(reactor, port, protocol, interface, MAX_DATAGRAM)
 
 
 @implementer(IListeningPort)

@@ -106,6 +106,9 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._flushCall: Any = None
         self._timerCall: Any = None
         self._inEventLoop = False
+        # Inside an MNETPort read batch: the flush waits for its end.
+        self._inReadBatch = False
+        self._flushAfterBatch = False
         self._stopped = False
         # Set by loseAllConnections: sessions completing after it are refused.
         self._draining = False
@@ -159,6 +162,20 @@ class MNETDatagramProtocol(DatagramProtocol):
         # Twisted already cut IPv6 addresses down to (host, port).
         self.demux.receive_datagram(datagram, (addr[0], addr[1]), self._reactor.seconds())
         self.scheduleFlush()
+
+    def readBatchStarted(self) -> None:
+        """The port starts reading a batch of datagrams (see ``udpport``)."""
+        self._inReadBatch = True
+
+    def readBatchEnded(self) -> None:
+        """The batch is read: answer all of it now, in this reactor turn."""
+        self._inReadBatch = False
+        if self._flushAfterBatch:
+            self._flushAfterBatch = False
+            call, self._flushCall = self._flushCall, None
+            if call is not None and call.active():
+                call.cancel()
+            self._flush()
 
     def connectionRefused(self) -> None:
         """A connected (client) socket heard ICMP port unreachable from its peer."""
@@ -264,6 +281,9 @@ class MNETDatagramProtocol(DatagramProtocol):
             # Inside the event loop, the datagrams step of the running flush
             # picks up whatever the application did.
             return
+        if self._inReadBatch:
+            self._flushAfterBatch = True
+            return
         if self._flushCall is None:
             self._flushCall = self._reactor.callLater(0, self._flush)
 
@@ -298,7 +318,10 @@ class MNETDatagramProtocol(DatagramProtocol):
             return
         delay = max(0.0, deadline - now)
         if call is not None and call.active():
-            if call.getTime() != deadline:
+            # Only an earlier deadline moves the timer: one that fires early
+            # finds nothing due and is armed again, which is cheaper than
+            # resetting a DelayedCall for every packet that pushes it back.
+            if deadline < call.getTime():
                 call.reset(delay)
         else:
             self._timerCall = self._reactor.callLater(delay, self._onTimer)
