@@ -97,6 +97,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         #: when ``config.socket_buffer_size`` is None).
         self.socketBuffers: SocketBuffers | None = None
         self._port: Any = None
+        self._write: Any = None
         self._transports: dict[Any, MNETTransport] = {}
         self._pending: dict[Any, _PendingConnect] = {}
         # Transports whose pull producer wants another low-water notification,
@@ -128,6 +129,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         # DatagramProtocol.doStop forgets self.transport before stopProtocol
         # runs, but the socket is still open then: keep it to send ABORTs.
         self._port = self.transport
+        self._write = getattr(self.transport, "writeDatagram", self.transport.write)
         self._sizeSocketBuffers()
         self.demux = Demultiplexer(
             local_port=self.transport.getHost().port,
@@ -353,7 +355,7 @@ class MNETDatagramProtocol(DatagramProtocol):
     def _sendDatagram(self, datagram: bytes, addr: tuple[str, int]) -> None:
         # A datagram that cannot leave is a lost packet: the core retransmits.
         try:
-            self._port.write(datagram, addr)
+            self._write(datagram, addr)
         except (OSError, MessageLengthError, InvalidAddressError):
             self.stats["sendErrors"] += 1
         except Exception:

@@ -146,3 +146,18 @@ async def test_a_read_batch_is_answered_in_the_same_reactor_turn(mnet) -> None:
     after = [counter.zeroDelayCalls for counter in counters]
     assert after == before
     client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_datagram_reports_errors_as_write_does(mnet) -> None:
+    """The unchecked write still raises Twisted's errors: an oversized datagram."""
+    from twisted.internet.error import MessageLengthError
+
+    port = await mnet.listen(Factory.forProtocol(_Echo))
+    listening = port._udpPort
+    try:
+        listening.writeDatagram(b"x" * 70_000, ("127.0.0.1", 9))
+    except MessageLengthError:
+        pass
+    else:
+        raise AssertionError("a 70,000-byte datagram was accepted")

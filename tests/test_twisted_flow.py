@@ -323,8 +323,8 @@ async def test_send_errors_count_as_lost_packets(mnet, loggedErrors) -> None:
     quick = mnet.withConfig(initial_rto=0.2, min_rto=0.1, max_rto=0.4)
     client = await mnet.connect(port, Factory.forProtocol(Collector), config=quick)
     mnet_protocol = client.transport._mnet
-    udp = mnet_protocol._port
-    original = udp.write
+    # What the protocol sends with: the port's writeDatagram, or write.
+    original = mnet_protocol._write
     failures = [
         OSError(errno.ENOBUFS, "no buffer space"),
         OSError(errno.EAGAIN, "try again"),
@@ -338,12 +338,12 @@ async def test_send_errors_count_as_lost_packets(mnet, loggedErrors) -> None:
             raise failures.pop(0)
         return original(datagram, addr)
 
-    udp.write = flakyWrite
+    mnet_protocol._write = flakyWrite
     try:
         client.transport.write(b"despite the losses")
         await mnet.waitFor(lambda: client.received == b"despite the losses", 20)
     finally:
-        udp.write = original
+        mnet_protocol._write = original
     assert mnet_protocol.stats["sendErrors"] == 5
     client.transport.loseConnection()
     await within(client.lost)
