@@ -174,3 +174,22 @@ class Peers:
                 first = text[text.index("Traceback") :][:1500]
                 found.append(f"{name}: {count} unhandled error(s) logged; first:\n{first}")
         return "\n".join(found)
+
+
+def run_fixed_transfer(
+    script: str, ns: str | None, proto: str, total: int, timeout: float
+) -> Peers:
+    """Move ``total`` bytes from a ``send`` peer to a ``receive`` peer; the finished peers."""
+    peers = Peers(script)
+    try:
+        common = ["--proto", proto, "--host", "127.0.0.1", "--bytes", str(total)]
+        common += ["--timeout", str(timeout)]
+        peers.start("receiver", ns, "receive", *common, "--port", "0")
+        listening = peers.wait_for("receiver", "listening", 20)
+        if listening is not None:
+            peers.start("sender", ns, "send", *common, "--port", str(listening["port"]))
+            peers.wait_for("receiver", "result", timeout + 30)
+            peers.wait_for("sender", "result", 30)
+    finally:
+        peers.close()
+    return peers

@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from _netns_peer import stream_sha256
-from _netns_runner import Peers, Skip, counters, delta, namespaces, run
+from _netns_runner import Peers, Skip, counters, delta, namespaces, run, run_fixed_transfer
 
 PEER = str(Path(__file__).with_name("_netns_peer.py"))
 PREFIX = f"mnetbench-{os.getpid()}"
@@ -108,18 +108,7 @@ def nft_counts(ns: str) -> dict[str, int]:
 def fixed_transfer(ns: str, proto: str, total: int, timeout: float) -> dict[str, Any]:
     """One transfer of ``total`` bytes over the namespace's loopback."""
     before = counters(ns)
-    peers = Peers(PEER)
-    try:
-        common = ["--proto", proto, "--host", "127.0.0.1", "--bytes", str(total)]
-        common += ["--timeout", str(timeout)]
-        peers.start("receiver", ns, "receive", *common, "--port", "0")
-        listening = peers.wait_for("receiver", "listening", 20)
-        if listening is not None:
-            peers.start("sender", ns, "send", *common, "--port", str(listening["port"]))
-            peers.wait_for("receiver", "result", timeout + 30)
-            peers.wait_for("sender", "result", 30)
-    finally:
-        peers.close()
+    peers = run_fixed_transfer(PEER, ns, proto, total, timeout)
     got, sent = peers.result("receiver"), peers.result("sender")
     record: dict[str, Any] = {"proto": proto, "bytes_expected": total}
     record.update(receiver=got, sender=sent, error=peers.problems() or None)

@@ -37,24 +37,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _netns_peer import stream_sha256  # noqa: E402
-from _netns_runner import Peers  # noqa: E402
+from _netns_runner import Peers, run_fixed_transfer  # noqa: E402
 
 PROTOCOLS = ("mnet", "tcp")
 
 
 def bulk_once(proto: str, total: int, timeout: float) -> dict[str, Any]:
-    peers = Peers(str(HERE / "_netns_peer.py"))
-    try:
-        common = ["--proto", proto, "--host", "127.0.0.1", "--bytes", str(total)]
-        common += ["--timeout", str(timeout)]
-        peers.start("receiver", None, "receive", *common, "--port", "0")
-        listening = peers.wait_for("receiver", "listening", 20)
-        if listening is not None:
-            peers.start("sender", None, "send", *common, "--port", str(listening["port"]))
-            peers.wait_for("receiver", "result", timeout + 30)
-            peers.wait_for("sender", "result", 30)
-    finally:
-        peers.close()
+    peers = run_fixed_transfer(str(HERE / "_netns_peer.py"), None, proto, total, timeout)
     got, sent = peers.result("receiver"), peers.result("sender")
     record: dict[str, Any] = {"proto": proto, "error": peers.problems() or None}
     if got is None or not got["complete"]:
