@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .congestion import CONTROLLERS
-from .wire import DATA_HEADER_SIZE, MAX_PAYLOAD
+from .wire import DATA_HEADER_SIZE, MAX_DATAGRAM, MAX_PAYLOAD
 
 __all__ = ["SessionConfig"]
 
@@ -86,6 +86,13 @@ class SessionConfig:
     #: root), and says what it got in its ``socketBuffers`` attribute and in
     #: one log line.  ``None`` leaves the OS default.
     socket_buffer_size: int | None = 4 * 1024 * 1024
+    #: Search for a larger datagram size than ``max_datagram_size`` (DPLPMTUD,
+    #: ``mnet_twisted.pmtud``): probes carry real data, are sent unfragmented,
+    #: and a size is used only once the peer acknowledged a probe of it.  The
+    #: Twisted port turns it off where it cannot forbid fragmentation.
+    path_mtu_discovery: bool = True
+    #: The largest datagram a probe may try (65,507 is IPv4's UDP limit).
+    max_probe_datagram_size: int = 65507
     #: Stream offset both directions start from.  Interoperable peers require
     #: 0 (the wire carries "total bytes sent"); tests set it just below 2**32
     #: on both ends to exercise sequence-number wrap-around quickly.
@@ -102,6 +109,8 @@ class SessionConfig:
             raise ValueError("peer_ack_delay must not be negative")
         if self.congestion_control not in CONTROLLERS:
             raise ValueError(f"congestion_control must be one of {sorted(CONTROLLERS)}")
+        if not self.max_datagram_size <= self.max_probe_datagram_size <= MAX_DATAGRAM:
+            raise ValueError("max_probe_datagram_size must lie in [max_datagram_size, 65547]")
         if self.socket_buffer_size is not None and self.socket_buffer_size < 4096:
             raise ValueError("socket_buffer_size must be at least 4096 bytes (or None)")
         if self.receive_buffer_limit < self.max_segment_size:

@@ -40,6 +40,9 @@ class CongestionController(Protocol):
     def undo(self) -> None:
         """The last reduction answered a loss that was not one: take it back."""
 
+    def set_segment_size(self, mss: int) -> None:
+        """The path was found to carry larger segments of ``mss`` payload bytes."""
+
 
 class NewReno:
     """The congestion window, in bytes: slow start, avoidance, halving on loss."""
@@ -77,6 +80,10 @@ class NewReno:
 
     def on_persistent_congestion(self) -> None:
         self.cwnd = 2 * self._mss
+
+    def set_segment_size(self, mss: int) -> None:
+        self._mss = mss
+        self.cwnd = max(self.cwnd, min(self._max_window, 2 * mss))
 
     def undo(self) -> None:
         if self._before_reduction is not None:

@@ -123,6 +123,12 @@ class Demultiplexer:
             if session.is_connector and session.peer_address == address:
                 session.destination_unreachable(now)
 
+    def datagram_refused(self, datagram: bytes, address: Address, now: float) -> None:
+        """The local stack would not send ``datagram`` to ``address`` (too big for it)."""
+        session = self._by_local_tag.get((address, bytes(datagram[1:4])))
+        if session is not None:
+            session.datagram_refused(datagram)
+
     def handle_timers(self, now: float) -> None:
         """Let every session whose deadline has passed act on it."""
         heap = self._heap

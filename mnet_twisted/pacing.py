@@ -38,6 +38,9 @@ class Pacer:
         self._updated_at: float | None = None
         self._rate: float | None = None
 
+    def set_segment_size(self, mss: int) -> None:
+        self._mss = mss
+
     @property
     def rate(self) -> float | None:
         """Bytes per second as last computed; None while unpaced (no RTT yet)."""

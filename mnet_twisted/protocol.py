@@ -10,6 +10,7 @@ and turns events into calls on application protocols through
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +34,8 @@ from twisted.python.log import callWithContext
 
 from .config import SessionConfig
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
-from .sockopts import SocketBuffers, size_socket_buffers
+from .session import ProbeDatagram
+from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
 from .transport import MNETTransport
 
 __all__ = ["MNETDatagramProtocol", "peerAddress"]
@@ -98,6 +100,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         self.socketBuffers: SocketBuffers | None = None
         self._port: Any = None
         self._write: Any = None
+        self._fragmentation: FragmentationControl | None = None
         self._transports: dict[Any, MNETTransport] = {}
         self._pending: dict[Any, _PendingConnect] = {}
         # Transports whose pull producer wants another low-water notification,
@@ -117,6 +120,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             "datagramsReceived": 0,
             "datagramsSent": 0,
             "sendErrors": 0,
+            "probesRefused": 0,
             "applicationErrors": 0,
         }
 
@@ -131,6 +135,12 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._port = self.transport
         self._write = getattr(self.transport, "writeDatagram", self.transport.write)
         self._sizeSocketBuffers()
+        sock = getattr(self.transport, "socket", None)
+        self._fragmentation = FragmentationControl(sock) if sock is not None else None
+        if self._fragmentation is None or not self._fragmentation.supported:
+            # Probes that may be fragmented would "prove" sizes the path
+            # cannot carry whole: no size search on this port.
+            self.config = dataclasses.replace(self.config, path_mtu_discovery=False)
         self.demux = Demultiplexer(
             local_port=self.transport.getHost().port,
             cookies=self._cookies,
@@ -259,6 +269,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         handshake is done.  Cancelling aborts the session.
         """
         now = self._reactor.seconds()
+        if config is not None and not self.config.path_mtu_discovery:
+            config = dataclasses.replace(config, path_mtu_discovery=False)
         session = self.demux.connect(addr, now, config=config)
         self._hadSession = True
 
@@ -353,6 +365,9 @@ class MNETDatagramProtocol(DatagramProtocol):
             self._port.stopListening()
 
     def _sendDatagram(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        if type(datagram) is ProbeDatagram:
+            self._sendProbe(datagram, addr)
+            return
         # A datagram that cannot leave is a lost packet: the core retransmits.
         try:
             self._write(datagram, addr)
@@ -361,6 +376,24 @@ class MNETDatagramProtocol(DatagramProtocol):
         except Exception:
             self.stats["sendErrors"] += 1
             self._log.failure("Unexpected error sending an MNET datagram to {addr}", addr=addr)
+        else:
+            self.stats["datagramsSent"] += 1
+
+    def _sendProbe(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        """A size probe leaves unfragmented; one the stack refuses is taken back."""
+        control = self._fragmentation
+        try:
+            if control is not None:
+                control.forbid()
+            try:
+                self._write(datagram, addr)
+            finally:
+                if control is not None:
+                    control.restore()
+        except (OSError, MessageLengthError, InvalidAddressError):
+            self.stats["probesRefused"] += 1
+            self.demux.datagram_refused(datagram, addr, self._reactor.seconds())
+            self.scheduleFlush()
         else:
             self.stats["datagramsSent"] += 1
 

@@ -59,9 +59,11 @@ from dataclasses import dataclass
 from .config import SessionConfig
 from .congestion import make_controller
 from .pacing import Pacer
+from .pmtud import PathSizeSearch
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
 from .seqnum import unwrap
+from .wire import DATA_HEADER_SIZE
 
 __all__ = ["RecoveryStats", "Segment", "StreamSender"]
 
@@ -152,6 +154,13 @@ class StreamSender:
         )
         self.stats = RecoveryStats()
         self.pacer = Pacer(self._mss) if config.pacing else None
+        self.path_size = PathSizeSearch(
+            config.max_datagram_size, config.max_probe_datagram_size, config.path_mtu_discovery
+        )
+        #: (start, end, datagram size) of the size probe in flight, if any.
+        self._size_probe: tuple[int, int, int] | None = None
+        #: The size probe this recovery episode took for lost (undo may clear it).
+        self._lost_size_probe: tuple[int, int, int] | None = None
         #: When the pacer lets the next segment out (None: not held by it).
         self.pacing_deadline: float | None = None
         #: (end offset, time) of each first transmission still unacknowledged.
@@ -263,12 +272,13 @@ class StreamSender:
                 continue
             size = min(self._mss, written - self.snd_nxt)
             outstanding = self.snd_nxt - acked
-            if self._pipe() + size > cwnd and self.snd_nxt > acked:
-                break
-            if outstanding and outstanding + size > self._max_outstanding:
+            probe = self._size_probe_payload(written, outstanding, cwnd)
+            if probe:
+                size = probe
+            elif self._window_full(size, outstanding, cwnd):
                 break
             if pacer is not None and allowance is not None:
-                if allowance < size:
+                if allowance < size and not probe:
                     self.pacing_deadline = pacer.ready_at(now, size)
                     break
                 allowance -= size
@@ -283,11 +293,21 @@ class StreamSender:
                 self.stats.retransmissions += 1
                 self._retransmitted_until = max(self._retransmitted_until, end)
             self.snd_nxt = end
+            if probe:
+                # Last of this batch, so that a local refusal can take it back.
+                self._size_probe = (start, end, size + DATA_HEADER_SIZE)
+                self.path_size.on_probe_sent()
+                break
         if out:
             self.stats.data_datagrams_sent += len(out)
             if self.pto_deadline is None:
                 self._arm_pto(now)
         return out
+
+    def _window_full(self, size: int, outstanding: int, cwnd: int) -> bool:
+        if self._pipe() + size > cwnd and self.snd_nxt > self._buffer.start:
+            return True
+        return bool(outstanding) and outstanding + size > self._max_outstanding
 
     def _pipe(self) -> int:
         """Bytes believed in the network (RFC 6675's pipe, from duplicate acks).
@@ -297,6 +317,88 @@ class StreamSender:
         """
         beyond_pass = max(0, self.snd_max - max(self.snd_nxt, self._go_back_until))
         return max(0, self.snd_nxt - self.acked + beyond_pass - self._delivered_beyond)
+
+    # ------------------------------------------------------------------
+    # Datagram size search
+
+    @property
+    def size_probe_end(self) -> int | None:
+        """End offset of the size probe in flight (its datagram must not fragment)."""
+        return self._size_probe[1] if self._size_probe is not None else None
+
+    @property
+    def segment_size(self) -> int:
+        """Payload bytes of a full segment at the datagram size proven so far."""
+        return self._mss
+
+    def _size_probe_payload(self, written: int, outstanding: int, cwnd: int) -> int:
+        """Payload of the size probe to send now as the next segment, or 0."""
+        if (
+            self._size_probe is not None
+            or not self.path_size.searching
+            or self.in_recovery
+            or self.snd_nxt != self.snd_max
+        ):
+            return 0
+        size = self.path_size.next_probe_size()
+        if size is None:
+            return 0
+        payload = size - DATA_HEADER_SIZE
+        # A probe waits until the window has room for it: on a path too slow
+        # to open the window that far, larger datagrams would gain little.
+        if (
+            written - self.snd_nxt < payload
+            or self._pipe() + payload > cwnd
+            or outstanding + payload > self._max_outstanding
+        ):
+            return 0
+        return payload
+
+    def size_probe_refused(self) -> bool:
+        """The local stack would not send the size probe (too big): take it back.
+
+        It was the last segment sent, and nothing else went since, so the
+        stream simply resumes from its start at the proven size.
+        """
+        probe = self._size_probe
+        if probe is None or probe[1] != self.snd_max:
+            return False
+        start, end, size = probe
+        self._size_probe = None
+        self.path_size.on_probe_lost(size, refused=True)
+        if self._first_sent and self._first_sent[-1][0] == end:
+            self._first_sent.pop()
+        self.snd_nxt = self.snd_max = start
+        self.stats.data_datagrams_sent -= 1
+        if self.snd_max <= self._buffer.start:
+            self.pto_deadline = None
+        return True
+
+    def _size_probe_lost_at_hole(self) -> tuple[int, int] | None:
+        """If the first hole is the size probe: count it lost; its range, to resend."""
+        probe = self._size_probe
+        if probe is None or probe[0] != self._buffer.start:
+            return None
+        self._size_probe = None
+        self._lost_size_probe = probe
+        self.path_size.on_probe_lost(probe[2])
+        return probe[0], probe[1]
+
+    def _on_size_probe_acked(self, ack: int) -> None:
+        probe = self._size_probe
+        if probe is None or ack < probe[1]:
+            return
+        self._size_probe = None
+        self._confirm_size(probe[2])
+
+    def _confirm_size(self, size: int) -> None:
+        self.path_size.on_probe_acknowledged(size)
+        mss = self.path_size.proven - DATA_HEADER_SIZE
+        if mss > self._mss:
+            self._mss = mss
+            self.congestion.set_segment_size(mss)
+            if self.pacer is not None:
+                self.pacer.set_segment_size(mss)
 
     # ------------------------------------------------------------------
     # Acknowledgements
@@ -360,6 +462,7 @@ class StreamSender:
                 # during a long recovery, when no other ack gives a sample.
                 self.congestion.on_ack(0, now - repair.sent_at, self.rtt.minimum, False)
         sample = self._release(ack, now)
+        self._on_size_probe_acked(ack)
         # The segment that filled the hole sent no duplicate ack; the rest did.
         credited = newly - min(newly, self._mss)
         self._delivered_beyond = max(0, min(self._delivered_beyond - credited, self.snd_max - ack))
@@ -397,6 +500,9 @@ class StreamSender:
             end = min(ack + self._mss, self.snd_max)
             self._repair = _Repair(end, now, self._unreported_beyond(end), in_pass=True)
             return []
+        lost_probe = self._size_probe_lost_at_hole()
+        if lost_probe is not None:
+            return self._retransmit_first(now, pass_end=lost_probe[1], size_probe=True)
         return self._retransmit_first(now, pass_end=self._pass_end(ack, repair, now))
 
     def _release(self, ack: int, now: float) -> float | None:
@@ -452,8 +558,14 @@ class StreamSender:
         self._episode_went_back = False
         self._episode_reduced = False
         self._last_loss_event = None
-        self._loss_event(now)
-        return self._retransmit_first(now, probe=probe)
+        lost_probe = self._size_probe_lost_at_hole()
+        if lost_probe is None:
+            self._loss_event(now)
+            return self._retransmit_first(now, probe=probe)
+        # A lost size probe says the datagram was too big, not that the path
+        # is congested: no reduction, and its range goes again at once in
+        # segments of the proven size.
+        return self._retransmit_first(now, probe=probe, pass_end=lost_probe[1], size_probe=True)
 
     def _loss_event(self, now: float) -> None:
         """Ask the controller to answer a loss: once per episode, and once per RTT after.
@@ -472,6 +584,7 @@ class StreamSender:
             self.stats.congestion_reductions += 1
 
     def _end_episode(self) -> None:
+        self._lost_size_probe = None
         self.in_recovery = False
         self._repair = None
         self._episode_started_at = None
@@ -491,6 +604,10 @@ class StreamSender:
         self._reorder_steps += 1
         if self._episode_reduced:
             self.congestion.undo()
+        probe = self._lost_size_probe
+        if probe is not None and self._buffer.start >= probe[1]:
+            # The probe itself arrived, only late: its size is proven after all.
+            self._confirm_size(probe[2])
         self._end_episode()
 
     def _pass_end(self, ack: int, repair: _Repair | None, now: float) -> int | None:
@@ -550,7 +667,12 @@ class StreamSender:
             self._stops_in_a_row += 1
 
     def _retransmit_first(
-        self, now: float, *, pass_end: int | None = None, probe: bool = False
+        self,
+        now: float,
+        *,
+        pass_end: int | None = None,
+        probe: bool = False,
+        size_probe: bool = False,
     ) -> list[Segment]:
         start = self._buffer.start
         end = min(start + self._mss, self.snd_max)
@@ -568,8 +690,11 @@ class StreamSender:
             # segments beyond were of data the peer did not keep.
             whole = pass_end == self.snd_max
             if whole:
-                self.stats.go_back_passes += 1
                 self._delivered_beyond = 0
+            if size_probe:
+                pass  # the probe's own range, resent at the proven size
+            elif whole:
+                self.stats.go_back_passes += 1
             else:
                 self.stats.burst_resends += 1
             self._episode_went_back = True
@@ -635,5 +760,11 @@ class StreamSender:
             self.congestion.on_persistent_congestion()
         if not self.in_recovery:
             return self._enter_recovery(now, probe=True), True
+        lost_probe = self._size_probe_lost_at_hole()
+        if lost_probe is not None:
+            resent = self._retransmit_first(
+                now, probe=True, pass_end=lost_probe[1], size_probe=True
+            )
+            return resent, True
         self._loss_event(now)
         return self._retransmit_first(now, probe=True), True

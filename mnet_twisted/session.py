@@ -24,7 +24,7 @@ from .receiver import Ack, StreamReceiver
 from .sender import Segment, StreamSender
 from .seqnum import wrap
 
-__all__ = ["Session", "SessionState"]
+__all__ = ["ProbeDatagram", "Session", "SessionState"]
 
 Address = tuple[str, int]
 
@@ -49,6 +49,17 @@ _SENDING = frozenset({_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED}
 _WRITABLE = frozenset({_S.COOKIE_WAIT, _S.COOKIE_ECHOED, _S.ESTABLISHED})
 #: States in which a SHUTDOWN-ACK from the peer breaks the protocol.
 _OPEN = frozenset({_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED})
+
+
+class ProbeDatagram(bytes):
+    """A datagram probing a larger size: it must leave unfragmented.
+
+    Its bytes are an ordinary DATA packet; the type only tells the adapter
+    to send it with fragmentation forbidden, and to report a local refusal
+    through ``Demultiplexer.datagram_refused``.
+    """
+
+    __slots__ = ()
 
 
 class _PendingData:
@@ -201,6 +212,11 @@ class Session:
         """
         if self.state in _HANDSHAKING:
             self._terminate(CloseReason.REFUSED, "the peer's port is unreachable", now)
+
+    def datagram_refused(self, datagram: bytes) -> None:
+        """The local stack would not send ``datagram``: a size probe too big for it."""
+        if isinstance(datagram, ProbeDatagram) and self._sender.size_probe_refused():
+            self._notify(self)
 
     def pause_reading(self) -> None:
         """Hold received data; past ``receive_buffer_limit`` new data is dropped."""
@@ -441,8 +457,10 @@ class Session:
             return
         ack = wrap(self._receiver.rcv_nxt)
         tag, encode = self.local_tag, wire.encode_data
+        probe_end = self._sender.size_probe_end
         for end, payload in segments:
-            out.append(encode(tag, wrap(end), ack, payload))
+            datagram = encode(tag, wrap(end), ack, payload)
+            out.append(ProbeDatagram(datagram) if end == probe_end else datagram)
         self._ack_pending = False
         self._receiver.on_ack_sent()
 

@@ -59,3 +59,40 @@ def size_socket_buffers(sock: socket.socket, size: int) -> SocketBuffers:
     receive = _grow(sock, socket.SO_RCVBUF, size)
     send = _grow(sock, socket.SO_SNDBUF, size)
     return SocketBuffers(receive, send, size)
+
+
+#: Linux's per-socket "don't fragment" control: IP(V6)_MTU_DISCOVER set to
+#: IP_PMTUDISC_PROBE sends with DF and refuses (EMSGSIZE) what exceeds the
+#: interface MTU, without consulting the route's cached path MTU.
+_MTU_DISCOVER = {
+    socket.AF_INET: (socket.IPPROTO_IP, 10),
+    socket.AF_INET6: (socket.IPPROTO_IPV6, 23),
+}
+_PMTUDISC_PROBE = 3
+
+
+class FragmentationControl:
+    """Send single datagrams unfragmented on a socket that otherwise may fragment."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._option = _MTU_DISCOVER.get(sock.family) if sys.platform == "linux" else None
+        self._default: int | None = None
+        if self._option is not None:
+            try:
+                self._default = sock.getsockopt(*self._option)
+            except OSError:
+                self._option = None
+
+    @property
+    def supported(self) -> bool:
+        """Whether datagrams can be sent with fragmentation forbidden here."""
+        return self._option is not None
+
+    def forbid(self) -> None:
+        if self._option is not None:
+            self._sock.setsockopt(*self._option, _PMTUDISC_PROBE)
+
+    def restore(self) -> None:
+        if self._option is not None and self._default is not None:
+            self._sock.setsockopt(*self._option, self._default)

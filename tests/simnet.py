@@ -108,6 +108,8 @@ class Stats:
     reordered: int = 0
     undeliverable: int = 0
     injected: int = 0
+    #: Size probes a host's interface refused (too big to send unfragmented).
+    refused: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
 
 
@@ -189,6 +191,10 @@ class Host:
         self.order: list[SessionRecord] = []
         #: Every event, in order: (time, record, event).
         self.log: list[tuple[float, SessionRecord, Event]] = []
+        #: The largest UDP payload its interface sends unfragmented (1500-byte
+        #: Ethernet MTU less IPv4 and UDP headers); larger size probes are
+        #: refused locally, as Linux refuses them with EMSGSIZE.
+        self.max_udp_payload = 1472
         #: A stopped host neither receives datagrams nor runs timers, forever.
         self.stopped = False
         #: New sessions (accepted ones) get ``echo`` set to this.
@@ -337,9 +343,22 @@ class Host:
             self._handle(*item)
         else:  # pragma: no cover
             raise SimError(f"{self.name}: next_event() never returned None")
-        out = list(self.demux.datagrams_to_send(now))
         # A datagram_to_send(now) may only be produced by input; events the
         # application reacted to above are already folded in.
+        out: list[tuple[bytes, Address]] = []
+        for _ in range(64):
+            refused = False
+            for datagram, address in self.demux.datagrams_to_send(now):
+                if len(datagram) > self.max_udp_payload:
+                    # What the kernel does with an unfragmentable datagram
+                    # larger than the interface MTU: EMSGSIZE at once.
+                    self.net.stats.refused += 1
+                    self.demux.datagram_refused(datagram, address, now)
+                    refused = True
+                else:
+                    out.append((datagram, address))
+            if not refused:
+                break
         return out
 
 
@@ -455,11 +474,14 @@ class SimNet:
             packet = wire.parse(bytes(data))
         except wire.MalformedPacket as exc:
             raise SimError(f"{host.name} sent a malformed datagram {bytes(data).hex()}") from exc
-        if len(data) > host.config.max_datagram_size and not isinstance(packet, wire.Init):
-            raise SimError(
-                f"{host.name} sent {len(data)} bytes > max_datagram_size "
-                f"{host.config.max_datagram_size}"
-            )
+        config = host.config
+        limit = (
+            config.max_probe_datagram_size
+            if config.path_mtu_discovery
+            else config.max_datagram_size
+        )
+        if len(data) > limit and not isinstance(packet, wire.Init):
+            raise SimError(f"{host.name} sent {len(data)} bytes > its size limit {limit}")
 
     def _send(self, src: Host, data: bytes, dst: Address) -> None:
         data = bytes(data)

@@ -23,6 +23,7 @@ MSS = 1000
 
 
 def _sender(window: int, **options: object) -> StreamSender:
+    options.setdefault("path_mtu_discovery", False)
     config = SessionConfig(
         max_datagram_size=14 + MSS,
         initial_window_segments=window,

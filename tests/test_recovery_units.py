@@ -25,8 +25,9 @@ MSS = 1000
 
 
 def _sender(window: int = 10, controller: str = "newreno", **options: object) -> StreamSender:
-    """A sender without pacing unless asked: these tests are about what, not when."""
+    """A sender without pacing or size probes unless asked: these tests are about recovery."""
     options.setdefault("pacing", False)
+    options.setdefault("path_mtu_discovery", False)
     config = SessionConfig(
         max_datagram_size=14 + MSS,
         initial_window_segments=window,

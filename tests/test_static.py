@@ -18,6 +18,7 @@ CORE_MODULES = [
     "rtt",
     "congestion",
     "pacing",
+    "pmtud",
     "sockopts",
     "sendbuf",
     "recvbuf",
