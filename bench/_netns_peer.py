@@ -222,12 +222,17 @@ async def run(options: argparse.Namespace) -> None:
     from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
     from mnet_twisted import MNETClientEndpoint, MNETServerEndpoint
+    from mnet_twisted.config import SessionConfig
 
     reactor = reactor_()
     mnet = options.proto == "mnet"
+    extra: dict[str, Any] = {}
+    if mnet and options.pinned_size:
+        # The datagram size stays at the default: no size search.
+        extra["config"] = SessionConfig(path_mtu_discovery=False)
     if options.role == "receive":
         server = (MNETServerEndpoint if mnet else TCP4ServerEndpoint)(
-            reactor, options.port, interface=options.host
+            reactor, options.port, interface=options.host, **extra
         )
         factory = Factory()
         factory.protocol = functools.partial(Receiving, options)
@@ -238,7 +243,7 @@ async def run(options: argparse.Namespace) -> None:
         reactor.callLater(max(0.0, wait) + 30, nobodyCame, options)
     else:
         client = (MNETClientEndpoint if mnet else TCP4ClientEndpoint)(
-            reactor, options.host, options.port, timeout=10
+            reactor, options.host, options.port, timeout=10, **extra
         )
         factory = Factory()
         factory.protocol = functools.partial(Sending, options)
@@ -261,6 +266,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--start-at", type=float, help="monotonic time to start writing")
     parser.add_argument("--until", type=float, help="monotonic time to stop (window mode)")
+    parser.add_argument(
+        "--pinned-size",
+        action="store_true",
+        help="MNET: keep 1452-byte datagrams (no size search)",
+    )
     options = parser.parse_args()
     options.connections = 0
     if (options.bytes is None) == (options.until is None):

@@ -177,13 +177,18 @@ class Peers:
 
 
 def run_fixed_transfer(
-    script: str, ns: str | None, proto: str, total: int, timeout: float
+    script: str,
+    ns: str | None,
+    proto: str,
+    total: int,
+    timeout: float,
+    extra: tuple[str, ...] = (),
 ) -> Peers:
     """Move ``total`` bytes from a ``send`` peer to a ``receive`` peer; the finished peers."""
     peers = Peers(script)
     try:
         common = ["--proto", proto, "--host", "127.0.0.1", "--bytes", str(total)]
-        common += ["--timeout", str(timeout)]
+        common += ["--timeout", str(timeout), *extra]
         peers.start("receiver", ns, "receive", *common, "--port", "0")
         listening = peers.wait_for("receiver", "listening", 20)
         if listening is not None:

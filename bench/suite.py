@@ -40,10 +40,21 @@ from _netns_peer import stream_sha256  # noqa: E402
 from _netns_runner import Peers, run_fixed_transfer  # noqa: E402
 
 PROTOCOLS = ("mnet", "tcp")
+#: MNET with the datagram size pinned at its 1452-byte default (bulk only).
+PINNED = "mnet-1452"
 
 
 def bulk_once(proto: str, total: int, timeout: float) -> dict[str, Any]:
-    peers = run_fixed_transfer(str(HERE / "_netns_peer.py"), None, proto, total, timeout)
+    """One bulk transfer; ``mnet-1452`` is MNET with the datagram size pinned."""
+    pinned = proto == PINNED
+    peers = run_fixed_transfer(
+        str(HERE / "_netns_peer.py"),
+        None,
+        "mnet" if pinned else proto,
+        total,
+        timeout,
+        ("--pinned-size",) if pinned else (),
+    )
     got, sent = peers.result("receiver"), peers.result("sender")
     record: dict[str, Any] = {"proto": proto, "error": peers.problems() or None}
     if got is None or not got["complete"]:
@@ -145,11 +156,12 @@ def main() -> None:
     for round_ in range(options.rounds):
         for proto in PROTOCOLS:
             if "bulk" in only:
-                record = bulk_once(proto, options.bulk_mib * 1024 * 1024, 120)
-                runs["bulk"].append(record)
-                note = "" if record["ok"] else f" FAILED {record.get('error')}"
-                rate = f"{record['goodput']:8.1f} MB/s{note}"
-                print(f"  bulk    {proto:4} round {round_ + 1}: {rate}", file=sys.stderr)
+                for variant in (PINNED, proto) if proto == "mnet" else (proto,):
+                    record = bulk_once(variant, options.bulk_mib * 1024 * 1024, 120)
+                    runs["bulk"].append(record)
+                    note = "" if record["ok"] else f" FAILED {record.get('error')}"
+                    rate = f"{record['goodput']:8.1f} MB/s{note}"
+                    print(f"  bulk    {variant:9} round {round_ + 1}: {rate}", file=sys.stderr)
             if "echo" in only:
                 record = echo_once(proto, options.echo_count)
                 runs["echo"].append(record)
@@ -164,29 +176,30 @@ def main() -> None:
                 print(f"  rate    {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
 
     rows = [
-        ("bulk", "goodput", "MB/s", f"bulk {options.bulk_mib} MiB one way", True),
-        ("echo", "p50_us", "µs", "echo 64 B p50", False),
-        ("echo", "p99_us", "µs", "echo 64 B p99", False),
-        ("connect", "connect_ms", "ms", "connect() fires", False),
-        ("connect", "round_ms", "ms", "connect + echo + close", False),
-        ("rate", "per_second", "/s", "new sessions per second", True),
+        ("bulk", "mnet", "goodput", "MB/s", f"bulk {options.bulk_mib} MiB one way"),
+        ("bulk", PINNED, "goodput", "MB/s", "bulk, MNET pinned to 1452 B"),
+        ("echo", "mnet", "p50_us", "µs", "echo 64 B p50"),
+        ("echo", "mnet", "p99_us", "µs", "echo 64 B p99"),
+        ("connect", "mnet", "connect_ms", "ms", "connect() fires"),
+        ("connect", "mnet", "round_ms", "ms", "connect + echo + close"),
+        ("rate", "mnet", "per_second", "/s", "new sessions per second"),
     ]
     summary: dict[str, Any] = {}
     print(f"\nMedians of {options.rounds} round(s), {platform.node()}, {os.cpu_count()} CPUs:")
-    print(f" {'scenario':30} | {'MNET':>10} | {'TCP':>10} | MNET/TCP | checks")
-    for scenario, key, unit, label, _higher_better in rows:
+    print(f" {'scenario':36} | {'MNET':>10} | {'TCP':>10} | MNET/TCP | checks")
+    for scenario, variant, key, unit, label in rows:
         if scenario not in only:
             continue
-        records = runs[scenario]
-        values = {p: median_of([r for r in records if r["proto"] == p], key) for p in PROTOCOLS}
+        records = [r for r in runs[scenario] if r["proto"] in (variant, "tcp")]
+        mnet = median_of([r for r in records if r["proto"] == variant], key)
+        tcp = median_of([r for r in records if r["proto"] == "tcp"], key)
         ok = sum(1 for r in records if r.get("ok"))
-        mnet, tcp = values["mnet"], values["tcp"]
         ratio = mnet / tcp if mnet is not None and tcp else None
-        summary[f"{scenario}.{key}"] = {"mnet": mnet, "tcp": tcp, "ratio": ratio}
+        summary[f"{scenario}.{variant}.{key}"] = {"mnet": mnet, "tcp": tcp, "ratio": ratio}
         cells = [f"{v:10.2f}" if v is not None else f"{'n/a':>10}" for v in (mnet, tcp)]
         ratio_text = f"{ratio:7.3f}x" if ratio is not None else "     n/a"
         name = f"{label} ({unit})"
-        print(f" {name:30} | {cells[0]} | {cells[1]} | {ratio_text} | {ok}/{len(records)} ok")
+        print(f" {name:36} | {cells[0]} | {cells[1]} | {ratio_text} | {ok}/{len(records)} ok")
     if options.json:
         report = {
             "command": sys.argv,

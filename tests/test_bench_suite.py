@@ -36,7 +36,7 @@ def test_every_scenario_reports_checked_figures(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(report_path.read_text())
     for scenario, records in report["runs"].items():
-        assert {r["proto"] for r in records} == {"mnet", "tcp"}, scenario
+        assert {"mnet", "tcp"} <= {r["proto"] for r in records}, scenario
         assert all(r["ok"] for r in records), records
     for key, figures in report["summary"].items():
         assert figures["mnet"] and figures["tcp"] and figures["ratio"], key
