@@ -22,6 +22,8 @@ from .cookie import CookieMinter, CookieVerdict
 from .events import Event
 from .session import Session, SessionState
 
+_DATA = int(wire.PacketType.DATA)
+
 __all__ = ["Demultiplexer"]
 
 Address = tuple[str, int]
@@ -99,6 +101,14 @@ class Demultiplexer:
             return
         kind = data[0]
         tag = bytes(data[1:4])
+        if kind == _DATA:
+            # The hot path: most datagrams are DATA of a known session.
+            session = self._by_peer_tag.get((address, tag))
+            if session is not None:
+                session.receive_datagram(data, now)
+            else:
+                self._reply(wire.Abort(tag), address)
+            return
         if kind == wire.PacketType.INIT:
             self._on_init(data, address, now)
         elif kind == wire.PacketType.COOKIE_ECHO:

@@ -37,6 +37,7 @@ from .events import Closed, CloseReason, DataReceived, Established, SendBufferLo
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
 from .transport import MNETTransport
+from .udpport import GSO_MAX_BYTES, GSO_MAX_SEGMENTS
 
 __all__ = ["MNETDatagramProtocol", "peerAddress"]
 
@@ -313,8 +314,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         finally:
             self._inEventLoop = False
         now = self._reactor.seconds()
-        for datagram, addr in demux.datagrams_to_send(now):
-            self._sendDatagram(datagram, addr)
+        self._sendAll(demux.datagrams_to_send(now))
         if self._armLowWater:
             arm, self._armLowWater = self._armLowWater, []
             for transport in arm:
@@ -363,6 +363,44 @@ class MNETDatagramProtocol(DatagramProtocol):
         ):
             self._closing = True
             self._port.stopListening()
+
+    def _sendAll(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """Send in order; runs of equal-sized datagrams to one peer go as one batch."""
+        sendmany = getattr(self._port, "writeDatagrams", None)
+        if sendmany is None or not self._port.gso:
+            for datagram, addr in datagrams:
+                self._sendDatagram(datagram, addr)
+            return
+        index, count = 0, len(datagrams)
+        while index < count:
+            datagram, addr = datagrams[index]
+            end = index + 1
+            size = len(datagram)
+            if type(datagram) is bytes:
+                limit = min(count, index + GSO_MAX_SEGMENTS, index + GSO_MAX_BYTES // size)
+                while end < limit:
+                    following, where = datagrams[end]
+                    if where != addr or type(following) is not bytes or len(following) > size:
+                        break
+                    end += 1
+                    if len(following) < size:
+                        break  # only the last of a batch may be shorter
+            if end - index == 1:
+                self._sendDatagram(datagram, addr)
+            else:
+                self._sendBatch([d for d, _ in datagrams[index:end]], addr, sendmany)
+            index = end
+
+    def _sendBatch(self, batch: list[bytes], addr: tuple[str, int], sendmany: Any) -> None:
+        try:
+            sendmany(batch, addr)
+        except (OSError, MessageLengthError, InvalidAddressError):
+            self.stats["sendErrors"] += len(batch)
+        except Exception:
+            self.stats["sendErrors"] += len(batch)
+            self._log.failure("Unexpected error sending MNET datagrams to {addr}", addr=addr)
+        else:
+            self.stats["datagramsSent"] += len(batch)
 
     def _sendDatagram(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if type(datagram) is ProbeDatagram:

@@ -11,16 +11,65 @@ one go, rather than one reactor turn later through ``callLater(0)``.
 
 from __future__ import annotations
 
+import errno
+import socket
+import struct
+import sys
 from typing import Any
 
 from twisted.internet import udp
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.python import log
 
 __all__ = ["MNETPort", "listenMNETUDP"]
 
 
+#: Linux's UDP generic segmentation offload: one sendmsg carries many
+#: equal-sized datagrams, cut apart by the kernel (or the NIC).
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+#: The kernel takes at most this many segments, and 64 KiB in all, per call.
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+#: Linux's UDP generic receive offload: consecutive datagrams of one flow
+#: arrive as one buffer, with their size in a control message.
+_UDP_GRO = 104
+_GRO_CONTROL = struct.Struct("=i")
+#: The largest buffer a GRO read returns.
+_GRO_BUFFER = 65536
+#: What a kernel or device without UDP segmentation answers.
+_GSO_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOPROTOOPT, errno.EIO, errno.EOPNOTSUPP})
+
+
 class MNETPort(udp.Port):
-    """A ``udp.Port`` that brackets each read batch with calls to its protocol."""
+    """A ``udp.Port`` that brackets each read batch with calls to its protocol.
+
+    @ivar gso: whether ``writeDatagrams`` hands batches to the kernel with
+        UDP_SEGMENT (Linux); it turns itself off at the first refusal.
+    """
+
+    gso = sys.platform == "linux"
+    #: Whether reads take coalesced batches (UDP_GRO); set in startListening.
+    gro = False
+    #: Reads that brought several datagrams at once, and sendmsg calls that
+    #: sent several: how much the offloads did.
+    coalescedReads = 0
+    batchedWrites = 0
+
+    def startListening(self) -> None:
+        super().startListening()
+        if sys.platform == "linux":
+            try:
+                self.socket.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+            except OSError:
+                pass  # an older kernel: one datagram per read, as usual
+            else:
+                self.gro = True
+
+    def setGRO(self, enabled: bool) -> None:
+        """Turn coalesced reads on or off (tests use it to cover both paths)."""
+        self.socket.setsockopt(_SOL_UDP, _UDP_GRO, 1 if enabled else 0)
+        self.gro = enabled
 
     def doRead(self) -> None:
         protocol = self.protocol
@@ -29,9 +78,49 @@ class MNETPort(udp.Port):
             return super().doRead()
         started()
         try:
+            if self.gro:
+                return self._readCoalesced()
             return super().doRead()
         finally:
             protocol.readBatchEnded()
+
+    def _readCoalesced(self) -> None:
+        """``doRead`` with GRO: each read may hold many datagrams of one sender."""
+        read = 0
+        receive = self.protocol.datagramReceived
+        buffer_size = max(self.maxPacketSize, _GRO_BUFFER)
+        control_size = _GRO_CONTROL.size
+        while read < self.maxThroughput:
+            try:
+                data, ancillary, _, addr = self.socket.recvmsg(buffer_size, 64)
+            except OSError as error:
+                if error.args[0] in udp._sockErrReadIgnore:
+                    return
+                if error.args[0] in udp._sockErrReadRefuse:
+                    if self._connectedAddr:
+                        self.protocol.connectionRefused()
+                    return
+                raise
+            read += len(data)
+            if self.addressFamily == socket.AF_INET6:
+                addr = addr[:2]
+            segment = 0
+            for level, kind, value in ancillary:
+                if level == _SOL_UDP and kind == _UDP_GRO and len(value) >= control_size:
+                    segment = _GRO_CONTROL.unpack_from(value)[0]
+            if 0 < segment < len(data):
+                self.coalescedReads += 1
+                pieces = [data[at : at + segment] for at in range(0, len(data), segment)]
+            else:
+                pieces = [data]
+            largest = self.maxPacketSize
+            for piece in pieces:
+                if len(piece) > largest:
+                    piece = piece[:largest]  # what recvfrom(maxPacketSize) returns
+                try:
+                    receive(piece, addr)
+                except BaseException:
+                    log.err()
 
     def writeDatagram(self, datagram: bytes, addr: tuple[str, int]) -> None:
         """``write()`` for an address the socket itself reported or connected to.
@@ -49,6 +138,32 @@ class MNETPort(udp.Port):
                 self.socket.sendto(datagram, addr)
         except OSError:
             self.write(datagram, None if self._connectedAddr else addr)
+
+    def writeDatagrams(self, datagrams: list[bytes], addr: tuple[str, int]) -> int:
+        """Send equal-sized ``datagrams`` (the last may be shorter) to one peer.
+
+        With GSO, one ``sendmsg`` per batch; where the kernel refuses it
+        (no GSO here, or a device that cannot segment), GSO is turned off for
+        this port and the batch goes one datagram at a time.  Returns how
+        many datagrams left; errors past the first are those of
+        ``writeDatagram``.
+        """
+        if self.gso and len(datagrams) > 1:
+            size = len(datagrams[0])
+            control = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))]
+            target = () if self._connectedAddr else (addr,)
+            try:
+                self.socket.sendmsg(datagrams, control, 0, *target)
+                self.batchedWrites += 1
+                return len(datagrams)
+            except OSError as error:
+                if error.errno in _GSO_UNSUPPORTED:
+                    self.gso = False
+                else:
+                    raise
+        for datagram in datagrams:
+            self.writeDatagram(datagram, addr)
+        return len(datagrams)
 
 
 def listenMNETUDP(

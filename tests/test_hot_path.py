@@ -161,3 +161,82 @@ async def test_write_datagram_reports_errors_as_write_does(mnet) -> None:
         pass
     else:
         raise AssertionError("a 70,000-byte datagram was accepted")
+
+
+# -- GSO and GRO ------------------------------------------------------------------------
+
+
+class _Collect(Protocol):
+    def connectionMade(self) -> None:
+        self.received = bytearray()
+        self.factory.sinks.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+class _FailingGSOSocket:
+    """A port's socket whose sendmsg fails as a device without segmentation does."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self.refusals = 0
+
+    def sendmsg(self, *args: Any) -> int:
+        import errno
+
+        self.refusals += 1
+        raise OSError(errno.EIO, "no segmentation offload here")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+async def _pinnedTransfer(mnet, size: int, setup: Any) -> tuple[Any, Any, bytes]:
+    from simnet import payload
+
+    factory = Factory.forProtocol(_Collect)
+    factory.sinks = []
+    config = mnet.withConfig(path_mtu_discovery=False)  # 1452-byte datagrams
+    port = await mnet.listen(factory, config=config)
+    client = await mnet.connect(port, Factory.forProtocol(Protocol), config=config)
+    sending = client.transport._mnet._port
+    setup(sending, port._udpPort)
+    data = payload(size, seed=size)
+    client.transport.write(data)
+    await mnet.waitFor(lambda: factory.sinks and len(factory.sinks[0].received) >= size, 30)
+    assert bytes(factory.sinks[0].received) == data
+    client.transport.loseConnection()
+    return sending, port._udpPort, data
+
+
+@pytest_twisted.ensureDeferred
+async def test_gso_batches_and_gro_splits_on_linux(mnet) -> None:
+    sender, receiver, _ = await _pinnedTransfer(mnet, 4 * 1024 * 1024, lambda s, r: None)
+    assert sender.gso and receiver.gro
+    assert sender.batchedWrites > 0  # several datagrams per sendmsg
+    assert receiver.coalescedReads > 0  # several datagrams per read
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_offloads_one_datagram_per_call(mnet) -> None:
+    def plain(sender: Any, receiver: Any) -> None:
+        sender.gso = False
+        receiver.setGRO(False)
+
+    sender, receiver, _ = await _pinnedTransfer(mnet, 2 * 1024 * 1024, plain)
+    assert sender.batchedWrites == 0 and receiver.coalescedReads == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_gso_send_falls_back_and_loses_nothing(mnet) -> None:
+    failing: list[_FailingGSOSocket] = []
+
+    def refuseGSO(sender: Any, receiver: Any) -> None:
+        failing.append(_FailingGSOSocket(sender.socket))
+        sender.socket = failing[0]
+
+    sender, _, _ = await _pinnedTransfer(mnet, 2 * 1024 * 1024, refuseGSO)
+    assert failing[0].refusals == 1  # tried once, then off for this port
+    assert not sender.gso and sender.batchedWrites == 0
+    sender.socket = failing[0]._sock
