@@ -9,7 +9,8 @@ One process of ``bench/suite.py``'s latency and connection scenarios.
 announces ``{"event": "listening", "port": P}``.  ``echo`` opens one
 connection and times ``count`` 64-byte round trips one after another.
 ``connect`` times ``count`` rounds (or as many as fit in ``--seconds``) of
-connect, one 64-byte echo, and close, one after another.  Each client ends
+connect, one 64-byte echo, and close, one after another, in ``--parallel``
+loops at once.  Each client ends
 with one ``{"event": "result", ...}`` JSON line; every echo is checked byte
 for byte, and a digest of all bytes echoed is reported.
 """
@@ -86,9 +87,14 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
     await defer.Deferred()  # until killed
 
 
-async def echo(options: argparse.Namespace, reactor: Any) -> None:
+def _client(options: argparse.Namespace, reactor: Any) -> Any:
     _, client = _endpoints(options, reactor)
-    endpoint = client(reactor, "127.0.0.1", options.port, timeout=10)
+    extra = {"shareSocket": True} if options.proto == "mnet" and options.share_socket else {}
+    return client(reactor, "127.0.0.1", options.port, timeout=10, **extra)
+
+
+async def echo(options: argparse.Namespace, reactor: Any) -> None:
+    endpoint = _client(options, reactor)
     protocol = await endpoint.connect(Factory.forProtocol(EchoClient))
     digest = hashlib.sha256()
     times = []
@@ -106,28 +112,36 @@ async def echo(options: argparse.Namespace, reactor: Any) -> None:
 
 
 async def connect(options: argparse.Namespace, reactor: Any) -> None:
-    _, client = _endpoints(options, reactor)
-    endpoint = client(reactor, "127.0.0.1", options.port, timeout=10)
+    endpoint = _client(options, reactor)
     digest = hashlib.sha256()
-    connects, rounds = [], []
+    connects: list[float] = []
+    rounds: list[float] = []
     began = time.perf_counter()
-    index = 0
-    while index < options.count or (
-        options.seconds is not None and time.perf_counter() - began < options.seconds
-    ):
-        message = _message(index)
-        started = time.perf_counter()
-        protocol = await endpoint.connect(Factory.forProtocol(EchoClient))
-        connected = time.perf_counter()
-        reply = await protocol.ask(message)
-        if reply != message:
-            raise AssertionError(f"echo {index} came back different")
-        protocol.transport.loseConnection()
-        await protocol.closed
-        rounds.append(time.perf_counter() - started)
-        connects.append(connected - started)
-        digest.update(reply)
-        index += 1
+    counter = iter(range(2**62))
+
+    def more(index: int) -> bool:
+        if options.seconds is not None:
+            return time.perf_counter() - began < options.seconds
+        return index < options.count
+
+    async def loop() -> None:
+        while more(index := next(counter)):
+            message = _message(index)
+            started = time.perf_counter()
+            protocol = await endpoint.connect(Factory.forProtocol(EchoClient))
+            connected = time.perf_counter()
+            reply = await protocol.ask(message)
+            if reply != message:
+                raise AssertionError(f"echo {index} came back different")
+            protocol.transport.loseConnection()
+            await protocol.closed
+            rounds.append(time.perf_counter() - started)
+            connects.append(connected - started)
+            digest.update(reply)
+
+    await defer.gatherResults(
+        [defer.ensureDeferred(loop()) for _ in range(options.parallel)], consumeErrors=True
+    )
     emit(
         event="result",
         connects=connects,
@@ -144,6 +158,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--parallel", type=int, default=1, help="connect: sessions opened at once")
+    parser.add_argument(
+        "--share-socket", action="store_true", help="MNET clients share one UDP port"
+    )
     options = parser.parse_args()
 
     from twisted.internet import reactor

@@ -11,10 +11,11 @@ Scenarios (each checks what arrived):
 - **echo**: 64-byte messages, one at a time over one connection, p50/p99
   of the round trip (``bench/_suite_peer.py``; the first 5 % are warm-up);
 - **connect**: connect, one 64-byte echo, close, one after another: the
-  time until ``connect()`` fires and the whole round, medians;
-- **rate**: ``--rate-clients`` processes doing connect/echo/close as fast
-  as they can for ``--rate-seconds`` against one listener process:
-  sessions per second.
+  time until ``connect()`` fires and the whole round, medians (MNET
+  clients use ``shareSocket``, as a client opening many sessions would);
+- **rate**: ``--rate-clients`` processes, each running ``--rate-parallel``
+  connect/echo/close loops at once, as fast as they can for
+  ``--rate-seconds`` against one listener process: sessions per second.
 
 Rounds alternate MNET and TCP so both see the same machine at the same
 time; the table gives medians and the MNET/TCP ratios the hot-path issue
@@ -110,7 +111,8 @@ def echo_once(proto: str, count: int) -> dict[str, Any]:
 
 
 def connect_once(proto: str, count: int) -> dict[str, Any]:
-    (result,) = with_server(proto, [["connect", "--count", str(count)]], 120)
+    job = ["connect", "--count", str(count), "--share-socket"]
+    (result,) = with_server(proto, [job], 120)
     if "rounds" not in result:
         return {"proto": proto, "ok": False, "error": result.get("error")}
     return {
@@ -121,8 +123,9 @@ def connect_once(proto: str, count: int) -> dict[str, Any]:
     }
 
 
-def rate_once(proto: str, clients: int, seconds: float) -> dict[str, Any]:
-    job = ["connect", "--count", "0", "--seconds", str(seconds)]
+def rate_once(proto: str, clients: int, seconds: float, parallel: int) -> dict[str, Any]:
+    job = ["connect", "--count", "0", "--seconds", str(seconds), "--parallel", str(parallel)]
+    job.append("--share-socket")
     results = with_server(proto, [job] * clients, seconds + 60)
     if any("rounds" not in r for r in results):
         errors = [r.get("error") for r in results if "rounds" not in r]
@@ -145,6 +148,9 @@ def main() -> None:
     parser.add_argument("--connect-count", type=int, default=300)
     parser.add_argument("--rate-clients", type=int, default=2)
     parser.add_argument("--rate-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--rate-parallel", type=int, default=8, help="sessions each rate client opens at once"
+    )
     parser.add_argument(
         "--only", default="bulk,echo,connect,rate", help="comma-separated scenarios to run"
     )
@@ -171,7 +177,9 @@ def main() -> None:
                 runs["connect"].append(record)
                 print(f"  connect {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
             if "rate" in only:
-                record = rate_once(proto, options.rate_clients, options.rate_seconds)
+                record = rate_once(
+                    proto, options.rate_clients, options.rate_seconds, options.rate_parallel
+                )
                 runs["rate"].append(record)
                 print(f"  rate    {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
 

@@ -60,7 +60,7 @@ class MNETServerParser:
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
 class MNETClientParser:
-    """Parses ``mnet:host=H:port=P[:timeout=S][:bindAddress=ADDR]`` into an MNETClientEndpoint."""
+    """Parses ``mnet:host=H:port=P[:timeout=S][:bindAddress=ADDR][:shareSocket=yes]``."""
 
     prefix = "mnet"
 
@@ -74,6 +74,9 @@ class MNETClientParser:
         port = _one("port", positional[1], kwargs.pop("port", None))
         timeout = float(kwargs.pop("timeout", 10))
         bind_host = kwargs.pop("bindAddress", None)
+        share = kwargs.pop("shareSocket", "no")
+        if share not in ("yes", "no", "true", "false", "1", "0"):
+            raise TypeError(f"mnet: shareSocket must be yes or no, not {share!r}")
         if kwargs:
             raise TypeError(f"mnet: unknown client options {sorted(kwargs)}")
         if host is None or port is None:
@@ -84,4 +87,5 @@ class MNETClientParser:
             int(port),
             timeout=timeout,
             bindAddress=(bind_host, 0) if bind_host else None,
+            shareSocket=share in ("yes", "true", "1"),
         )

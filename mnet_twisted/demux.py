@@ -53,6 +53,8 @@ class Demultiplexer:
         #: Sessions by the tag we write: how a connector finds its COOKIE, and
         #: how anyone finds an ABORT that echoes our own tag back.
         self._by_local_tag: dict[_Key, Session] = {}
+        #: Sessions not closed yet (an ordered set).
+        self._open: dict[Session, None] = {}
         self._sessions: dict[Session, None] = {}
         self._with_output: dict[Session, None] = {}
         self._with_events: dict[Session, None] = {}
@@ -68,7 +70,7 @@ class Demultiplexer:
     @property
     def open_sessions(self) -> int:
         """Sessions not closed yet (lingering ones excluded)."""
-        return sum(not session.closed for session in self._sessions)
+        return len(self._open)
 
     # ------------------------------------------------------------------
     # Inputs
@@ -90,6 +92,7 @@ class Demultiplexer:
             notify=self._touch,
         )
         self._sessions[session] = None
+        self._open[session] = None
         self._by_local_tag[(address, tag)] = session
         session.start(now)
         self._touch(session)
@@ -245,6 +248,7 @@ class Demultiplexer:
             notify=self._touch,
         )
         self._sessions[session] = None
+        self._open[session] = None
         self._by_peer_tag[(address, echo.connector_tag)] = session
         self._by_local_tag.setdefault((address, echo.listener_tag), session)
         self._touch(session)
@@ -276,6 +280,10 @@ class Demultiplexer:
     def _touch(self, session: Session) -> None:
         self._with_output[session] = None
         self._with_events[session] = None
+        if session.closed:
+            # Closing always notifies, so this keeps the count of open
+            # sessions exact without walking every lingering one.
+            self._open.pop(session, None)
 
     def _schedule(self, session: Session, deadline: float) -> None:
         registered = self._scheduled.get(session)
@@ -285,6 +293,7 @@ class Demultiplexer:
 
     def _forget(self, session: Session) -> None:
         self._sessions.pop(session, None)
+        self._open.pop(session, None)
         self._scheduled.pop(session, None)
         address = session.peer_address
         for table, tag in (

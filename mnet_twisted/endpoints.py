@@ -38,6 +38,26 @@ def _listenUDP(reactor: Any, port: int, protocol: Any, interface: str) -> Any:
     return listenMNETUDP(reactor, port, protocol, interface, MAX_DATAGRAM)
 
 
+#: Seconds a shared client port stays open after its last session ends.
+SHARED_IDLE_GRACE = 1.0
+#: The shared client ports: (reactor, interface, port) -> their protocol.
+_SHARED_CLIENTS: dict[tuple[Any, str, int], MNETDatagramProtocol] = {}
+
+
+def _sharedClientProtocol(
+    reactor: Any, interface: str, port: int, config: SessionConfig
+) -> MNETDatagramProtocol:
+    key = (reactor, interface, port)
+    protocol = _SHARED_CLIENTS.get(key)
+    if protocol is None or not protocol.usable:
+        protocol = MNETDatagramProtocol(
+            reactor, config=config, closeWhenIdle=True, idleGrace=SHARED_IDLE_GRACE
+        )
+        _listenUDP(reactor, port, protocol, interface)
+        _SHARED_CLIENTS[key] = protocol
+    return protocol
+
+
 @implementer(IListeningPort)
 class MNETListeningPort:
     """
@@ -198,12 +218,20 @@ class MNETClientEndpoint:
     """
     Open an MNET session to C{host}:C{port}.
 
-    Each C{connect()} uses its own UDP port, closed when its session ends.
+    Each C{connect()} uses its own UDP port, closed when its session ends,
+    unless C{shareSocket} is true: then every connection of every such
+    endpoint on this reactor (per address family and bind address) shares
+    one UDP port, opened when the first needs it and closed a second after
+    its last session is over.  Sharing saves a socket and its set-up per connection;
+    its price is that a shared, unconnected socket hears no ICMP "port
+    unreachable", so a connection to a port where nothing listens ends by
+    C{timeout} rather than at once.
 
     @param timeout: seconds to wait for the handshake (the session's
         C{connect_timeout}).
     @param bindAddress: C{(host, port)} to bind the local UDP port to;
         otherwise an ephemeral port of the peer's address family.
+    @param shareSocket: share one UDP port between connections (see above).
     """
 
     def __init__(
@@ -214,12 +242,14 @@ class MNETClientEndpoint:
         timeout: float = 10,
         bindAddress: tuple[str, int] | None = None,
         config: SessionConfig | None = None,
+        shareSocket: bool = False,
     ) -> None:
         self._reactor = reactor
         self._host = host
         self._port = port
         self._timeout = timeout
         self._bindAddress = bindAddress
+        self._shareSocket = shareSocket
         base = config if config is not None else SessionConfig()
         self._config = dataclasses.replace(base, connect_timeout=float(timeout))
 
@@ -301,6 +331,9 @@ class MNETClientEndpoint:
         else:
             interface = "::" if family == socket.AF_INET6 else ""
             bind_port = 0
+        if self._shareSocket:
+            shared = _sharedClientProtocol(self._reactor, interface, bind_port, self._config)
+            return shared.connect((ip, self._port), protocolFactory, self._config)
         protocol = MNETDatagramProtocol(self._reactor, config=self._config, closeWhenIdle=True)
         udp_port = _listenUDP(self._reactor, bind_port, protocol, interface)
         try:

@@ -80,6 +80,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         accepting: bool = False,
         randomBytes: Callable[[int], bytes] = os.urandom,
         closeWhenIdle: bool = False,
+        idleGrace: float = 0.0,
     ) -> None:
         self._reactor = reactor
         self.factory = factory
@@ -89,6 +90,10 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._randomBytes = randomBytes
         # Client ports close themselves once their only session is forgotten.
         self._closeWhenIdle = closeWhenIdle
+        # A shared client port stays open this long after its last session,
+        # for the next connection to reuse.
+        self._idleGrace = idleGrace
+        self._idleCall: Any = None
         # A client's private port is an implementation detail: do not log
         # "Starting protocol" for every connection, as TCP clients do not.
         self.noisy = not closeWhenIdle
@@ -205,10 +210,10 @@ class MNETDatagramProtocol(DatagramProtocol):
     def stopProtocol(self) -> None:
         """The UDP port is going away: every session is lost."""
         self._stopped = True
-        for call in (self._flushCall, self._timerCall):
+        for call in (self._flushCall, self._timerCall, self._idleCall):
             if call is not None and call.active():
                 call.cancel()
-        self._flushCall = self._timerCall = None
+        self._flushCall = self._timerCall = self._idleCall = None
         demux = self.demux
         if demux is not None:
             if not self._closing:
@@ -230,6 +235,11 @@ class MNETDatagramProtocol(DatagramProtocol):
             d.callback(None)
 
     # -- what the endpoints use ----------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        """Whether new sessions may still be opened on this port."""
+        return self.demux is not None and not (self._stopped or self._closing)
 
     @property
     def accepting(self) -> bool:
@@ -285,7 +295,13 @@ class MNETDatagramProtocol(DatagramProtocol):
 
         d: defer.Deferred[Any] = defer.Deferred(cancel)
         self._pending[session] = _PendingConnect(factory, d)
-        self.scheduleFlush()
+        if self._inEventLoop or self._inReadBatch:
+            self.scheduleFlush()
+        else:
+            # The INIT leaves now, not a reactor turn later; no application
+            # code runs here (events wait for the flush).
+            self._sendAll(self.demux.datagrams_to_send(now))
+            self._armTimer(self.demux.next_deadline(), now)
         return d
 
     # -- the drain ------------------------------------------------------------
@@ -361,8 +377,18 @@ class MNETDatagramProtocol(DatagramProtocol):
             and self.demux.open_sessions == 0
             and self._port is not None
         ):
+            if self._idleGrace > 0:
+                if self._idleCall is None:
+                    self._idleCall = self._reactor.callLater(self._idleGrace, self._idleOver)
+                return
             self._closing = True
             self._port.stopListening()
+
+    def _idleOver(self) -> None:
+        self._idleCall = None
+        grace, self._idleGrace = self._idleGrace, 0.0
+        self._maybeClose()  # closes now if still idle
+        self._idleGrace = grace
 
     def _sendAll(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
         """Send in order; runs of equal-sized datagrams to one peer go as one batch."""

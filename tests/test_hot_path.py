@@ -240,3 +240,43 @@ async def test_a_refused_gso_send_falls_back_and_loses_nothing(mnet) -> None:
     assert failing[0].refusals == 1  # tried once, then off for this port
     assert not sender.gso and sender.batchedWrites == 0
     sender.socket = failing[0]._sock
+
+
+# -- a shared client socket ----------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_socket_connections_use_one_port_and_it_closes_when_idle(mnet) -> None:
+    from mnet_twisted.endpoints import SHARED_IDLE_GRACE
+
+    port = await mnet.listen(Factory.forProtocol(_Echo))
+    endpoint = mnet.client(port, shareSocket=True)
+    protocols = [
+        await mnet.within(endpoint.connect(Factory.forProtocol(_Asker))) for _ in range(2)
+    ]
+    shared = protocols[0].transport._mnet
+    assert protocols[1].transport._mnet is shared
+    assert protocols[0].transport.getHost() == protocols[1].transport.getHost()
+    for index, protocol in enumerate(protocols):
+        message = bytes([index]) * 64
+        assert await mnet.within(protocol.ask(message)) == message
+    for protocol in protocols:
+        protocol.transport.loseConnection()
+    await mnet.waitFor(lambda: shared.demux.open_sessions == 0)
+    assert shared.usable  # kept for a while, for the next connection
+    await mnet.waitFor(lambda: not shared.usable, SHARED_IDLE_GRACE + 3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_sends_its_init_before_returning(mnet) -> None:
+    port = await mnet.listen(Factory.forProtocol(_Echo))
+    endpoint = mnet.client(port, shareSocket=True)
+    warm = await mnet.within(endpoint.connect(Factory.forProtocol(_Asker)))
+    shared = warm.transport._mnet
+    await mnet.sleep(0)  # a fresh reactor turn, as an application's own call would be
+    sent = shared.stats["datagramsSent"]
+    connecting = endpoint.connect(Factory.forProtocol(_Asker))
+    assert shared.stats["datagramsSent"] == sent + 1  # the INIT, no reactor turn needed
+    second = await mnet.within(connecting)
+    for protocol in (warm, second):
+        protocol.transport.loseConnection()

@@ -58,7 +58,11 @@ def test_client_strings() -> None:
     assert (endpoint._host, endpoint._port) == ("example.org", 9001)
     assert endpoint._bindAddress == ("10.0.0.1", 0)
     endpoint = clientFromString(reactor, r"mnet:host=\:\:1:port=9002")
-    assert endpoint._host == "::1"
+    assert endpoint._host == "::1" and not endpoint._shareSocket
+    endpoint = clientFromString(reactor, "mnet:127.0.0.1:9003:shareSocket=yes")
+    assert endpoint._shareSocket
+    with pytest.raises(TypeError):
+        clientFromString(reactor, "mnet:127.0.0.1:9003:shareSocket=maybe")
     with pytest.raises(TypeError):
         clientFromString(reactor, "mnet:host=127.0.0.1")
 
