@@ -146,10 +146,10 @@ def main() -> None:
     parser.add_argument("--bulk-mib", type=int, default=64)
     parser.add_argument("--echo-count", type=int, default=2000)
     parser.add_argument("--connect-count", type=int, default=300)
-    parser.add_argument("--rate-clients", type=int, default=2)
+    parser.add_argument("--rate-clients", type=int, default=3)
     parser.add_argument("--rate-seconds", type=float, default=5.0)
     parser.add_argument(
-        "--rate-parallel", type=int, default=8, help="sessions each rate client opens at once"
+        "--rate-parallel", type=int, default=64, help="sessions each rate client opens at once"
     )
     parser.add_argument(
         "--only", default="bulk,echo,connect,rate", help="comma-separated scenarios to run"
