@@ -130,6 +130,25 @@ class Demultiplexer:
             else:
                 self._reply(wire.Abort(tag), address)
 
+    def receive_batch(self, datagrams: list[bytes], address: Address, now: float) -> None:
+        """Several datagrams from ``address`` that arrived together (a GRO read).
+
+        In a run of pure acks of one session that only ever grow, the ones
+        between the first and the last are skipped: each carries nothing
+        the next does not, and an ack burst is mostly such acks.  The first
+        is kept (it may be a duplicate for the sender) and so is every
+        repeated value: each duplicate says one more segment arrived.
+        """
+        last = len(datagrams) - 1
+        for index, data in enumerate(datagrams):
+            if (
+                0 < index < last
+                and _advances(datagrams[index - 1], data)
+                and _advances(data, datagrams[index + 1])
+            ):
+                continue
+            self.receive_datagram(data, address, now)
+
     def destination_unreachable(self, address: Address, now: float) -> None:
         """The network says nothing listens at ``address``: refuse our attempts there."""
         for session in list(self._sessions):
@@ -302,6 +321,19 @@ class Demultiplexer:
         ):
             if tag is not None and table.get((address, tag)) is session:
                 del table[(address, tag)]
+
+
+def _advances(earlier: bytes, later: bytes) -> bool:
+    """Whether both are pure acks of one sender in one state, ``later`` acking more."""
+    if len(earlier) != wire.DATA_HEADER_SIZE or len(later) != wire.DATA_HEADER_SIZE:
+        return False
+    if earlier[:4] != later[:4] or earlier[0] != _DATA:
+        return False
+    fields_earlier, fields_later = wire.parse_data(earlier), wire.parse_data(later)
+    if fields_earlier is None or fields_later is None or fields_earlier[0] != fields_later[0]:
+        return False
+    advance = (fields_later[1] - fields_earlier[1]) & 0xFFFFFFFF
+    return 0 < advance < 0x80000000
 
 
 _P = TypeVar("_P", wire.Init, wire.Cookie, wire.CookieEcho)

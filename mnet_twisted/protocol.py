@@ -195,6 +195,14 @@ class MNETDatagramProtocol(DatagramProtocol):
                 call.cancel()
             self._flush()
 
+    def datagramsReceived(self, datagrams: list[bytes], addr: Any) -> None:
+        """Datagrams from one sender that arrived together (``MNETPort``'s GRO reads)."""
+        if self.demux is None or self._stopped:
+            return
+        self.stats["datagramsReceived"] += len(datagrams)
+        self.demux.receive_batch(datagrams, (addr[0], addr[1]), self._reactor.seconds())
+        self.scheduleFlush()
+
     def connectionRefused(self) -> None:
         """A connected (client) socket heard ICMP port unreachable from its peer."""
         if self.demux is None or self._stopped:

@@ -108,15 +108,23 @@ class MNETPort(udp.Port):
             for level, kind, value in ancillary:
                 if level == _SOL_UDP and kind == _UDP_GRO and len(value) >= control_size:
                     segment = _GRO_CONTROL.unpack_from(value)[0]
+            largest = self.maxPacketSize
             if 0 < segment < len(data):
                 self.coalescedReads += 1
-                pieces = [data[at : at + segment] for at in range(0, len(data), segment)]
+                pieces = [
+                    data[at : at + min(segment, largest)] for at in range(0, len(data), segment)
+                ]
+                batch = getattr(self.protocol, "datagramsReceived", None)
+                if batch is not None:
+                    try:
+                        batch(pieces, addr)
+                    except BaseException:
+                        log.err()
+                    continue
             else:
-                pieces = [data]
-            largest = self.maxPacketSize
+                # What recvfrom(maxPacketSize) would have returned.
+                pieces = [data[:largest]]
             for piece in pieces:
-                if len(piece) > largest:
-                    piece = piece[:largest]  # what recvfrom(maxPacketSize) returns
                 try:
                     receive(piece, addr)
                 except BaseException:

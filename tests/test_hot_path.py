@@ -280,3 +280,34 @@ async def test_connect_sends_its_init_before_returning(mnet) -> None:
     second = await mnet.within(connecting)
     for protocol in (warm, second):
         protocol.transport.loseConnection()
+
+
+# -- acks handled once per batch ------------------------------------------------------------
+
+
+def test_a_batch_skips_pure_acks_that_a_later_one_supersedes() -> None:
+    from mnet_twisted.config import SessionConfig
+    from mnet_twisted.cookie import CookieMinter
+    from mnet_twisted.demux import Demultiplexer
+
+    demux = Demultiplexer(
+        local_port=1, cookies=CookieMinter(b"k" * 16), config=SessionConfig(), accepting=False
+    )
+    seen: list[bytes] = []
+    demux.receive_datagram = lambda data, address, now: seen.append(data)  # type: ignore[method-assign]
+    tag, other = b"abc", b"xyz"
+
+    def ack(value: int, who: bytes = tag, seq: int = 7) -> bytes:
+        return wire.encode_data(who, seq, value, b"")
+
+    batch = [
+        ack(10), ack(20), ack(30), ack(40),  # 20 and 30 are superseded
+        ack(40), ack(40), ack(50),  # duplicates all count
+        ack(60, other), ack(70),  # another session's ack between: kept
+        ack(80, seq=8), ack(90),  # the sender's own sequence moved: kept
+        wire.encode_data(tag, 7, 95, b"data"), ack(100),
+        ack(2**32 - 2), ack(2**32 - 1), ack(5),  # wrap-around
+    ]  # fmt: skip
+    demux.receive_batch(batch, ("127.0.0.1", 9), now=0.0)
+    kept = [wire.parse_data(d)[1] for d in seen]  # type: ignore[index]
+    assert kept == [10, 40, 40, 40, 50, 60, 70, 80, 90, 95, 100, 2**32 - 2, 5]

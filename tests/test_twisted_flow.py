@@ -394,7 +394,17 @@ def _lossy(protocol, rng, rate: float) -> list[int]:
             return
         receive(datagram, addr)
 
+    receive_batch = protocol.datagramsReceived
+
+    def datagramsReceived(datagrams: list[bytes], addr) -> None:
+        kept = [datagram for datagram in datagrams if rng.random() >= rate]
+        dropped[0] += len(datagrams) - len(kept)
+        if kept:
+            receive_batch(kept, addr)
+
     protocol.datagramReceived = datagramReceived
+    # GRO reads hand over several datagrams at once.
+    protocol.datagramsReceived = datagramsReceived
     return dropped
 
 
