@@ -129,7 +129,7 @@ def test_refused_probes_cost_nothing_on_an_ethernet_host(seed: int) -> None:
     assert conn.session.retransmissions == 0
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_a_path_that_drops_large_datagrams_keeps_the_stream(seed: int) -> None:
     """Jumbo interfaces, a 4000-byte hop between: probes are lost, the search narrows."""
     net, client, server, conn, peer = connected_pair(seed=seed)
