@@ -11,7 +11,7 @@ endpoints: ``MNETServerEndpoint`` / ``MNETClientEndpoint`` and Twisted's TCP
 endpoints.  The namespaces are named ``mnetbench-<pid>-*`` and are always
 deleted on the way out, on Ctrl-C too.
 
-Scenario A, random loss (``--loss 0,1,5,10``, ``--mib 8``, ``--rounds 3``):
+Scenario A, random loss (``--loss 0,1,5,10``, ``--mib 8``, ``--rounds 5``):
 one namespace, both peers on its loopback (MTU 1500, GSO off so that TCP too
 puts one <=1500-byte segment in each packet).  An nft rule on the *input*
 hook drops that share of packets, chosen at random (``numgen random``), in
@@ -364,7 +364,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loss", default="0,1,5,10", help="loss levels in %% (comma-separated)")
     parser.add_argument("--mib", type=int, default=8, help="MiB per random-loss transfer")
-    parser.add_argument("--rounds", type=int, default=3, help="MNET/TCP rounds per loss level")
+    parser.add_argument("--rounds", type=int, default=5, help="MNET/TCP rounds per loss level")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per transfer")
     parser.add_argument("--seconds", type=float, default=10.0, help="bottleneck phase length")
     parser.add_argument("--rate-mbit", type=float, default=20.0, help="bottleneck rate")
