@@ -13,6 +13,7 @@ from typing import Any
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
+from test_path_size import _Sink as CollectingSink
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 
@@ -166,15 +167,6 @@ async def test_write_datagram_reports_errors_as_write_does(mnet) -> None:
 # -- GSO and GRO ------------------------------------------------------------------------
 
 
-class _Collect(Protocol):
-    def connectionMade(self) -> None:
-        self.received = bytearray()
-        self.factory.sinks.append(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-
 class _FailingGSOSocket:
     """A port's socket whose sendmsg fails as a device without segmentation does."""
 
@@ -195,7 +187,7 @@ class _FailingGSOSocket:
 async def _pinnedTransfer(mnet, size: int, setup: Any) -> tuple[Any, Any, bytes]:
     from simnet import payload
 
-    factory = Factory.forProtocol(_Collect)
+    factory = Factory.forProtocol(CollectingSink)
     factory.sinks = []
     config = mnet.withConfig(path_mtu_discovery=False)  # 1452-byte datagrams
     port = await mnet.listen(factory, config=config)
