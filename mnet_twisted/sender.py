@@ -49,6 +49,14 @@ of the data beyond the hole (a whole flight lost).
 Bytes outstanding never exceed ``max_congestion_window``, whatever the pipe
 estimate allows: MNET has no receive window on the wire, and a receiver
 holding the out-of-order data must have room for it.
+
+New segments are also paced (``pacing.Pacer``; a held segment shows as
+``pacing_deadline``), and while the datagram size search runs
+(``pmtud.PathSizeSearch``) one segment at a time may be a larger *size
+probe*: sent only when the window has room for it and as the last of its
+batch, proven when acknowledged, taken back if the local stack refuses it,
+and, if it turns out to be the hole, resent at the proven size with no
+congestion response.
 """
 
 from __future__ import annotations
