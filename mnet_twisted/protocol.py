@@ -106,6 +106,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         self.socketBuffers: SocketBuffers | None = None
         self._port: Any = None
         self._write: Any = None
+        self._sendMany: Any = None
         self._fragmentation: FragmentationControl | None = None
         self._transports: dict[Any, MNETTransport] = {}
         self._pending: dict[Any, _PendingConnect] = {}
@@ -140,6 +141,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         # runs, but the socket is still open then: keep it to send ABORTs.
         self._port = self.transport
         self._write = getattr(self.transport, "writeDatagram", self.transport.write)
+        self._sendMany = getattr(self.transport, "writeDatagrams", None)
         self._sizeSocketBuffers()
         sock = getattr(self.transport, "socket", None)
         self._fragmentation = FragmentationControl(sock) if sock is not None else None
@@ -400,7 +402,7 @@ class MNETDatagramProtocol(DatagramProtocol):
 
     def _sendAll(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
         """Send in order; runs of equal-sized datagrams to one peer go as one batch."""
-        sendmany = getattr(self._port, "writeDatagrams", None)
+        sendmany = self._sendMany
         if sendmany is None or not self._port.gso:
             for datagram, addr in datagrams:
                 self._sendDatagram(datagram, addr)

@@ -266,8 +266,10 @@ class StreamSender:
         out: list[Segment] = []
         acked = self._buffer.start
         written = self._buffer.end
-        cwnd = self.congestion.cwnd
         self.pacing_deadline = None
+        if self.snd_nxt >= written:
+            return out  # nothing to send: most calls, on an interactive session
+        cwnd = self.congestion.cwnd
         pacer = self.pacer
         allowance = (
             None

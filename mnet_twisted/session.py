@@ -264,16 +264,11 @@ class Session:
         if self.state in _HANDSHAKING:
             retry = self._handshake_retry_at
             return self._connect_deadline if retry is None else min(retry, self._connect_deadline)
-        deadlines = [
-            deadline
-            for deadline in (
-                self._sender.deadline,
-                self._control_retry_at,
-                self._keepalive_deadline(),
-            )
-            if deadline is not None
-        ]
-        return min(deadlines) if deadlines else None
+        earliest = self._sender.deadline
+        for deadline in (self._control_retry_at, self._keepalive_deadline()):
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        return earliest
 
     # ------------------------------------------------------------------
     # Inputs from the network and the clock
