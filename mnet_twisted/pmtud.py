@@ -74,3 +74,73 @@ class PathSizeSearch:
     def _check_done(self) -> None:
         if self._too_big - self.proven <= RESOLUTION or self.proven >= self._ceiling:
             self._done = True
+
+
+#: (start offset, end offset, datagram size) of one size probe.
+Probe = tuple[int, int, int]
+
+
+class SizeProbes:
+    """The sender's bookkeeping of its size probes: the one in flight, the one lost.
+
+    Offsets are stream offsets; the sender does what follows from each
+    answer (resending, rewinding, growing its segments).
+    """
+
+    def __init__(self, base: int, ceiling: int, enabled: bool, header: int) -> None:
+        self.search = PathSizeSearch(base, ceiling, enabled)
+        self._header = header
+        self.in_flight: Probe | None = None
+        #: The probe the current recovery episode took for lost (undo may clear it).
+        self.lost: Probe | None = None
+
+    @property
+    def in_flight_end(self) -> int | None:
+        return self.in_flight[1] if self.in_flight is not None else None
+
+    def payload_wanted(self) -> int:
+        """Payload of the next probe if one may go now, else 0 (the window aside)."""
+        if self.in_flight is not None or not self.search.searching:
+            return 0
+        size = self.search.next_probe_size()
+        return 0 if size is None else size - self._header
+
+    def sent(self, start: int, end: int) -> None:
+        self.in_flight = (start, end, end - start + self._header)
+        self.search.on_probe_sent()
+
+    def acknowledged(self, ack: int) -> bool:
+        """Whether ``ack`` proved the probe in flight (the proven size may have grown)."""
+        probe = self.in_flight
+        if probe is None or ack < probe[1]:
+            return False
+        self.in_flight = None
+        self.search.on_probe_acknowledged(probe[2])
+        return True
+
+    def refused(self, sent_until: int) -> Probe | None:
+        """The local stack refused the probe; it is returned if it was the last sent."""
+        probe = self.in_flight
+        if probe is None or probe[1] != sent_until:
+            return None
+        self.in_flight = None
+        self.search.on_probe_lost(probe[2], refused=True)
+        return probe
+
+    def lost_at(self, hole: int) -> Probe | None:
+        """If the first hole is the probe in flight: it is lost; returned to be resent."""
+        probe = self.in_flight
+        if probe is None or probe[0] != hole:
+            return None
+        self.in_flight = None
+        self.lost = probe
+        self.search.on_probe_lost(probe[2])
+        return probe
+
+    def arrived_late(self, acked: int) -> bool:
+        """The episode was spurious: whether the probe taken for lost got through."""
+        probe, self.lost = self.lost, None
+        if probe is None or acked < probe[1]:
+            return False
+        self.search.on_probe_acknowledged(probe[2])
+        return True

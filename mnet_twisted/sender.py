@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from .config import SessionConfig
 from .congestion import make_controller
 from .pacing import Pacer
-from .pmtud import PathSizeSearch
+from .pmtud import SizeProbes
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
 from .seqnum import unwrap
@@ -162,13 +162,13 @@ class StreamSender:
         )
         self.stats = RecoveryStats()
         self.pacer = Pacer(self._mss) if config.pacing else None
-        self.path_size = PathSizeSearch(
-            config.max_datagram_size, config.max_probe_datagram_size, config.path_mtu_discovery
+        self._probes = SizeProbes(
+            config.max_datagram_size,
+            config.max_probe_datagram_size,
+            config.path_mtu_discovery,
+            DATA_HEADER_SIZE,
         )
-        #: (start, end, datagram size) of the size probe in flight, if any.
-        self._size_probe: tuple[int, int, int] | None = None
-        #: The size probe this recovery episode took for lost (undo may clear it).
-        self._lost_size_probe: tuple[int, int, int] | None = None
+        self.path_size = self._probes.search
         #: When the pacer lets the next segment out (None: not held by it).
         self.pacing_deadline: float | None = None
         #: (end offset, time) of each first transmission still unacknowledged.
@@ -305,8 +305,7 @@ class StreamSender:
             self.snd_nxt = end
             if probe:
                 # Last of this batch, so that a local refusal can take it back.
-                self._size_probe = (start, end, size + DATA_HEADER_SIZE)
-                self.path_size.on_probe_sent()
+                self._probes.sent(start, end)
                 break
         if out:
             self.stats.data_datagrams_sent += len(out)
@@ -334,7 +333,7 @@ class StreamSender:
     @property
     def size_probe_end(self) -> int | None:
         """End offset of the size probe in flight (its datagram must not fragment)."""
-        return self._size_probe[1] if self._size_probe is not None else None
+        return self._probes.in_flight_end
 
     @property
     def segment_size(self) -> int:
@@ -343,21 +342,14 @@ class StreamSender:
 
     def _size_probe_payload(self, written: int, outstanding: int, cwnd: int) -> int:
         """Payload of the size probe to send now as the next segment, or 0."""
-        if (
-            self._size_probe is not None
-            or not self.path_size.searching
-            or self.in_recovery
-            or self.snd_nxt != self.snd_max
-        ):
+        if self.in_recovery or self.snd_nxt != self.snd_max:
             return 0
-        size = self.path_size.next_probe_size()
-        if size is None:
-            return 0
-        payload = size - DATA_HEADER_SIZE
+        payload = self._probes.payload_wanted()
         # A probe waits until the window has room for it: on a path too slow
         # to open the window that far, larger datagrams would gain little.
         if (
-            written - self.snd_nxt < payload
+            not payload
+            or written - self.snd_nxt < payload
             or self._pipe() + payload > cwnd
             or outstanding + payload > self._max_outstanding
         ):
@@ -370,12 +362,10 @@ class StreamSender:
         It was the last segment sent, and nothing else went since, so the
         stream simply resumes from its start at the proven size.
         """
-        probe = self._size_probe
-        if probe is None or probe[1] != self.snd_max:
+        probe = self._probes.refused(self.snd_max)
+        if probe is None:
             return False
-        start, end, size = probe
-        self._size_probe = None
-        self.path_size.on_probe_lost(size, refused=True)
+        start, end, _ = probe
         if self._first_sent and self._first_sent[-1][0] == end:
             self._first_sent.pop()
         self.snd_nxt = self.snd_max = start
@@ -386,23 +376,10 @@ class StreamSender:
 
     def _size_probe_lost_at_hole(self) -> tuple[int, int] | None:
         """If the first hole is the size probe: count it lost; its range, to resend."""
-        probe = self._size_probe
-        if probe is None or probe[0] != self._buffer.start:
-            return None
-        self._size_probe = None
-        self._lost_size_probe = probe
-        self.path_size.on_probe_lost(probe[2])
-        return probe[0], probe[1]
+        probe = self._probes.lost_at(self._buffer.start)
+        return None if probe is None else (probe[0], probe[1])
 
-    def _on_size_probe_acked(self, ack: int) -> None:
-        probe = self._size_probe
-        if probe is None or ack < probe[1]:
-            return
-        self._size_probe = None
-        self._confirm_size(probe[2])
-
-    def _confirm_size(self, size: int) -> None:
-        self.path_size.on_probe_acknowledged(size)
+    def _grow_segments(self) -> None:
         mss = self.path_size.proven - DATA_HEADER_SIZE
         if mss > self._mss:
             self._mss = mss
@@ -472,7 +449,8 @@ class StreamSender:
                 # during a long recovery, when no other ack gives a sample.
                 self.congestion.on_ack(0, now - repair.sent_at, self.rtt.minimum, False)
         sample = self._release(ack, now)
-        self._on_size_probe_acked(ack)
+        if self._probes.acknowledged(ack):
+            self._grow_segments()
         # The segment that filled the hole sent no duplicate ack; the rest did.
         credited = newly - min(newly, self._mss)
         self._delivered_beyond = max(0, min(self._delivered_beyond - credited, self.snd_max - ack))
@@ -594,7 +572,7 @@ class StreamSender:
             self.stats.congestion_reductions += 1
 
     def _end_episode(self) -> None:
-        self._lost_size_probe = None
+        self._probes.lost = None
         self.in_recovery = False
         self._repair = None
         self._episode_started_at = None
@@ -614,10 +592,9 @@ class StreamSender:
         self._reorder_steps += 1
         if self._episode_reduced:
             self.congestion.undo()
-        probe = self._lost_size_probe
-        if probe is not None and self._buffer.start >= probe[1]:
+        if self._probes.arrived_late(self._buffer.start):
             # The probe itself arrived, only late: its size is proven after all.
-            self._confirm_size(probe[2])
+            self._grow_segments()
         self._end_episode()
 
     def _pass_end(self, ack: int, repair: _Repair | None, now: float) -> int | None:
