@@ -120,21 +120,25 @@ class SizeProbes:
 
     def refused(self, sent_until: int) -> Probe | None:
         """The local stack refused the probe; it is returned if it was the last sent."""
-        probe = self.in_flight
-        if probe is None or probe[1] != sent_until:
-            return None
-        self.in_flight = None
-        self.search.on_probe_lost(probe[2], refused=True)
+        probe = self._take(1, sent_until)
+        if probe is not None:
+            self.search.on_probe_lost(probe[2], refused=True)
         return probe
 
     def lost_at(self, hole: int) -> Probe | None:
         """If the first hole is the probe in flight: it is lost; returned to be resent."""
+        probe = self._take(0, hole)
+        if probe is not None:
+            self.lost = probe
+            self.search.on_probe_lost(probe[2])
+        return probe
+
+    def _take(self, field: int, offset: int) -> Probe | None:
+        """The probe in flight, forgotten, if its start (0) or end (1) is ``offset``."""
         probe = self.in_flight
-        if probe is None or probe[0] != hole:
+        if probe is None or probe[field] != offset:
             return None
         self.in_flight = None
-        self.lost = probe
-        self.search.on_probe_lost(probe[2])
         return probe
 
     def arrived_late(self, acked: int) -> bool:
