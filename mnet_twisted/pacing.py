@@ -41,11 +41,6 @@ class Pacer:
     def set_segment_size(self, mss: int) -> None:
         self._mss = mss
 
-    @property
-    def rate(self) -> float | None:
-        """Bytes per second as last computed; None while unpaced (no RTT yet)."""
-        return self._rate
-
     def refill(self, now: float, cwnd: int, srtt: float | None, slow_start: bool) -> float | None:
         """Bring the bucket up to ``now``; returns the bytes it allows (None: no limit)."""
         if srtt is None or srtt <= 0:
@@ -60,6 +55,10 @@ class Pacer:
         self._updated_at = now
         self._rate = rate
         return self._tokens
+
+    def allows(self, size: int) -> bool:
+        """Whether ``size`` bytes may leave now (always, while unpaced)."""
+        return self._rate is None or self._tokens >= size
 
     def spend(self, size: int) -> None:
         """``size`` bytes left (a repair may overdraw the bucket)."""

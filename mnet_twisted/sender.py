@@ -226,9 +226,11 @@ class StreamSender:
 
     @property
     def deadline(self) -> float | None:
-        candidates = (self.loss_deadline, self.pto_deadline, self.pacing_deadline)
-        deadlines = [deadline for deadline in candidates if deadline is not None]
-        return min(deadlines) if deadlines else None
+        earliest = self.loss_deadline
+        for deadline in (self.pto_deadline, self.pacing_deadline):
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        return earliest
 
     @property
     def peer_discards_out_of_order(self) -> bool:
@@ -271,27 +273,27 @@ class StreamSender:
             return out  # nothing to send: most calls, on an interactive session
         cwnd = self.congestion.cwnd
         pacer = self.pacer
-        allowance = (
-            None
-            if pacer is None
-            else pacer.refill(now, cwnd, self.rtt.smoothed, self.congestion.ssthresh > cwnd)
-        )
+        if pacer is not None:
+            pacer.refill(now, cwnd, self.rtt.smoothed, self.congestion.ssthresh > cwnd)
+        # At most one size probe per call: it ends the batch.
+        probe_wanted = self._probes.payload_wanted()
         while self.snd_nxt < written:
             if self._go_back_until <= self.snd_nxt < self.snd_max:
                 self.snd_nxt = self.snd_max  # the pass is over: on with new data
                 continue
             size = min(self._mss, written - self.snd_nxt)
             outstanding = self.snd_nxt - acked
-            probe = self._size_probe_payload(written, outstanding, cwnd)
+            probe = probe_wanted and self._size_probe_fits(
+                probe_wanted, written, outstanding, cwnd
+            )
             if probe:
-                size = probe
+                size = probe_wanted
             elif self._window_full(size, outstanding, cwnd):
                 break
-            if pacer is not None and allowance is not None:
-                if allowance < size and not probe:
+            if pacer is not None:
+                if not probe and not pacer.allows(size):
                     self.pacing_deadline = pacer.ready_at(now, size)
                     break
-                allowance -= size
                 pacer.spend(size)
             start = self.snd_nxt
             end = start + size
@@ -340,21 +342,17 @@ class StreamSender:
         """Payload bytes of a full segment at the datagram size proven so far."""
         return self._mss
 
-    def _size_probe_payload(self, written: int, outstanding: int, cwnd: int) -> int:
-        """Payload of the size probe to send now as the next segment, or 0."""
-        if self.in_recovery or self.snd_nxt != self.snd_max:
-            return 0
-        payload = self._probes.payload_wanted()
+    def _size_probe_fits(self, payload: int, written: int, outstanding: int, cwnd: int) -> bool:
+        """Whether a size probe of ``payload`` bytes may be the next segment."""
         # A probe waits until the window has room for it: on a path too slow
         # to open the window that far, larger datagrams would gain little.
-        if (
-            not payload
-            or written - self.snd_nxt < payload
-            or self._pipe() + payload > cwnd
-            or outstanding + payload > self._max_outstanding
-        ):
-            return 0
-        return payload
+        return (
+            not self.in_recovery
+            and self.snd_nxt == self.snd_max
+            and written - self.snd_nxt >= payload
+            and self._pipe() + payload <= cwnd
+            and outstanding + payload <= self._max_outstanding
+        )
 
     def size_probe_refused(self) -> bool:
         """The local stack would not send the size probe (too big): take it back.
@@ -546,6 +544,10 @@ class StreamSender:
         self._episode_went_back = False
         self._episode_reduced = False
         self._last_loss_event = None
+        return self._repair_lost_hole(now, probe=probe)
+
+    def _repair_lost_hole(self, now: float, *, probe: bool) -> list[Segment]:
+        """The first hole is lost: tell the controller once per RTT, and repair it."""
         lost_probe = self._size_probe_lost_at_hole()
         if lost_probe is None:
             self._loss_event(now)
@@ -678,12 +680,12 @@ class StreamSender:
             whole = pass_end == self.snd_max
             if whole:
                 self._delivered_beyond = 0
-            if size_probe:
-                pass  # the probe's own range, resent at the proven size
-            elif whole:
-                self.stats.go_back_passes += 1
-            else:
-                self.stats.burst_resends += 1
+            # A lost size probe's own range is neither a pass nor a burst.
+            if not size_probe:
+                if whole:
+                    self.stats.go_back_passes += 1
+                else:
+                    self.stats.burst_resends += 1
             self._episode_went_back = True
             self.snd_nxt = end
             self._go_back_until = self._pass_trusted_until = pass_end
@@ -747,11 +749,4 @@ class StreamSender:
             self.congestion.on_persistent_congestion()
         if not self.in_recovery:
             return self._enter_recovery(now, probe=True), True
-        lost_probe = self._size_probe_lost_at_hole()
-        if lost_probe is not None:
-            resent = self._retransmit_first(
-                now, probe=True, pass_end=lost_probe[1], size_probe=True
-            )
-            return resent, True
-        self._loss_event(now)
-        return self._retransmit_first(now, probe=True), True
+        return self._repair_lost_hole(now, probe=True), True
