@@ -132,12 +132,16 @@ class Adaptive(NewReno):
     def __init__(self, mss: int, initial_window_segments: int, max_window: int) -> None:
         super().__init__(mss, initial_window_segments, max_window)
         self._recent: deque[float] = deque(maxlen=_RECENT_SAMPLES)
+        #: The least of ``_recent``, kept as samples come (acks ask for it far
+        #: more often than samples arrive).
+        self._least_recent: float | None = None
         self._round_min: float | None = None
         self._round_samples = 0
         self._last_round_min: float | None = None
         self._competing_rounds = 0
-        #: RTT samples since the last loss event: only fresh ones may clear a loss.
-        self._fresh_samples = 0
+        #: Whether an RTT sample came since the last loss event: only a fresh
+        #: one may clear a loss.
+        self._sampled_since_loss = False
 
     @property
     def competing(self) -> bool:
@@ -154,8 +158,9 @@ class Adaptive(NewReno):
             if self._competing_rounds:
                 self._competing_rounds -= 1
         if rtt_sample is not None:
-            self._fresh_samples += 1
+            self._sampled_since_loss = True
             self._recent.append(rtt_sample)
+            self._least_recent = min(self._recent)
             if self._round_min is None or rtt_sample < self._round_min:
                 self._round_min = rtt_sample
             self._round_samples += 1
@@ -168,7 +173,7 @@ class Adaptive(NewReno):
         super().on_ack(acked, rtt_sample, min_rtt, round_start)
 
     def on_congestion_event(self, min_rtt: float | None) -> bool:
-        fresh, self._fresh_samples = self._fresh_samples, 0
+        fresh, self._sampled_since_loss = self._sampled_since_loss, False
         # A loss is excused only on fresh evidence that there is no queue:
         # a long recovery gives no samples, and the last ones may predate
         # another flow filling the queue.
@@ -199,9 +204,9 @@ class Adaptive(NewReno):
     def _queue_exceeds(self, min_rtt: float, delay: float) -> bool:
         # The least of the last few samples: one slow ack is jitter, several
         # in a row are a standing queue (as CoDel judges one).
-        if not self._recent:
+        recent = self._least_recent
+        if recent is None:
             return False
-        recent = min(self._recent)
         queueing = recent - min_rtt
         queued_bytes = self.cwnd * queueing / recent if recent > 0 else 0.0
         return queueing > delay and queued_bytes > _QUEUE_SEGMENTS * self._mss
