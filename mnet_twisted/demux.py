@@ -139,12 +139,13 @@ class Demultiplexer:
         is kept (it may be a duplicate for the sender) and so is every
         repeated value: each duplicate says one more segment arrived.
         """
+        acks = [_pure_ack(data) for data in datagrams]
         last = len(datagrams) - 1
         for index, data in enumerate(datagrams):
             if (
                 0 < index < last
-                and _advances(datagrams[index - 1], data)
-                and _advances(data, datagrams[index + 1])
+                and _grows(acks[index - 1], acks[index])
+                and _grows(acks[index], acks[index + 1])
             ):
                 continue
             self.receive_datagram(data, address, now)
@@ -323,16 +324,23 @@ class Demultiplexer:
                 del table[(address, tag)]
 
 
-def _advances(earlier: bytes, later: bytes) -> bool:
+#: What identifies a pure ack for batching: (sender's tag, its sequence
+#: field, the acknowledgement).
+_AckKey = tuple[bytes, int, int]
+
+
+def _pure_ack(data: bytes) -> _AckKey | None:
+    if len(data) != wire.DATA_HEADER_SIZE:
+        return None
+    fields = wire.parse_data(data)
+    return None if fields is None else (data[1:4], fields[0], fields[1])
+
+
+def _grows(earlier: _AckKey | None, later: _AckKey | None) -> bool:
     """Whether both are pure acks of one sender in one state, ``later`` acking more."""
-    if len(earlier) != wire.DATA_HEADER_SIZE or len(later) != wire.DATA_HEADER_SIZE:
+    if earlier is None or later is None or earlier[:2] != later[:2]:
         return False
-    if earlier[:4] != later[:4] or earlier[0] != _DATA:
-        return False
-    fields_earlier, fields_later = wire.parse_data(earlier), wire.parse_data(later)
-    if fields_earlier is None or fields_later is None or fields_earlier[0] != fields_later[0]:
-        return False
-    advance = (fields_later[1] - fields_earlier[1]) & 0xFFFFFFFF
+    advance = (later[2] - earlier[2]) & 0xFFFFFFFF
     return 0 < advance < 0x80000000
 
 
