@@ -37,7 +37,6 @@ from .events import Closed, CloseReason, DataReceived, Established, SendBufferLo
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
 from .transport import MNETTransport
-from .udpport import GSO_MAX_BYTES, GSO_MAX_SEGMENTS
 
 __all__ = ["MNETDatagramProtocol", "peerAddress"]
 
@@ -375,7 +374,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             self._flushCall.cancel()
         self._flush()
 
-    def _maybeClose(self) -> None:
+    def _maybeClose(self, graceOver: bool = False) -> None:
         if (
             self._closeWhenIdle
             and self._hadSession
@@ -387,7 +386,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             and self.demux.open_sessions == 0
             and self._port is not None
         ):
-            if self._idleGrace > 0:
+            if self._idleGrace > 0 and not graceOver:
                 if self._idleCall is None:
                     self._idleCall = self._reactor.callLater(self._idleGrace, self._idleOver)
                 return
@@ -396,12 +395,10 @@ class MNETDatagramProtocol(DatagramProtocol):
 
     def _idleOver(self) -> None:
         self._idleCall = None
-        grace, self._idleGrace = self._idleGrace, 0.0
-        self._maybeClose()  # closes now if still idle
-        self._idleGrace = grace
+        self._maybeClose(graceOver=True)  # closes now if still idle
 
     def _sendAll(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        """Send in order; runs of equal-sized datagrams to one peer go as one batch."""
+        """Send in order; consecutive datagrams to one peer go to the port together."""
         sendmany = self._sendMany
         if sendmany is None or not self._port.gso:
             for datagram, addr in datagrams:
@@ -411,16 +408,12 @@ class MNETDatagramProtocol(DatagramProtocol):
         while index < count:
             datagram, addr = datagrams[index]
             end = index + 1
-            size = len(datagram)
+            # Size probes go alone: they need their own socket option.
             if type(datagram) is bytes:
-                limit = min(count, index + GSO_MAX_SEGMENTS, index + GSO_MAX_BYTES // size)
-                while end < limit:
-                    following, where = datagrams[end]
-                    if where != addr or type(following) is not bytes or len(following) > size:
-                        break
+                while (
+                    end < count and datagrams[end][1] == addr and type(datagrams[end][0]) is bytes
+                ):
                     end += 1
-                    if len(following) < size:
-                        break  # only the last of a batch may be shorter
             if end - index == 1:
                 self._sendDatagram(datagram, addr)
             else:
@@ -454,7 +447,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             self.stats["datagramsSent"] += 1
 
     def _sendProbe(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        """A size probe leaves unfragmented; one the stack refuses is taken back."""
+        """A size probe leaves unfragmented; one the stack refuses as too big is taken back."""
         control = self._fragmentation
         try:
             if control is not None:
@@ -464,10 +457,16 @@ class MNETDatagramProtocol(DatagramProtocol):
             finally:
                 if control is not None:
                     control.restore()
-        except (OSError, MessageLengthError, InvalidAddressError):
+        except MessageLengthError:
             self.stats["probesRefused"] += 1
             self.demux.datagram_refused(datagram, addr, self._reactor.seconds())
             self.scheduleFlush()
+        except (OSError, InvalidAddressError):
+            # Any other failure is an ordinary lost datagram, not a size signal.
+            self.stats["sendErrors"] += 1
+        except Exception:
+            self.stats["sendErrors"] += 1
+            self._log.failure("Unexpected error sending an MNET size probe to {addr}", addr=addr)
         else:
             self.stats["datagramsSent"] += 1
 

@@ -1,12 +1,16 @@
 """
-The UDP port MNET listens on: Twisted's, plus one notice per read batch and
-a write without per-call address checks.
+The UDP port MNET listens on: Twisted's, plus one notice per read batch,
+the kernel's UDP offloads, and a write without per-call address checks.
 
 Twisted's ``udp.Port.doRead`` reads datagrams until the socket is empty (or
 its per-call quota is used) and hands each to ``datagramReceived``.  The
 MNET protocol wants to know when such a batch ends: that is the moment to
 answer everything it read — acks, echoes, the window's next segments — in
 one go, rather than one reactor turn later through ``callLater(0)``.
+
+On Linux, reads use GRO (``UDP_GRO``: consecutive datagrams of one sender
+arrive as one buffer, handed on as one batch) and ``writeDatagrams`` uses
+GSO (``UDP_SEGMENT``: one ``sendmsg`` for many equal-sized datagrams).
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ __all__ = ["MNETPort", "listenMNETUDP"]
 _SOL_UDP = 17
 _UDP_SEGMENT = 103
 #: The kernel takes at most this many segments, and 64 KiB in all, per call.
-GSO_MAX_SEGMENTS = 64
-GSO_MAX_BYTES = 65000
+_GSO_MAX_SEGMENTS = 64
+_GSO_MAX_BYTES = 65000
 #: Linux's UDP generic receive offload: consecutive datagrams of one flow
 #: arrive as one buffer, with their size in a control message.
 _UDP_GRO = 104
@@ -147,31 +151,52 @@ class MNETPort(udp.Port):
         except OSError:
             self.write(datagram, None if self._connectedAddr else addr)
 
-    def writeDatagrams(self, datagrams: list[bytes], addr: tuple[str, int]) -> int:
-        """Send equal-sized ``datagrams`` (the last may be shorter) to one peer.
+    def writeDatagrams(self, datagrams: list[bytes], addr: tuple[str, int]) -> None:
+        """Send ``datagrams`` to one peer, in order, in as few calls as the kernel allows.
 
-        With GSO, one ``sendmsg`` per batch; where the kernel refuses it
-        (no GSO here, or a device that cannot segment), GSO is turned off for
-        this port and the batch goes one datagram at a time.  Returns how
-        many datagrams left; errors past the first are those of
-        ``writeDatagram``.
+        With GSO, each run of equal-sized datagrams (the last of a run may be
+        shorter) goes in one ``sendmsg``.  Where the kernel refuses that (no
+        GSO here, or a device that cannot segment), GSO is turned off for
+        this port and the rest go one at a time.  Errors are those of
+        ``writeDatagram``; the first one ends the call.
         """
-        if self.gso and len(datagrams) > 1:
-            size = len(datagrams[0])
-            control = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))]
-            target = () if self._connectedAddr else (addr,)
-            try:
-                self.socket.sendmsg(datagrams, control, 0, *target)
+        index, count = 0, len(datagrams)
+        while index < count:
+            end = _runEnd(datagrams, index) if self.gso else index + 1
+            if end - index > 1 and self._sendSegmented(datagrams[index:end], addr):
                 self.batchedWrites += 1
-                return len(datagrams)
-            except OSError as error:
-                if error.errno in _GSO_UNSUPPORTED:
-                    self.gso = False
-                else:
-                    raise
-        for datagram in datagrams:
-            self.writeDatagram(datagram, addr)
-        return len(datagrams)
+            else:
+                for datagram in datagrams[index:end]:
+                    self.writeDatagram(datagram, addr)
+            index = end
+
+    def _sendSegmented(self, run: list[bytes], addr: tuple[str, int]) -> bool:
+        """One GSO ``sendmsg`` for ``run``; False if this kernel or device cannot."""
+        control = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(run[0])))]
+        target = () if self._connectedAddr else (addr,)
+        try:
+            self.socket.sendmsg(run, control, 0, *target)
+        except OSError as error:
+            if error.errno not in _GSO_UNSUPPORTED:
+                raise
+            self.gso = False
+            return False
+        return True
+
+
+def _runEnd(datagrams: list[bytes], index: int) -> int:
+    """One past the last datagram that can join one GSO send starting at ``index``."""
+    size = len(datagrams[index])
+    limit = min(len(datagrams), index + _GSO_MAX_SEGMENTS, index + _GSO_MAX_BYTES // size)
+    end = index + 1
+    while end < limit:
+        following = len(datagrams[end])
+        if following > size:
+            break
+        end += 1
+        if following < size:
+            break  # only the last of a run may be shorter
+    return end
 
 
 def listenMNETUDP(
