@@ -192,3 +192,34 @@ async def test_a_peer_reading_small_buffers_is_never_sent_more_than_it_takes(mne
     assert sender.path_size.probes_lost >= 2
     client.transport.loseConnection()
     await defer.succeed(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_probe_lost_to_a_full_send_buffer_is_no_size_signal(mnet) -> None:
+    """Only EMSGSIZE says "too big"; ENOBUFS loses the probe like any datagram."""
+    import errno
+
+    from mnet_twisted.session import ProbeDatagram
+
+    factory = Factory.forProtocol(_Sink)
+    factory.sinks = []
+    port = await mnet.listen(factory)
+    client = await mnet.connect(port, Factory.forProtocol(Protocol))
+    protocol = client.transport._mnet
+    write = protocol._write
+    failed: list[int] = []
+
+    def noRoomOnce(datagram: bytes, addr: Any) -> None:
+        if type(datagram) is ProbeDatagram and not failed:
+            failed.append(len(datagram))
+            raise OSError(errno.ENOBUFS, "no buffer space")
+        write(datagram, addr)
+
+    protocol._write = noRoomOnce
+    data = payload(4 * 1024 * 1024, seed=9)
+    client.transport.write(data)
+    await mnet.waitFor(lambda: factory.sinks and len(factory.sinks[0].received) >= len(data), 30)
+    assert bytes(factory.sinks[0].received) == data
+    assert failed == [65507] and protocol.stats["probesRefused"] == 0
+    assert client.transport.session._sender.path_size.proven == 65507  # tried again
+    client.transport.loseConnection()
