@@ -439,7 +439,7 @@ class StreamSender:
         if repair is not None and ack >= repair.end:
             self._repair = None
             if self._answers_original(now):
-                self._undo_episode()
+                self._undo_episode(ack)
                 repair = None
             elif not (repair.in_pass or repair.resent or repair.probe):
                 # Too ambiguous for the timeout (Karn), but the round trip of
@@ -588,13 +588,13 @@ class StreamSender:
             and now - repaired_at < _SPURIOUS_SHARE * minimum
         )
 
-    def _undo_episode(self) -> None:
+    def _undo_episode(self, ack: int) -> None:
         """The episode's first repair was needless: the path reorders, it did not lose."""
         self.stats.spurious_undos += 1
         self._reorder_steps += 1
         if self._episode_reduced:
             self.congestion.undo()
-        if self._probes.arrived_late(self._buffer.start):
+        if self._probes.arrived_late(ack):
             # The probe itself arrived, only late: its size is proven after all.
             self._grow_segments()
         self._end_episode()

@@ -100,6 +100,22 @@ def test_a_lost_probe_is_no_congestion_and_its_range_goes_again_in_proven_segmen
     assert sender.stats.congestion_reductions == 0
 
 
+def test_a_probe_taken_for_lost_that_was_only_late_still_proves_its_size() -> None:
+    sender = _sender(initial_window_segments=20)
+    sender.rtt.add_sample(0.010)
+    sender.write(bytes(100 * MSS))
+    assert len(sender.transmit(now=0.0)[0][1]) == 8 * MSS  # the probe
+    sender.transmit(now=0.0)  # segments behind it
+    for _ in range(3):  # reordered: they arrive first
+        sender.on_ack(wrap(0), now=0.0101, pure=True)
+    assert sender.size_probe_end is None and sender.path_size.probes_lost == 1
+    # Its ack comes far sooner than the repair's could: the original arrived.
+    sender.on_ack(wrap(8 * MSS), now=0.0102, pure=True)
+    assert sender.stats.spurious_undos == 1
+    assert sender.path_size.proven == 8 * MSS + DATA_HEADER_SIZE
+    assert sender.segment_size == 8 * MSS
+
+
 def test_a_refused_probe_is_taken_back_as_if_never_sent() -> None:
     sender = _sender(initial_window_segments=20)
     sender.write(bytes(100 * MSS))
