@@ -421,54 +421,56 @@ class MNETDatagramProtocol(DatagramProtocol):
             index = end
 
     def _sendBatch(self, batch: list[bytes], addr: tuple[str, int], sendmany: Any) -> None:
-        try:
-            sendmany(batch, addr)
-        except (OSError, MessageLengthError, InvalidAddressError):
-            self.stats["sendErrors"] += len(batch)
-        except Exception:
-            self.stats["sendErrors"] += len(batch)
-            self._log.failure("Unexpected error sending MNET datagrams to {addr}", addr=addr)
-        else:
-            self.stats["datagramsSent"] += len(batch)
+        self._sendVia(sendmany, batch, addr, len(batch))
 
     def _sendDatagram(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if type(datagram) is ProbeDatagram:
-            self._sendProbe(datagram, addr)
+            self._sendVia(self._writeUnfragmented, datagram, addr, 1, self._probeRefused)
+        else:
+            self._sendVia(self._write, datagram, addr, 1)
+
+    def _sendVia(
+        self,
+        send: Callable[[Any, tuple[str, int]], object],
+        what: Any,
+        addr: tuple[str, int],
+        count: int,
+        onTooBig: Callable[[Any, tuple[str, int]], None] | None = None,
+    ) -> None:
+        """Send ``what`` (``count`` datagrams) with ``send``.
+
+        A datagram that cannot leave is a lost packet: the core retransmits.
+        Only a size probe (``onTooBig``) treats "message too long" apart.
+        """
+        try:
+            send(what, addr)
+        except (OSError, MessageLengthError, InvalidAddressError) as error:
+            if onTooBig is not None and isinstance(error, MessageLengthError):
+                onTooBig(what, addr)
+            else:
+                self.stats["sendErrors"] += count
+        except Exception:
+            self.stats["sendErrors"] += count
+            self._log.failure("Unexpected error sending MNET datagrams to {addr}", addr=addr)
+        else:
+            self.stats["datagramsSent"] += count
+
+    def _writeUnfragmented(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        control = self._fragmentation
+        if control is None:
+            self._write(datagram, addr)
             return
-        # A datagram that cannot leave is a lost packet: the core retransmits.
+        control.forbid()
         try:
             self._write(datagram, addr)
-        except (OSError, MessageLengthError, InvalidAddressError):
-            self.stats["sendErrors"] += 1
-        except Exception:
-            self.stats["sendErrors"] += 1
-            self._log.failure("Unexpected error sending an MNET datagram to {addr}", addr=addr)
-        else:
-            self.stats["datagramsSent"] += 1
+        finally:
+            control.restore()
 
-    def _sendProbe(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        """A size probe leaves unfragmented; one the stack refuses as too big is taken back."""
-        control = self._fragmentation
-        try:
-            if control is not None:
-                control.forbid()
-            try:
-                self._write(datagram, addr)
-            finally:
-                if control is not None:
-                    control.restore()
-        except MessageLengthError:
-            self.stats["probesRefused"] += 1
-            self.demux.datagram_refused(datagram, addr, self._reactor.seconds())
-            self.scheduleFlush()
-        except (OSError, InvalidAddressError):
-            # Any other failure is an ordinary lost datagram, not a size signal.
-            self.stats["sendErrors"] += 1
-        except Exception:
-            self.stats["sendErrors"] += 1
-            self._log.failure("Unexpected error sending an MNET size probe to {addr}", addr=addr)
-        else:
-            self.stats["datagramsSent"] += 1
+    def _probeRefused(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        """The stack refused a size probe as too big: it is taken back, not lost."""
+        self.stats["probesRefused"] += 1
+        self.demux.datagram_refused(datagram, addr, self._reactor.seconds())
+        self.scheduleFlush()
 
     # -- events -> application ---------------------------------------------
 
