@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 from simnet import connected_pair, payload
-from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 
 from mnet_twisted.config import SessionConfig
@@ -175,16 +174,24 @@ class _Sink(Protocol):
         self.received += data
 
 
-@pytest_twisted.ensureDeferred
-async def test_loopback_carries_the_largest_datagrams(mnet) -> None:
+async def _transfer(mnet, size: int, seed: int, prepare: Any = None) -> Any:
+    """``size`` bytes from a client to a listener; the client, once all arrived intact."""
     factory = Factory.forProtocol(_Sink)
     factory.sinks = []
     port = await mnet.listen(factory)
     client = await mnet.connect(port, Factory.forProtocol(Protocol))
-    data = payload(8 * 1024 * 1024, seed=7)
+    if prepare is not None:
+        prepare(port, client)
+    data = payload(size, seed=seed)
     client.transport.write(data)
-    await mnet.waitFor(lambda: factory.sinks and len(factory.sinks[0].received) >= len(data))
+    await mnet.waitFor(lambda: factory.sinks and len(factory.sinks[0].received) >= len(data), 30)
     assert bytes(factory.sinks[0].received) == data
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopback_carries_the_largest_datagrams(mnet) -> None:
+    client = await _transfer(mnet, 8 * 1024 * 1024, seed=7)
     sender = client.transport.session._sender
     assert sender.path_size.proven == 65507  # loopback's MTU is 64 KiB
     assert sender.segment_size == 65507 - DATA_HEADER_SIZE
@@ -194,20 +201,15 @@ async def test_loopback_carries_the_largest_datagrams(mnet) -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_peer_reading_small_buffers_is_never_sent_more_than_it_takes(mnet) -> None:
     """A receiver whose reads truncate large datagrams: probes fail, the stream is intact."""
-    factory = Factory.forProtocol(_Sink)
-    factory.sinks = []
-    port = await mnet.listen(factory)
-    port._udpPort.maxPacketSize = 2048  # longer datagrams arrive cut short: malformed
-    client = await mnet.connect(port, Factory.forProtocol(Protocol))
-    data = payload(4 * 1024 * 1024, seed=8)
-    client.transport.write(data)
-    await mnet.waitFor(lambda: factory.sinks and len(factory.sinks[0].received) >= len(data), 30)
-    assert bytes(factory.sinks[0].received) == data
+
+    def truncate(port: Any, client: Any) -> None:
+        port._udpPort.maxPacketSize = 2048  # longer datagrams arrive cut short: malformed
+
+    client = await _transfer(mnet, 4 * 1024 * 1024, seed=8, prepare=truncate)
     sender = client.transport.session._sender
     assert 1452 <= sender.path_size.proven <= 2048
     assert sender.path_size.probes_lost >= 2
     client.transport.loseConnection()
-    await defer.succeed(None)
 
 
 @pytest_twisted.ensureDeferred
@@ -217,25 +219,21 @@ async def test_a_probe_lost_to_a_full_send_buffer_is_no_size_signal(mnet) -> Non
 
     from mnet_twisted.session import ProbeDatagram
 
-    factory = Factory.forProtocol(_Sink)
-    factory.sinks = []
-    port = await mnet.listen(factory)
-    client = await mnet.connect(port, Factory.forProtocol(Protocol))
-    protocol = client.transport._mnet
-    write = protocol._write
     failed: list[int] = []
 
-    def noRoomOnce(datagram: bytes, addr: Any) -> None:
-        if type(datagram) is ProbeDatagram and not failed:
-            failed.append(len(datagram))
-            raise OSError(errno.ENOBUFS, "no buffer space")
-        write(datagram, addr)
+    def noRoomOnce(port: Any, client: Any) -> None:
+        protocol = client.transport._mnet
+        write = protocol._write
 
-    protocol._write = noRoomOnce
-    data = payload(4 * 1024 * 1024, seed=9)
-    client.transport.write(data)
-    await mnet.waitFor(lambda: factory.sinks and len(factory.sinks[0].received) >= len(data), 30)
-    assert bytes(factory.sinks[0].received) == data
-    assert failed == [65507] and protocol.stats["probesRefused"] == 0
+        def refuse(datagram: bytes, addr: Any) -> None:
+            if type(datagram) is ProbeDatagram and not failed:
+                failed.append(len(datagram))
+                raise OSError(errno.ENOBUFS, "no buffer space")
+            write(datagram, addr)
+
+        protocol._write = refuse
+
+    client = await _transfer(mnet, 4 * 1024 * 1024, seed=9, prepare=noRoomOnce)
+    assert failed == [65507] and client.transport._mnet.stats["probesRefused"] == 0
     assert client.transport.session._sender.path_size.proven == 65507  # tried again
     client.transport.loseConnection()
