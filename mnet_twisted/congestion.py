@@ -62,14 +62,15 @@ class NewReno:
     def on_ack(
         self, acked: int, rtt_sample: float | None, min_rtt: float | None, round_start: bool
     ) -> None:
-        if self.in_slow_start:
+        if self.cwnd < self.ssthresh:
             self.cwnd += acked
         else:
             self._avoidance_credit += acked
             if self._avoidance_credit >= self.cwnd:
                 self._avoidance_credit -= self.cwnd
                 self.cwnd += self._mss
-        self.cwnd = min(self.cwnd, self._max_window)
+        if self.cwnd > self._max_window:
+            self.cwnd = self._max_window
 
     def on_congestion_event(self, min_rtt: float | None) -> bool:
         self._before_reduction = (self.cwnd, self.ssthresh)
@@ -164,13 +165,13 @@ class Adaptive(NewReno):
             if self._round_min is None or rtt_sample < self._round_min:
                 self._round_min = rtt_sample
             self._round_samples += 1
-            if self.in_slow_start and self._rtt_rose():
+            if self.cwnd < self.ssthresh and self._rtt_rose():
                 self.ssthresh = self.cwnd
         if self._holding(min_rtt):
-            if self.in_slow_start:
+            if self.cwnd < self.ssthresh:
                 self.ssthresh = self.cwnd
             return
-        super().on_ack(acked, rtt_sample, min_rtt, round_start)
+        NewReno.on_ack(self, acked, rtt_sample, min_rtt, round_start)
 
     def on_congestion_event(self, min_rtt: float | None) -> bool:
         fresh, self._sampled_since_loss = self._sampled_since_loss, False
@@ -190,7 +191,9 @@ class Adaptive(NewReno):
         """Whether our own queue is long enough: growth waits until it drains."""
         return (
             min_rtt is not None
-            and not self.competing
+            and not self._competing_rounds
+            and self._least_recent is not None
+            and self._least_recent - min_rtt > _QUEUE_MIN / 2
             and self._queue_exceeds(min_rtt, _queue_allowance(min_rtt) / 2)
         )
 

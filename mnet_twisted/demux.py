@@ -203,7 +203,8 @@ class Demultiplexer:
         self._with_output = {}
         for session in sessions:
             address = session.peer_address
-            out.extend((datagram, address) for datagram in session.datagrams_to_send(now))
+            for datagram in session.datagrams_to_send(now):
+                out.append((datagram, address))
             if session.forgettable:
                 self._forget(session)
             else:

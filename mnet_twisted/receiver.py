@@ -55,30 +55,38 @@ class StreamReceiver:
         ``unread`` is what the application has not consumed yet; together
         with the out-of-order bytes it must stay within the limit.
         """
-        end = unwrap(wire_seq, self.rcv_nxt)
-        start = end - len(payload)
-        self._full_segment = max(self._full_segment, len(payload))
-        if end <= self.rcv_nxt:
+        rcv_nxt = self.rcv_nxt
+        size = len(payload)
+        end = unwrap(wire_seq, rcv_nxt)
+        start = end - size
+        if size > self._full_segment:
+            self._full_segment = size
+        if end <= rcv_nxt:
             return [], Ack.NOW  # a duplicate: our earlier ack was lost
-        if start > self.rcv_nxt:
-            cost = len(payload) + SEGMENT_OVERHEAD
-            if unread + self._reassembly.cost + cost <= self._limit:
-                self._reassembly.add(start, payload, self.rcv_nxt)
+        reassembly = self._reassembly
+        if start > rcv_nxt:
+            cost = size + SEGMENT_OVERHEAD
+            if unread + reassembly.cost + cost <= self._limit:
+                reassembly.add(start, payload, rcv_nxt)
             return [], Ack.NOW
-        fresh = payload[self.rcv_nxt - start :]
+        fresh = payload if start == rcv_nxt else payload[rcv_nxt - start :]
         if unread + len(fresh) > self._limit:
             return [], Ack.NOW  # no room: the sender will try again later
-        # Out-of-order bytes must never lock out the segment that fills the
-        # hole before them: drop the farthest ones instead.  They were never
-        # acknowledged (acks are cumulative), so the sender sends them again.
-        excess = unread + self._reassembly.cost + len(fresh) - self._limit
-        if excess > 0:
-            self._reassembly.evict_farthest(excess)
         self.rcv_nxt = end
-        delivered = [fresh, *self._reassembly.pop_contiguous(end)]
-        for data in delivered[1:]:
-            self.rcv_nxt += len(data)
         self._unacknowledged += len(fresh)
-        if len(delivered) > 1 or self._unacknowledged >= 2 * self._full_segment:
-            return delivered, Ack.NOW
-        return delivered, Ack.LATER
+        if reassembly.cost:
+            # Out-of-order bytes must never lock out the segment that fills
+            # the hole before them: drop the farthest ones instead.  They were
+            # never acknowledged (acks are cumulative), so the sender sends
+            # them again.
+            excess = unread + reassembly.cost + len(fresh) - self._limit
+            if excess > 0:
+                reassembly.evict_farthest(excess)
+            following = reassembly.pop_contiguous(end)
+            if following:
+                for data in following:
+                    self.rcv_nxt += len(data)
+                return [fresh, *following], Ack.NOW
+        if self._unacknowledged >= 2 * self._full_segment:
+            return [fresh], Ack.NOW
+        return [fresh], Ack.LATER

@@ -42,12 +42,14 @@ class RttEstimator:
         #: The least sample ever taken: the path's delay without queues.
         self.minimum: float | None = None
         self._backoff = 0
+        #: The current timeout, including backoff, within [min_rto, max_rto]
+        #: (kept up to date here: it is read for every segment sent).
+        self.rto = 0.0
+        self._update_rto()
 
-    @property
-    def rto(self) -> float:
-        """The current timeout, including backoff, within [min_rto, max_rto]."""
+    def _update_rto(self) -> None:
         doublings = 1 << min(self._backoff, _MAX_DOUBLINGS)
-        return min(self._max_rto, max(self._min_rto, self._base_rto) * doublings)
+        self.rto = min(self._max_rto, max(self._min_rto, self._base_rto) * doublings)
 
     @property
     def backoff_count(self) -> int:
@@ -70,11 +72,15 @@ class RttEstimator:
             self.smoothed + max(GRANULARITY, _K * self.variance) + self._peer_ack_delay
         )
         self._backoff = 0
+        self._update_rto()
 
     def back_off(self) -> None:
         """Double the timeout after it expired, up to max_rto."""
         self._backoff += 1
+        self._update_rto()
 
     def reset_backoff(self) -> None:
         """Data sent once only was acknowledged in time: the timeout was long enough."""
-        self._backoff = 0
+        if self._backoff:
+            self._backoff = 0
+            self._update_rto()

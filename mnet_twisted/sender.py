@@ -227,9 +227,11 @@ class StreamSender:
     @property
     def deadline(self) -> float | None:
         earliest = self.loss_deadline
-        for deadline in (self.pto_deadline, self.pacing_deadline):
-            if deadline is not None and (earliest is None or deadline < earliest):
-                earliest = deadline
+        pto, pacing = self.pto_deadline, self.pacing_deadline
+        if pto is not None and (earliest is None or pto < earliest):
+            earliest = pto
+        if pacing is not None and (earliest is None or pacing < earliest):
+            earliest = pacing
         return earliest
 
     @property
@@ -266,8 +268,8 @@ class StreamSender:
     def transmit(self, now: float) -> list[Segment]:
         """Segments the window lets us send now: new ones, or a go-back pass."""
         out: list[Segment] = []
-        acked = self._buffer.start
-        written = self._buffer.end
+        buffer = self._buffer
+        written = buffer.end
         self.pacing_deadline = None
         if self.snd_nxt >= written:
             return out  # nothing to send: most calls, on an interactive session
@@ -277,33 +279,36 @@ class StreamSender:
             pacer.refill(now, cwnd, self.rtt.smoothed, self.congestion.ssthresh > cwnd)
         # At most one size probe per call: it ends the batch.
         probe_wanted = self._probes.payload_wanted()
-        while self.snd_nxt < written:
-            if self._go_back_until <= self.snd_nxt < self.snd_max:
+        mss, limit = self._mss, self._max_outstanding
+        while (start := self.snd_nxt) < written:
+            if self._go_back_until <= start < self.snd_max:
                 self.snd_nxt = self.snd_max  # the pass is over: on with new data
                 continue
-            size = min(self._mss, written - self.snd_nxt)
-            outstanding = self.snd_nxt - acked
+            size = mss if written - start > mss else written - start
+            outstanding = start - buffer.start
             probe = probe_wanted and self._size_probe_fits(
                 probe_wanted, written, outstanding, cwnd
             )
             if probe:
                 size = probe_wanted
-            elif self._window_full(size, outstanding, cwnd):
-                break
+            elif outstanding and (
+                self._pipe() + size > cwnd or outstanding + size > limit
+            ):
+                break  # the window is full
             if pacer is not None:
                 if not probe and not pacer.allows(size):
                     self.pacing_deadline = pacer.ready_at(now, size)
                     break
                 pacer.spend(size)
-            start = self.snd_nxt
             end = start + size
-            out.append((end, self._buffer.get(start, size)))
+            out.append((end, buffer.get(start, size)))
             if start >= self.snd_max:
                 self._first_sent.append((end, now))
                 self.snd_max = end
             else:
                 self.stats.retransmissions += 1
-                self._retransmitted_until = max(self._retransmitted_until, end)
+                if end > self._retransmitted_until:
+                    self._retransmitted_until = end
             self.snd_nxt = end
             if probe:
                 # Last of this batch, so that a local refusal can take it back.
@@ -314,11 +319,6 @@ class StreamSender:
             if self.pto_deadline is None:
                 self._arm_pto(now)
         return out
-
-    def _window_full(self, size: int, outstanding: int, cwnd: int) -> bool:
-        if self._pipe() + size > cwnd and self.snd_nxt > self._buffer.start:
-            return True
-        return bool(outstanding) and outstanding + size > self._max_outstanding
 
     def _pipe(self) -> int:
         """Bytes believed in the network (RFC 6675's pipe, from duplicate acks).
@@ -447,11 +447,14 @@ class StreamSender:
                 # during a long recovery, when no other ack gives a sample.
                 self.congestion.on_ack(0, now - repair.sent_at, self.rtt.minimum, False)
         sample = self._release(ack, now)
-        if self._probes.acknowledged(ack):
+        if self._probes.in_flight is not None and self._probes.acknowledged(ack):
             self._grow_segments()
-        # The segment that filled the hole sent no duplicate ack; the rest did.
-        credited = newly - min(newly, self._mss)
-        self._delivered_beyond = max(0, min(self._delivered_beyond - credited, self.snd_max - ack))
+        if self._delivered_beyond:
+            # The segment that filled the hole sent no duplicate ack; the rest did.
+            credited = newly - min(newly, self._mss)
+            self._delivered_beyond = max(
+                0, min(self._delivered_beyond - credited, self.snd_max - ack)
+            )
         # The timeout stays backed off (Karn) until an ack covers data that
         # was never retransmitted: one that only covers retransmissions says
         # nothing of how long the path takes now, and resetting on it keeps
@@ -471,7 +474,8 @@ class StreamSender:
             if round_start:
                 self._round_end = self.snd_max
             self.congestion.on_ack(newly, sample, self.rtt.minimum, round_start)
-            self._learn_ack_habit(newly)
+            if not self.peer_keeps_out_of_order:
+                self._learn_ack_habit(newly)
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode()
@@ -501,7 +505,8 @@ class StreamSender:
         # a hole measures the repair, not the path.
         clean = self._buffer.start >= self._retransmitted_until and not self.in_recovery
         self._buffer.release_until(ack)
-        self.snd_nxt = max(self.snd_nxt, ack)
+        if ack > self.snd_nxt:
+            self.snd_nxt = ack
         if sent_at is None or not clean:
             return None
         sample = now - sent_at
@@ -513,8 +518,10 @@ class StreamSender:
 
     def _detect_loss(self, now: float) -> list[Segment]:
         """Whether the segment at the first hole is lost by the duplicate acks seen."""
-        outstanding = self.snd_max - self._buffer.start
         reported = self._delivered_beyond // self._mss  # duplicates beyond this hole
+        if not reported:
+            return []  # the usual case: no duplicate ack since the last advance
+        outstanding = self.snd_max - self._buffer.start
         if not outstanding or reported < self._duplicate_threshold(outstanding):
             return []
         window = self.reorder_window

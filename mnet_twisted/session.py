@@ -41,14 +41,16 @@ class SessionState(Enum):
 
 
 _S = SessionState
-_HANDSHAKING = frozenset({_S.COOKIE_WAIT, _S.COOKIE_ECHOED})
+# Tuples, not sets: membership by identity, without hashing an Enum member
+# (a Python-level call) on every packet.
+_HANDSHAKING = (_S.COOKIE_WAIT, _S.COOKIE_ECHOED)
 #: States in which our own stream may still carry data to the peer.
-_SENDING = frozenset({_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED})
+_SENDING = (_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED)
 #: A peer's SHUTDOWN ends our stream too (MNET has no half-close): what was
 #: written before it still goes, nothing after it.
-_WRITABLE = frozenset({_S.COOKIE_WAIT, _S.COOKIE_ECHOED, _S.ESTABLISHED})
+_WRITABLE = (_S.ESTABLISHED, _S.COOKIE_WAIT, _S.COOKIE_ECHOED)
 #: States in which a SHUTDOWN-ACK from the peer breaks the protocol.
-_OPEN = frozenset({_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED})
+_OPEN = (_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED)
 
 
 class ProbeDatagram(bytes):
@@ -188,7 +190,7 @@ class Session:
 
     def close(self, now: float) -> None:
         """Deliver everything written so far, then close both directions."""
-        if self._close_requested or self.state not in (_HANDSHAKING | _OPEN):
+        if self._close_requested or self.state not in _HANDSHAKING + _OPEN:
             return
         self._close_requested = True
         if self.state is _S.ESTABLISHED:
@@ -252,7 +254,9 @@ class Session:
         out = self._outbox
         self._outbox = []
         if self.state in _SENDING:
-            self._emit(self._sender.transmit(now), out)
+            segments = self._sender.transmit(now)
+            if segments:
+                self._emit(segments, out)
         if self._ack_pending:
             self._ack_pending = False
             out.append(self._pure_ack())
@@ -265,9 +269,12 @@ class Session:
             retry = self._handshake_retry_at
             return self._connect_deadline if retry is None else min(retry, self._connect_deadline)
         earliest = self._sender.deadline
-        for deadline in (self._control_retry_at, self._keepalive_deadline()):
-            if deadline is not None and (earliest is None or deadline < earliest):
-                earliest = deadline
+        control = self._control_retry_at
+        if control is not None and (earliest is None or control < earliest):
+            earliest = control
+        keepalive = self._keepalive_deadline()
+        if keepalive is not None and (earliest is None or keepalive < earliest):
+            earliest = keepalive
         return earliest
 
     # ------------------------------------------------------------------
@@ -422,7 +429,8 @@ class Session:
 
     def _process_ack(self, wire_ack: int, now: float, *, pure: bool) -> None:
         newly_acked, retransmit = self._sender.on_ack(wire_ack, now, pure=pure)
-        self._emit(retransmit, self._outbox)
+        if retransmit:
+            self._emit(retransmit, self._outbox)
         if newly_acked:
             self._check_send_buffer_low()
             self._advance_shutdown(now)
