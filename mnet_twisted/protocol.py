@@ -29,8 +29,9 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python import context
 from twisted.python.failure import Failure
-from twisted.python.log import callWithContext
+from twisted.python.log import ILogContext
 
 from .config import SessionConfig
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
@@ -551,8 +552,15 @@ class MNETDatagramProtocol(DatagramProtocol):
         C{dataReceived} ends a TCP connection; the other sessions of this port
         go on.  Returns whether the call succeeded.
         """
+        log_context = transport._logContext
+        if log_context is None:
+            # What log.callWithContext builds on every call, built once: the
+            # surrounding log context with the session's prefix as "system".
+            system = dict(context.get(ILogContext) or {})
+            system["system"] = transport.logPrefix()
+            log_context = transport._logContext = {ILogContext: system}
         try:
-            callWithContext({"system": transport.logPrefix()}, method, *args)
+            context.call(log_context, method, *args)
         except Exception:
             self.stats["applicationErrors"] += 1
             failure = Failure()

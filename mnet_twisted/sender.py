@@ -291,9 +291,7 @@ class StreamSender:
             )
             if probe:
                 size = probe_wanted
-            elif outstanding and (
-                self._pipe() + size > cwnd or outstanding + size > limit
-            ):
+            elif outstanding and (self._pipe() + size > cwnd or outstanding + size > limit):
                 break  # the window is full
             if pacer is not None:
                 if not probe and not pacer.allows(size):

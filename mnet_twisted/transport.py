@@ -67,6 +67,8 @@ class MNETTransport:
         self._closeAfterProducer = False
         self._failure: Failure | None = None
         self._readingPaused = False
+        #: The log context application calls run in (built on first use).
+        self._logContext: dict[Any, Any] | None = None
         if session.is_connector:
             self._logstr = f"{type(protocol).__name__},client"
         else:

@@ -8,14 +8,16 @@ reactor turn that read it, with no ``callLater(0)`` turn per message.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+import pytest
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
 from test_path_size import _Sink as CollectingSink
 from twisted.internet import defer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 
 from mnet_twisted import wire
 from mnet_twisted.sendbuf import SendBuffer
@@ -232,6 +234,56 @@ async def test_a_refused_gso_send_falls_back_and_loses_nothing(mnet) -> None:
     assert failing[0].refusals == 1  # tried once, then off for this port
     assert not sender.gso and sender.batchedWrites == 0
     sender.socket = failing[0]._sock
+
+
+class _BatchRecorder(DatagramProtocol):
+    """Records each read batch's datagrams."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+
+    def readBatchStarted(self) -> None:
+        self.batches.append([])
+
+    def readBatchEnded(self) -> None:
+        pass
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.batches[-1].append(data)
+
+
+def test_a_read_after_a_quiet_spell_takes_one_datagram_then_reads_drain(monkeypatch) -> None:
+    """One datagram when the socket was quiet; what waits behind it comes at the next read."""
+    from twisted.internet import reactor
+
+    from mnet_twisted import udpport
+
+    recorder = _BatchRecorder()
+    port = udpport.listenMNETUDP(reactor, 0, recorder, "127.0.0.1", 65535)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if not port.gro:
+            pytest.skip("quiet reads are part of the GRO read path (Linux)")
+        clock = [100.0]
+        monkeypatch.setattr(udpport, "perf_counter", lambda: clock[0])
+        address = port.getHost().host, port.getHost().port
+        sent = [bytes([index]) * (10 + index) for index in range(50)]
+        for datagram in sent:  # on loopback each is queued before sendto returns
+            sender.sendto(datagram, address)
+        port.doRead()  # the first read since the port opened: quiet
+        clock[0] += udpport._QUIET_GAP / 4
+        port.doRead()  # straight after: a busy socket, read to the end
+        assert [len(batch) for batch in recorder.batches] == [1, 49]
+        assert [d for batch in recorder.batches for d in batch] == sent
+        assert port.quietReads == 1
+        clock[0] += 1.0
+        sender.sendto(b"again", address)
+        sender.sendto(b"and again", address)
+        port.doRead()
+        assert recorder.batches[-1] == [b"again"]
+    finally:
+        sender.close()
+        port.stopListening()
 
 
 # -- a shared client socket ----------------------------------------------------------------

@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.protocols.wire import Echo
+from twisted.python import log
 
 from mnet_twisted import MNETClientEndpoint, MNETServerEndpoint
 from mnet_twisted.protocol import MNETDatagramProtocol
@@ -49,12 +50,14 @@ class Recorder(Protocol):
 
 
 class RecorderFactory(Factory):
+    protocol = None  # Recorder, unless a test picks a subclass
+
     def __init__(self) -> None:
         self.protocols: list[Recorder] = []
         self.built = defer.Deferred()
 
     def buildProtocol(self, addr):
-        protocol = Recorder()
+        protocol = (self.protocol or Recorder)()
         protocol.factory = self
         self.protocols.append(protocol)
         if not self.built.called:
@@ -114,6 +117,34 @@ async def test_connect_and_transport_properties(mnet) -> None:
     await mnet.waitFor(lambda: server.received == b"hello, world")
     client.transport.loseConnection()
     await lostReason(client)
+
+
+class LoggingRecorder(Recorder):
+    def dataReceived(self, data: bytes) -> None:
+        log.msg("got data")
+        super().dataReceived(data)
+
+
+@pytest_twisted.ensureDeferred
+async def test_application_logs_carry_the_session_prefix(mnet) -> None:
+    """As over TCP, legacy log calls from a protocol name its connection as "system"."""
+    server_factory = RecorderFactory()
+    server_factory.protocol = LoggingRecorder
+    port = await mnet.listen(server_factory)
+    client = await mnet.connect(port, Factory.forProtocol(Recorder))
+    server = await within(server_factory.built)
+    seen: list[dict] = []
+    log.addObserver(seen.append)
+    try:
+        client.transport.write(b"one")
+        await mnet.waitFor(lambda: server.received == b"one")
+        client.transport.write(b"two")
+        await mnet.waitFor(lambda: server.received == b"onetwo")
+    finally:
+        log.removeObserver(seen.append)
+    systems = [event["system"] for event in seen if event.get("message") == ("got data",)]
+    assert systems == [server.transport.logPrefix()] * 2
+    client.transport.loseConnection()
 
 
 @pytest_twisted.ensureDeferred
