@@ -60,6 +60,15 @@ class Pacer:
         """Whether ``size`` bytes may leave now (always, while unpaced)."""
         return self._rate is None or self._tokens >= size
 
+    def take(self, size: int) -> bool:
+        """Spend ``size`` bytes if they may leave now; returns whether they may."""
+        if self._rate is None:
+            return True
+        if self._tokens < size:
+            return False
+        self._tokens -= size
+        return True
+
     def spend(self, size: int) -> None:
         """``size`` bytes left (a repair may overdraw the bucket)."""
         if self._rate is not None:

@@ -37,15 +37,16 @@ class PathSizeSearch:
         self._losses = 0
         self.probes_sent = 0
         self.probes_lost = 0
-        self._done = not enabled or ceiling <= base
+        #: Whether the search is over (disabled, or sizes narrowed down).
+        self.done = not enabled or ceiling <= base
 
     @property
     def searching(self) -> bool:
-        return not self._done
+        return not self.done
 
     def next_probe_size(self) -> int | None:
         """The datagram size to probe next, or None once the search is over."""
-        if self._done:
+        if self.done:
             return None
         if self._too_big > self._ceiling:
             return self._ceiling
@@ -73,7 +74,7 @@ class PathSizeSearch:
 
     def _check_done(self) -> None:
         if self._too_big - self.proven <= RESOLUTION or self.proven >= self._ceiling:
-            self._done = True
+            self.done = True
 
 
 #: (start offset, end offset, datagram size) of one size probe.
@@ -100,7 +101,7 @@ class SizeProbes:
 
     def payload_wanted(self) -> int:
         """Payload of the next probe if one may go now, else 0 (the window aside)."""
-        if self.in_flight is not None or not self.search.searching:
+        if self.in_flight is not None or self.search.done:
             return 0
         size = self.search.next_probe_size()
         return 0 if size is None else size - self._header

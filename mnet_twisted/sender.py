@@ -294,10 +294,11 @@ class StreamSender:
             elif outstanding and (self._pipe() + size > cwnd or outstanding + size > limit):
                 break  # the window is full
             if pacer is not None:
-                if not probe and not pacer.allows(size):
+                if probe:
+                    pacer.spend(size)
+                elif not pacer.take(size):
                     self.pacing_deadline = pacer.ready_at(now, size)
                     break
-                pacer.spend(size)
             end = start + size
             out.append((end, buffer.get(start, size)))
             if start >= self.snd_max:
@@ -474,6 +475,8 @@ class StreamSender:
             self.congestion.on_ack(newly, sample, self.rtt.minimum, round_start)
             if not self.peer_keeps_out_of_order:
                 self._learn_ack_habit(newly)
+            if self._delivered_beyond < self._mss:
+                return []  # no duplicate ack reported anything beyond the ack
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode()

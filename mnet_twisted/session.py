@@ -432,8 +432,10 @@ class Session:
         if retransmit:
             self._emit(retransmit, self._outbox)
         if newly_acked:
-            self._check_send_buffer_low()
-            self._advance_shutdown(now)
+            if self._want_send_buffer_low:
+                self._check_send_buffer_low()
+            if self.state is not _S.ESTABLISHED:
+                self._advance_shutdown(now)  # it acts only once a close began
 
     def _process_payload(self, wire_seq: int, payload: bytes, now: float) -> None:
         delivered, ack = self._receiver.on_segment(wire_seq, payload, self._unread)
