@@ -61,6 +61,9 @@ class Demultiplexer:
         self._stateless: list[tuple[bytes, Address]] = []
         self._heap: list[tuple[float, int, Session]] = []
         self._scheduled: dict[Session, float] = {}
+        #: Sessions drained since their deadline was last taken: it is taken
+        #: when a deadline is next asked for, after the datagrams have left.
+        self._unscheduled: dict[Session, None] = {}
         self._tiebreak = itertools.count()
 
     def __len__(self) -> int:
@@ -164,6 +167,7 @@ class Demultiplexer:
 
     def handle_timers(self, now: float) -> None:
         """Let every session whose deadline has passed act on it."""
+        self._schedule_drained()
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, session = heapq.heappop(heap)
@@ -208,12 +212,20 @@ class Demultiplexer:
             if session.forgettable:
                 self._forget(session)
             else:
+                self._unscheduled[session] = None
+        return out
+
+    def _schedule_drained(self) -> None:
+        drained = self._unscheduled
+        if drained:
+            self._unscheduled = {}
+            for session in drained:
                 deadline = session.next_deadline()
                 if deadline is not None:
                     self._schedule(session, deadline)
-        return out
 
     def next_deadline(self) -> float | None:
+        self._schedule_drained()
         heap = self._heap
         while heap and self._scheduled.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)
@@ -313,6 +325,7 @@ class Demultiplexer:
             heapq.heappush(self._heap, (deadline, next(self._tiebreak), session))
 
     def _forget(self, session: Session) -> None:
+        self._unscheduled.pop(session, None)
         self._sessions.pop(session, None)
         self._open.pop(session, None)
         self._scheduled.pop(session, None)

@@ -179,9 +179,13 @@ class MNETDatagramProtocol(DatagramProtocol):
         if self.demux is None or self._stopped:
             return
         self.stats["datagramsReceived"] += 1
-        # Twisted already cut IPv6 addresses down to (host, port).
-        self.demux.receive_datagram(datagram, (addr[0], addr[1]), self._reactor.seconds())
-        self.scheduleFlush()
+        if type(addr) is not tuple or len(addr) != 2:
+            addr = (addr[0], addr[1])  # ports normally cut IPv6 addresses down already
+        self.demux.receive_datagram(datagram, addr, self._reactor.seconds())
+        if self._inReadBatch:
+            self._flushAfterBatch = True  # what scheduleFlush does here, without the call
+        else:
+            self.scheduleFlush()
 
     def readBatchStarted(self) -> None:
         """The port starts reading a batch of datagrams (see ``udpport``)."""

@@ -95,14 +95,13 @@ class MNETTransport:
             raise TypeError(f"Data must be bytes, not {type(data).__name__}")
         if not data or not self.connected or self.disconnecting:
             return
-        if not self._session.writable:
-            return
         try:
             self._session.send(data)
         except SessionClosedError:
-            return
+            return  # the session ended (or is closing) under the application
         self._mnet.scheduleFlush()
-        self._checkHighWater()
+        if self.producer is not None:
+            self._checkHighWater()
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         chunks = list(iovec)
