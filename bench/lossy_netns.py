@@ -297,7 +297,7 @@ def bottleneck_phase(
     before = {ns: counters(ns) for ns in (snd, rcv)}
     qdisc_before = qdisc_stats(rtr)
     # Leave the peers time to start and connect; all senders start writing at start_at.
-    start_at = time.monotonic() + STARTUP_SLACK
+    start_at = time.monotonic() + options.startup_slack
     until = start_at + options.seconds
     window = ["--start-at", str(start_at), "--until", str(until)]
     peers = Peers(PEER)
@@ -368,6 +368,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per transfer")
     parser.add_argument("--seconds", type=float, default=10.0, help="bottleneck phase length")
     parser.add_argument("--rate-mbit", type=float, default=20.0, help="bottleneck rate")
+    parser.add_argument(
+        "--startup-slack",
+        type=float,
+        default=STARTUP_SLACK,
+        help="seconds the peers of a bottleneck phase get to start and connect",
+    )
     parser.add_argument(
         "--shared-rounds", type=int, default=3, help="rounds of the MNET + TCP bottleneck phase"
     )

@@ -71,7 +71,10 @@ def test_random_loss_transfers_are_intact(tmp_path: Path) -> None:
 
 def test_bottleneck_flows_are_counted(tmp_path: Path) -> None:
     """Each phase of the shaped-link scenario counts bytes for every flow in it."""
-    report = run_bench(tmp_path, "--bottleneck", "--seconds", "1", "--shared-rounds", "1")
+    report = run_bench(
+        tmp_path,
+        *("--bottleneck", "--seconds", "0.5", "--shared-rounds", "1", "--startup-slack", "0.8"),
+    )
     assert "loss" not in report
     phases = report["bottleneck"]["phases"]
     assert [sorted(p["flows"]) for p in phases] == [["mnet"], ["tcp"], ["mnet", "tcp"]]
