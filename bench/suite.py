@@ -19,12 +19,16 @@ Scenarios (each checks what arrived):
 
 Rounds alternate MNET and TCP so both see the same machine at the same
 time; the table gives medians and the MNET/TCP ratios the hot-path issue
-sets its targets in.  Needs no root.
+sets its targets in.  Where aioquic is installed (``pip install aioquic``,
+part of the ``test`` extra), a QUIC column runs bulk and echo the same way
+(``bench/_quic_peer.py``: aioquic on asyncio, one stream per connection);
+``--no-quic`` leaves it out.  Needs no root.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -43,13 +47,20 @@ from _netns_runner import Peers, run_fixed_transfer  # noqa: E402
 PROTOCOLS = ("mnet", "tcp")
 #: MNET with the datagram size pinned at its 1452-byte default (bulk only).
 PINNED = "mnet-1452"
+#: The optional column, and the scenarios it runs.
+QUIC = "quic"
+QUIC_SCENARIOS = ("bulk", "echo")
+
+
+def _peer_script(proto: str, twisted_peer: str) -> str:
+    return str(HERE / ("_quic_peer.py" if proto == QUIC else twisted_peer))
 
 
 def bulk_once(proto: str, total: int, timeout: float) -> dict[str, Any]:
     """One bulk transfer; ``mnet-1452`` is MNET with the datagram size pinned."""
     pinned = proto == PINNED
     peers = run_fixed_transfer(
-        str(HERE / "_netns_peer.py"),
+        _peer_script(proto, "_netns_peer.py"),
         None,
         "mnet" if pinned else proto,
         total,
@@ -74,7 +85,7 @@ def bulk_once(proto: str, total: int, timeout: float) -> dict[str, Any]:
 
 def with_server(proto: str, clients: list[list[str]], timeout: float) -> list[dict[str, Any]]:
     """Start an echo server, run the client jobs at once, return their results."""
-    peers = Peers(str(HERE / "_suite_peer.py"))
+    peers = Peers(_peer_script(proto, "_suite_peer.py"))
     results: list[dict[str, Any]] = []
     try:
         peers.start("server", None, "server", "--proto", proto)
@@ -155,12 +166,15 @@ def main() -> None:
         "--only", default="bulk,echo,connect,rate", help="comma-separated scenarios to run"
     )
     parser.add_argument("--json", type=Path, help="write every raw figure here")
+    parser.add_argument("--no-quic", action="store_true", help="leave out the aioquic column")
     options = parser.parse_args()
     only = set(options.only.split(","))
+    quic = not options.no_quic and importlib.util.find_spec("aioquic") is not None
+    protocols = (*PROTOCOLS, QUIC) if quic else PROTOCOLS
 
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in only}
     for round_ in range(options.rounds):
-        for proto in PROTOCOLS:
+        for proto in protocols:
             if "bulk" in only:
                 for variant in (PINNED, proto) if proto == "mnet" else (proto,):
                     record = bulk_once(variant, options.bulk_mib * 1024 * 1024, 120)
@@ -172,6 +186,8 @@ def main() -> None:
                 record = echo_once(proto, options.echo_count)
                 runs["echo"].append(record)
                 print(f"  echo    {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
+            if proto == QUIC:
+                continue  # connect and rate: MNET and TCP only
             if "connect" in only:
                 record = connect_once(proto, options.connect_count)
                 runs["connect"].append(record)
@@ -194,20 +210,34 @@ def main() -> None:
     ]
     summary: dict[str, Any] = {}
     print(f"\nMedians of {options.rounds} round(s), {platform.node()}, {os.cpu_count()} CPUs:")
-    print(f" {'scenario':36} | {'MNET':>10} | {'TCP':>10} | MNET/TCP | checks")
+    quic_head = f" | {'QUIC':>10}" if quic else ""
+    print(f" {'scenario':36} | {'MNET':>10} | {'TCP':>10} | MNET/TCP{quic_head} | checks")
     for scenario, variant, key, unit, label in rows:
         if scenario not in only:
             continue
-        records = [r for r in runs[scenario] if r["proto"] in (variant, "tcp")]
+        with_quic = quic and scenario in QUIC_SCENARIOS and variant == "mnet"
+        compared = (variant, "tcp", QUIC) if with_quic else (variant, "tcp")
+        records = [r for r in runs[scenario] if r["proto"] in compared]
         mnet = median_of([r for r in records if r["proto"] == variant], key)
         tcp = median_of([r for r in records if r["proto"] == "tcp"], key)
         ok = sum(1 for r in records if r.get("ok"))
         ratio = mnet / tcp if mnet is not None and tcp else None
-        summary[f"{scenario}.{variant}.{key}"] = {"mnet": mnet, "tcp": tcp, "ratio": ratio}
+        figures = {"mnet": mnet, "tcp": tcp, "ratio": ratio}
         cells = [f"{v:10.2f}" if v is not None else f"{'n/a':>10}" for v in (mnet, tcp)]
         ratio_text = f"{ratio:7.3f}x" if ratio is not None else "     n/a"
+        quic_cell = ""
+        if quic:
+            value = median_of([r for r in records if r["proto"] == QUIC], key)
+            if with_quic:
+                figures["quic"] = value
+            shown = f"{value:10.2f}" if with_quic and value is not None else f"{'-':>10}"
+            quic_cell = f" | {shown}"
+        summary[f"{scenario}.{variant}.{key}"] = figures
         name = f"{label} ({unit})"
-        print(f" {name:36} | {cells[0]} | {cells[1]} | {ratio_text} | {ok}/{len(records)} ok")
+        print(
+            f" {name:36} | {cells[0]} | {cells[1]} | {ratio_text}{quic_cell}"
+            f" | {ok}/{len(records)} ok"
+        )
     if options.json:
         report = {
             "command": sys.argv,
