@@ -405,7 +405,7 @@ class MNETDatagramProtocol(DatagramProtocol):
     def _sendAll(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
         """Send in order; consecutive datagrams to one peer go to the port together."""
         sendmany = self._sendMany
-        if sendmany is None or not self._port.gso:
+        if sendmany is None or not self._port.gso or len(datagrams) == 1:
             for datagram, addr in datagrams:
                 self._sendDatagram(datagram, addr)
             return
@@ -548,6 +548,14 @@ class MNETDatagramProtocol(DatagramProtocol):
         if transport is not None:
             transport._closed(event, lost)
 
+    def _callInContext(self, newContext: Any, method: Any, *args: Any) -> Any:
+        """C{context.call}, bound once to the reactor thread's context tracker."""
+        tracker = context.theContextTracker
+        current = getattr(tracker, "currentContext", None)
+        bound = current().callWithContext if current is not None else tracker.callWithContext
+        self._callInContext = bound  # type: ignore[method-assign]
+        return bound(newContext, method, *args)
+
     def callApplication(self, transport: MNETTransport, method: Any, *args: Any) -> bool:
         """
         Call application code for C{transport}'s session.
@@ -564,7 +572,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             system["system"] = transport.logPrefix()
             log_context = transport._logContext = {ILogContext: system}
         try:
-            context.call(log_context, method, *args)
+            self._callInContext(log_context, method, *args)
         except Exception:
             self.stats["applicationErrors"] += 1
             failure = Failure()

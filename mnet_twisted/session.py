@@ -182,7 +182,7 @@ class Session:
 
     def send(self, data: bytes) -> None:
         """Queue ``data`` for the peer; it leaves at the next drain."""
-        if not self.writable:
+        if self._close_requested or self.state not in _WRITABLE:  # not self.writable
             raise SessionClosedError(f"session is {self.state.value}; it takes no more data")
         if data:
             self._sender.write(data)
@@ -286,7 +286,9 @@ class Session:
         if fields is not None:
             # The hot path: DATA without building a packet object.
             if self.state is not _S.CLOSED:
-                self._heard(now)
+                self._last_heard = now  # what _heard does, without the call
+                self._unanswered_timeouts = 0
+                self._probe_retry_at = None
                 self._on_data(*fields, now)
                 self._notify(self)
             return
@@ -418,14 +420,22 @@ class Session:
     # Data
 
     def _on_data(self, seq: int, ack: int, payload: bytes, now: float) -> None:
-        if self.state is _S.COOKIE_ECHOED:
-            # DATA from the listener proves our echo arrived; its ACK was lost.
-            self._establish(now)
-        elif self.state is _S.COOKIE_WAIT:
-            return
+        if self.state is not _S.ESTABLISHED:
+            if self.state is _S.COOKIE_ECHOED:
+                # DATA from the listener proves our echo arrived; its ACK was lost.
+                self._establish(now)
+            elif self.state is _S.COOKIE_WAIT:
+                return
         self._process_ack(ack, now, pure=not payload)
-        if payload:
-            self._process_payload(seq, payload, now)
+        if not payload:
+            return
+        delivered, ack_when = self._receiver.on_segment(seq, payload, self._unread)
+        for data in delivered:
+            self._deliver(data)
+        if ack_when is Ack.NOW:
+            self._outbox.append(self._pure_ack())
+        else:
+            self._ack_pending = True
 
     def _process_ack(self, wire_ack: int, now: float, *, pure: bool) -> None:
         newly_acked, retransmit = self._sender.on_ack(wire_ack, now, pure=pure)
@@ -437,24 +447,17 @@ class Session:
             if self.state is not _S.ESTABLISHED:
                 self._advance_shutdown(now)  # it acts only once a close began
 
-    def _process_payload(self, wire_seq: int, payload: bytes, now: float) -> None:
-        delivered, ack = self._receiver.on_segment(wire_seq, payload, self._unread)
-        for data in delivered:
-            self._deliver(data)
-        if ack is Ack.NOW:
-            self._outbox.append(self._pure_ack())
-        else:
-            self._ack_pending = True
-
     def _deliver(self, data: bytes) -> None:
-        self.bytes_received += len(data)
-        self._unread += len(data)
-        tail = self._events[-1] if self._events else None
-        if not isinstance(tail, _PendingData):
+        size = len(data)
+        self.bytes_received += size
+        self._unread += size
+        events = self._events
+        tail = events[-1] if events else None
+        if type(tail) is not _PendingData:
             tail = _PendingData()
-            self._events.append(tail)
+            events.append(tail)
         tail.chunks.append(data)
-        tail.size += len(data)
+        tail.size += size
 
     # Every packet carries its sender's own tag (observed on the wire).
     def _emit(self, segments: list[Segment], out: list[bytes]) -> None:

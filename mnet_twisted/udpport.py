@@ -56,6 +56,14 @@ _QUIET_GAP = 40e-6
 _GSO_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOPROTOOPT, errno.EIO, errno.EOPNOTSUPP})
 
 
+def _segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The GRO segment size a read's control messages give (0: not coalesced)."""
+    for level, kind, value in ancillary:
+        if level == _SOL_UDP and kind == _UDP_GRO and len(value) >= _GRO_CONTROL.size:
+            return int(_GRO_CONTROL.unpack_from(value)[0])
+    return 0
+
+
 class MNETPort(udp.Port):
     """A ``udp.Port`` that brackets each read batch with calls to its protocol.
 
@@ -113,8 +121,9 @@ class MNETPort(udp.Port):
             self.quietReads += 1
         read = 0
         receive = self.protocol.datagramReceived
-        buffer_size = max(self.maxPacketSize, _GRO_BUFFER)
-        control_size = _GRO_CONTROL.size
+        largest = self.maxPacketSize
+        buffer_size = max(largest, _GRO_BUFFER)
+        ipv6 = self.addressFamily == socket.AF_INET6
         while read < self.maxThroughput:
             try:
                 data, ancillary, _, addr = self.socket.recvmsg(buffer_size, 64)
@@ -127,13 +136,9 @@ class MNETPort(udp.Port):
                     return
                 raise
             read += len(data)
-            if self.addressFamily == socket.AF_INET6:
+            if ipv6:
                 addr = addr[:2]
-            segment = 0
-            for level, kind, value in ancillary:
-                if level == _SOL_UDP and kind == _UDP_GRO and len(value) >= control_size:
-                    segment = _GRO_CONTROL.unpack_from(value)[0]
-            largest = self.maxPacketSize
+            segment = _segment_size(ancillary) if ancillary else 0
             if 0 < segment < len(data):
                 self.coalescedReads += 1
                 pieces = [
@@ -145,15 +150,16 @@ class MNETPort(udp.Port):
                         batch(pieces, addr)
                     except BaseException:
                         log.err()
-                    if quiet:
-                        return
-                    continue
+                else:
+                    for piece in pieces:
+                        try:
+                            receive(piece, addr)
+                        except BaseException:
+                            log.err()
             else:
                 # What recvfrom(maxPacketSize) would have returned.
-                pieces = [data[:largest]]
-            for piece in pieces:
                 try:
-                    receive(piece, addr)
+                    receive(data if len(data) <= largest else data[:largest], addr)
                 except BaseException:
                     log.err()
             if quiet:
