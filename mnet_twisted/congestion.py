@@ -47,6 +47,15 @@ class CongestionController(Protocol):
 class NewReno:
     """The congestion window, in bytes: slow start, avoidance, halving on loss."""
 
+    __slots__ = (
+        "_avoidance_credit",
+        "_before_reduction",
+        "_max_window",
+        "_mss",
+        "cwnd",
+        "ssthresh",
+    )
+
     def __init__(self, mss: int, initial_window_segments: int, max_window: int) -> None:
         self._mss = mss
         self._max_window = max(max_window, 2 * mss)
@@ -129,6 +138,16 @@ class Adaptive(NewReno):
       competing loss-based flow keeps the queue full, and a delay-bounded
       window would starve beside it.
     """
+
+    __slots__ = (
+        "_competing_rounds",
+        "_last_round_min",
+        "_least_recent",
+        "_recent",
+        "_round_min",
+        "_round_samples",
+        "_sampled_since_loss",
+    )
 
     def __init__(self, mss: int, initial_window_segments: int, max_window: int) -> None:
         super().__init__(mss, initial_window_segments, max_window)

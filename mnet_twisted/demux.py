@@ -313,7 +313,7 @@ class Demultiplexer:
     def _touch(self, session: Session) -> None:
         self._with_output[session] = None
         self._with_events[session] = None
-        if session.closed:
+        if session.state is SessionState.CLOSED:  # session.closed, without the call
             # Closing always notifies, so this keeps the count of open
             # sessions exact without walking every lingering one.
             self._open.pop(session, None)

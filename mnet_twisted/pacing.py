@@ -32,9 +32,19 @@ _MIN_WAIT = 1e-6
 class Pacer:
     """How many bytes may leave now, and when the next segment may."""
 
+    __slots__ = (
+        "_mss",
+        "_rate",
+        "_updated_at",
+        "tokens",
+    )
+
     def __init__(self, mss: int) -> None:
         self._mss = mss
-        self._tokens = float(MIN_BURST_SEGMENTS * mss)
+        #: Bytes that may leave now.  The bucket fills lazily: ``refill``
+        #: credits all the time since the last one, so it need only run once
+        #: the bucket may be too low for what waits.
+        self.tokens = float(MIN_BURST_SEGMENTS * mss)
         self._updated_at: float | None = None
         self._rate: float | None = None
 
@@ -50,34 +60,34 @@ class Pacer:
         rate = (SLOW_START_GAIN if slow_start else AVOIDANCE_GAIN) * cwnd / srtt
         depth = max(MIN_BURST_SEGMENTS * self._mss, rate * QUANTUM)
         if self._updated_at is not None and now > self._updated_at:
-            self._tokens += (now - self._updated_at) * rate
-        self._tokens = min(self._tokens, depth)
+            self.tokens += (now - self._updated_at) * rate
+        self.tokens = min(self.tokens, depth)
         self._updated_at = now
         self._rate = rate
-        return self._tokens
+        return self.tokens
 
     def allows(self, size: int) -> bool:
         """Whether ``size`` bytes may leave now (always, while unpaced)."""
-        return self._rate is None or self._tokens >= size
+        return self._rate is None or self.tokens >= size
 
     def take(self, size: int) -> bool:
         """Spend ``size`` bytes if they may leave now; returns whether they may."""
         if self._rate is None:
             return True
-        if self._tokens < size:
+        if self.tokens < size:
             return False
-        self._tokens -= size
+        self.tokens -= size
         return True
 
     def spend(self, size: int) -> None:
         """``size`` bytes left (a repair may overdraw the bucket)."""
         if self._rate is not None:
-            self._tokens -= size
+            self.tokens -= size
 
     def ready_at(self, now: float, size: int) -> float:
         """When the bucket will hold ``size`` bytes, at the current rate."""
-        if self._rate is None or self._tokens >= size:
+        if self._rate is None or self.tokens >= size:
             return now
         # At least a microsecond ahead, so that rounding in the refill can
         # never leave the bucket a hair short at the very deadline.
-        return now + max(_MIN_WAIT, (size - self._tokens) / self._rate)
+        return now + max(_MIN_WAIT, (size - self.tokens) / self._rate)

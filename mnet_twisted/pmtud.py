@@ -29,6 +29,16 @@ RESOLUTION = 64
 class PathSizeSearch:
     """The proven datagram size of one path, and the next size to probe."""
 
+    __slots__ = (
+        "_ceiling",
+        "_losses",
+        "_too_big",
+        "done",
+        "probes_lost",
+        "probes_sent",
+        "proven",
+    )
+
     def __init__(self, base: int, ceiling: int, enabled: bool) -> None:
         #: The largest datagram proven to get through (at first: the base).
         self.proven = base
@@ -88,16 +98,19 @@ class SizeProbes:
     answer (resending, rewinding, growing its segments).
     """
 
+    __slots__ = (
+        "_header",
+        "in_flight",
+        "lost",
+        "search",
+    )
+
     def __init__(self, base: int, ceiling: int, enabled: bool, header: int) -> None:
         self.search = PathSizeSearch(base, ceiling, enabled)
         self._header = header
         self.in_flight: Probe | None = None
         #: The probe the current recovery episode took for lost (undo may clear it).
         self.lost: Probe | None = None
-
-    @property
-    def in_flight_end(self) -> int | None:
-        return self.in_flight[1] if self.in_flight is not None else None
 
     def payload_wanted(self) -> int:
         """Payload of the next probe if one may go now, else 0 (the window aside)."""

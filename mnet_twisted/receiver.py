@@ -27,6 +27,14 @@ class Ack(Enum):
 
 
 class StreamReceiver:
+    __slots__ = (
+        "_full_segment",
+        "_limit",
+        "_reassembly",
+        "_unacknowledged",
+        "rcv_nxt",
+    )
+
     def __init__(self, origin: int, limit: int) -> None:
         #: Every byte before this offset has been received.
         self.rcv_nxt = origin

@@ -14,6 +14,12 @@ SEGMENT_OVERHEAD = 64
 class ReassemblyBuffer:
     """Non-overlapping segments beyond the next expected offset, sorted."""
 
+    __slots__ = (
+        "_segments",
+        "_starts",
+        "cost",
+    )
+
     def __init__(self) -> None:
         self._starts: list[int] = []
         self._segments: dict[int, bytes] = {}

@@ -25,6 +25,19 @@ _MAX_DOUBLINGS = 30
 class RttEstimator:
     """SRTT/RTTVAR smoothing, the minimum seen, exponential backoff, clamped timeout."""
 
+    __slots__ = (
+        "_backoff",
+        "_base_rto",
+        "_max_rto",
+        "_min_rto",
+        "_peer_ack_delay",
+        "latest",
+        "minimum",
+        "rto",
+        "smoothed",
+        "variance",
+    )
+
     def __init__(
         self,
         initial_rto: float,

@@ -22,6 +22,15 @@ class SendBuffer:
     of ``get`` does not grow with the amount buffered.
     """
 
+    __slots__ = (
+        "_chunks",
+        "_first",
+        "_starts",
+        "end",
+        "last_byte",
+        "start",
+    )
+
     def __init__(self, origin: int) -> None:
         self._chunks: list[bytes | bytearray] = []
         #: Stream offset of the first byte of each chunk.

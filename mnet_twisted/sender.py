@@ -144,6 +144,45 @@ class _Repair:
 class StreamSender:
     """Invariant: ``acked <= snd_nxt <= snd_max <= written``."""
 
+    __slots__ = (
+        "_buffer",
+        "_delivered_beyond",
+        "_episode_duplicates",
+        "_episode_reduced",
+        "_episode_started_at",
+        "_episode_went_back",
+        "_first_sent",
+        "_go_back_until",
+        "_in_order_acks",
+        "_in_order_segments",
+        "_last_loss_event",
+        "_max_outstanding",
+        "_mss",
+        "_pass_from",
+        "_pass_trusted_until",
+        "_probes",
+        "_pto_armed_at",
+        "_recover",
+        "_reorder_steps",
+        "_repair",
+        "_retransmitted_until",
+        "_round_end",
+        "_stops_in_a_row",
+        "_timeouts_in_a_row",
+        "congestion",
+        "in_recovery",
+        "loss_deadline",
+        "pacer",
+        "pacing_deadline",
+        "path_size",
+        "peer_keeps_out_of_order",
+        "pto_deadline",
+        "rtt",
+        "snd_max",
+        "snd_nxt",
+        "stats",
+    )
+
     def __init__(self, config: SessionConfig) -> None:
         self._mss = config.max_segment_size
         self._max_outstanding = max(config.max_congestion_window, self._mss)
@@ -275,7 +314,7 @@ class StreamSender:
             return out  # nothing to send: most calls, on an interactive session
         cwnd = self.congestion.cwnd
         pacer = self.pacer
-        if pacer is not None:
+        if pacer is not None and pacer.tokens < written - self.snd_nxt:
             pacer.refill(now, cwnd, self.rtt.smoothed, self.congestion.ssthresh > cwnd)
         # At most one size probe per call: it ends the batch.
         probe_wanted = self._probes.payload_wanted()
@@ -334,7 +373,8 @@ class StreamSender:
     @property
     def size_probe_end(self) -> int | None:
         """End offset of the size probe in flight (its datagram must not fragment)."""
-        return self._probes.in_flight_end
+        probe = self._probes.in_flight
+        return probe[1] if probe is not None else None
 
     @property
     def segment_size(self) -> int:

@@ -77,6 +77,38 @@ class _PendingData:
 class Session:
     """The state of one MNET session, as seen from this end."""
 
+    __slots__ = (
+        "_ack_pending",
+        "_close_requested",
+        "_connect_deadline",
+        "_control_retry_at",
+        "_cookie_echo",
+        "_echo_tries",
+        "_events",
+        "_handshake_interval",
+        "_handshake_retried",
+        "_handshake_retry_at",
+        "_handshake_sent_at",
+        "_last_heard",
+        "_linger_until",
+        "_notify",
+        "_outbox",
+        "_probe_retry_at",
+        "_reading_paused",
+        "_receiver",
+        "_sender",
+        "_unanswered_timeouts",
+        "_unread",
+        "_want_send_buffer_low",
+        "bytes_received",
+        "config",
+        "is_connector",
+        "local_tag",
+        "peer_address",
+        "peer_tag",
+        "state",
+    )
+
     def __init__(
         self,
         *,
