@@ -34,7 +34,7 @@ def _one(name: str, positional: Any, keyword: Any) -> Any:
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class MNETServerParser:
-    """Parses ``mnet:PORT[:interface=ADDR][:secretFile=PATH]`` into an MNETServerEndpoint."""
+    """Parses ``mnet:PORT[:interface=ADDR][:secretFile=PATH][:stopGrace=S]``."""
 
     prefix = "mnet"
 
@@ -49,12 +49,17 @@ class MNETServerParser:
         from .endpoints import MNETServerEndpoint
 
         port = _one("port", port, kwargs.pop("port", None))
+        stop_grace = float(kwargs.pop("stopGrace", 10))
         if kwargs:
             raise TypeError(f"mnet: unknown server options {sorted(kwargs)}")
         if port is None:
             raise TypeError("mnet: a server needs a port, e.g. mnet:9000")
         return MNETServerEndpoint(
-            reactor, int(port), interface=interface, cookieSecretFile=secretFile
+            reactor,
+            int(port),
+            interface=interface,
+            cookieSecretFile=secretFile,
+            stopGrace=stop_grace,
         )
 
 

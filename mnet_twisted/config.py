@@ -66,11 +66,11 @@ class SessionConfig:
     #: so it defaults to the receive buffer we keep ourselves.
     max_congestion_window: int = 1024 * 1024
     #: In-order-but-unread plus out-of-order bytes kept for the application
-    #: (out-of-order segments are charged 64 bytes each on top).  Beyond it,
+    #: (out-of-order segments are charged 128 bytes each on top).  Beyond it,
     #: arriving data is dropped unacknowledged, which is how MNET pushes back
     #: on a sender.  The default holds a whole default window of segments
     #: with that charge, so a peer like us never has data evicted.
-    receive_buffer_limit: int = 1024 * 1024 + 64 * 1024
+    receive_buffer_limit: int = 1024 * 1024 + 128 * 1024
     #: Unsent plus unacknowledged bytes above which writers should pause.
     #: Twice the largest window, so that while a hole is repaired new data
     #: can still go out behind it and keep the acks coming.

@@ -67,8 +67,9 @@ class MNETListeningPort:
     connections outlive a listening socket: L{stopListening} stops accepting
     at once, closes every session gracefully (data already written is still
     delivered, then the SHUTDOWN exchange), and closes the socket once none
-    is left.  A peer that no longer answers is given up by the dead-peer
-    rule, so this takes a bounded time.
+    is left.  Sessions still open C{stopGrace} seconds later (a peer that
+    does not read, or does not answer SHUTDOWN) are aborted, so stopping
+    takes a bounded time whatever the peers do.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class MNETListeningPort:
         interface: str = "",
         config: SessionConfig | None = None,
         cookies: Any = None,
+        stopGrace: float = 10.0,
     ) -> None:
         self._reactor = reactor
         self._port = port
@@ -86,6 +88,8 @@ class MNETListeningPort:
         self.factory = factory
         self._config = config if config is not None else SessionConfig()
         self._cookies = cookies
+        self._stopGrace = stopGrace
+        self._graceCall: Any = None
         self._udpPort: Any = None
         self.protocol: MNETDatagramProtocol | None = None
         self._waiters: list[defer.Deferred[None]] | None = None
@@ -121,6 +125,7 @@ class MNETListeningPort:
         if self._waiters is None:
             self._waiters = []
             self.protocol.loseAllConnections()
+            self._graceCall = self._reactor.callLater(self._stopGrace, self._graceOver)
             self.protocol.closeWhenIdle().addCallback(self._closed)
         if self._waiters is not None:
             self._waiters.append(waiter)
@@ -128,8 +133,16 @@ class MNETListeningPort:
             waiter.callback(None)
         return waiter
 
+    def _graceOver(self) -> None:
+        self._graceCall = None
+        if self.protocol is not None and self._udpPort is not None:
+            self.protocol.abortAllConnections()
+
     def _closed(self, _: None) -> None:
         # The UDP port is closed: its protocol's stopProtocol ran.
+        if self._graceCall is not None and self._graceCall.active():
+            self._graceCall.cancel()
+        self._graceCall = None
         self._udpPort = None
         waiters, self._waiters = self._waiters or [], None
         self.factory.doStop()
@@ -154,6 +167,8 @@ class MNETServerEndpoint:
     @param cookieSecretFile: a file holding the cookie secret, so that several
         processes (or restarts) accept each other's cookies; created with a
         random secret when missing.  Without it, a random in-memory secret.
+    @param stopGrace: seconds C{stopListening} lets sessions close gracefully
+        before it aborts the rest (endpoint strings: C{stopGrace=S}).
     """
 
     def __init__(
@@ -163,12 +178,14 @@ class MNETServerEndpoint:
         interface: str = "",
         config: SessionConfig | None = None,
         cookieSecretFile: str | None = None,
+        stopGrace: float = 10.0,
     ) -> None:
         self._reactor = reactor
         self._port = port
         self._interface = interface
         self._config = config
         self._cookieSecretFile = cookieSecretFile
+        self._stopGrace = stopGrace
 
     def __repr__(self) -> str:
         return f"<MNETServerEndpoint {self._interface or '*'}:{self._port}>"
@@ -190,6 +207,7 @@ class MNETServerEndpoint:
             self._interface,
             self._config,
             cookies,
+            stopGrace=self._stopGrace,
         )
         port.startListening()
         return port

@@ -271,6 +271,17 @@ class MNETDatagramProtocol(DatagramProtocol):
         for transport in list(self._transports.values()):
             transport.loseConnection()
 
+    def abortAllConnections(self) -> None:
+        """Abort every session now: each peer is sent ABORT, each protocol told."""
+        if self.demux is None or self._stopped:
+            return
+        now = self._reactor.seconds()
+        self._log.info(
+            "Aborting {count} MNET session(s) still open", count=self.demux.open_sessions
+        )
+        self.demux.abort_all(now)
+        self.scheduleFlush()
+
     def closeWhenIdle(self) -> defer.Deferred[None]:
         """Close the UDP port once no session is left; fires when it is closed."""
         d: defer.Deferred[None] = defer.Deferred()

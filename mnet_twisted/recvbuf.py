@@ -2,73 +2,100 @@
 
 from __future__ import annotations
 
-import bisect
+import heapq
 
 __all__ = ["ReassemblyBuffer"]
 
-#: What each held segment costs beyond its bytes, so a peer cannot exhaust
-#: memory with a swarm of one-byte segments inside the byte limit.
-SEGMENT_OVERHEAD = 64
+#: What each held segment costs beyond its bytes: the bytes object's header,
+#: its dict entry and key, and its places in both heaps (about 120 bytes on
+#: CPython).  Charging it means a swarm of one-byte segments cannot hold
+#: more memory than the byte limit says.
+SEGMENT_OVERHEAD = 128
+#: Heaps are rebuilt once stale entries outnumber live ones this many times.
+_STALE_FACTOR = 2
 
 
 class ReassemblyBuffer:
-    """Non-overlapping segments beyond the next expected offset, sorted."""
+    """Segments beyond the next expected offset, each stored whole, as it came.
+
+    A segment is kept as received (never cut into pieces around what is
+    already held), so what is charged is exactly what is stored; overlaps
+    are trimmed on the way out.  Two heaps index the segments by start
+    offset, nearest and farthest first: adding, delivering and evicting a
+    segment each cost O(log n), however the peer orders or overlaps them.
+    Entries of segments that left through the other heap are skipped when
+    met, and both heaps are rebuilt when such entries pile up.
+    """
 
     __slots__ = (
+        "_farthest",
+        "_nearest",
         "_segments",
-        "_starts",
         "cost",
     )
 
     def __init__(self) -> None:
-        self._starts: list[int] = []
+        #: The data held, by stream offset of its first byte.
         self._segments: dict[int, bytes] = {}
+        self._nearest: list[int] = []
+        #: Negated starts: a max-heap.
+        self._farthest: list[int] = []
         #: Memory charged for what is held (bytes plus per-segment overhead).
         self.cost = 0
 
     def __len__(self) -> int:
-        return len(self._starts)
+        return len(self._segments)
 
     def add(self, start: int, data: bytes, expected: int) -> None:
-        """Keep the parts of ``data`` (at stream ``start``) that are new to us."""
-        end = start + len(data)
-        cursor = max(start, expected)
-        index = bisect.bisect_right(self._starts, cursor)
-        if index:
-            previous = self._starts[index - 1]
-            cursor = max(cursor, previous + len(self._segments[previous]))
-        pieces: list[tuple[int, bytes]] = []
-        while cursor < end:
-            following = self._starts[index] if index < len(self._starts) else end
-            if following > cursor:
-                stop = min(following, end)
-                pieces.append((cursor, data[cursor - start : stop - start]))
-            if following >= end:
-                break
-            cursor = max(cursor, following + len(self._segments[following]))
-            index += 1
-        for piece_start, piece in pieces:
-            bisect.insort(self._starts, piece_start)
-            self._segments[piece_start] = piece
-            self.cost += len(piece) + SEGMENT_OVERHEAD
+        """Hold ``data`` (at stream ``start``), unless what is held already covers it."""
+        if start < expected:
+            data = data[expected - start :]
+            start = expected
+        if not data:
+            return
+        held = self._segments.get(start)
+        if held is not None:
+            if len(held) >= len(data):
+                return  # a copy of what we hold
+            self.cost += len(data) - len(held)  # the longer one replaces it
+            self._segments[start] = data
+            return
+        self._segments[start] = data
+        self.cost += len(data) + SEGMENT_OVERHEAD
+        heapq.heappush(self._nearest, start)
+        heapq.heappush(self._farthest, -start)
 
     def evict_farthest(self, cost: int) -> None:
         """Forget the segments farthest ahead until ``cost`` has been freed."""
-        while cost > 0 and self._starts:
-            data = self._segments.pop(self._starts.pop())
+        segments, farthest = self._segments, self._farthest
+        while cost > 0 and segments:
+            data = segments.pop(-heapq.heappop(farthest), None)
+            if data is None:
+                continue  # it already left through the other heap
             freed = len(data) + SEGMENT_OVERHEAD
             self.cost -= freed
             cost -= freed
+        self._compact()
 
     def pop_contiguous(self, expected: int) -> list[bytes]:
         """Remove and return the held bytes that continue the stream at ``expected``."""
         out: list[bytes] = []
-        while self._starts and self._starts[0] <= expected:
-            start = self._starts.pop(0)
-            data = self._segments.pop(start)
+        segments, nearest = self._segments, self._nearest
+        while nearest and nearest[0] <= expected:
+            start = heapq.heappop(nearest)
+            data = segments.pop(start, None)
+            if data is None:
+                continue  # evicted already
             self.cost -= len(data) + SEGMENT_OVERHEAD
             end = start + len(data)
             if end > expected:
                 out.append(data[expected - start :])
                 expected = end
+        self._compact()
         return out
+
+    def _compact(self) -> None:
+        live = len(self._segments)
+        if len(self._nearest) + len(self._farthest) > 2 * _STALE_FACTOR * live + 64:
+            self._nearest = sorted(self._segments)
+            self._farthest = [-start for start in reversed(self._nearest)]

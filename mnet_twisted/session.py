@@ -318,10 +318,10 @@ class Session:
         if fields is not None:
             # The hot path: DATA without building a packet object.
             if self.state is not _S.CLOSED:
-                self._last_heard = now  # what _heard does, without the call
-                self._unanswered_timeouts = 0
-                self._probe_retry_at = None
-                self._on_data(*fields, now)
+                if self._on_data(*fields, now):
+                    self._last_heard = now  # what _heard does, without the call
+                    self._unanswered_timeouts = 0
+                    self._probe_retry_at = None
                 self._notify(self)
             return
         try:
@@ -333,7 +333,7 @@ class Session:
                 self._outbox.append(wire.ShutdownComplete(self.local_tag).to_bytes())
                 self._notify(self)
             return
-        self._heard(now)
+        state, acked = self.state, self._sender.acked
         if isinstance(packet, wire.Data):
             self._on_data(packet.seq, packet.ack, packet.payload, now)
         elif isinstance(packet, wire.Cookie):
@@ -350,9 +350,18 @@ class Session:
                 self._terminate(CloseReason.CLEAN, "", now)
         elif isinstance(packet, wire.Abort):
             self._on_abort(now)
+        if self.state is not state or self._sender.acked > acked:
+            self._heard(now)  # control packets show life by moving the session on
         self._notify(self)
 
     def _heard(self, now: float) -> None:
+        """The peer showed progress: the dead-peer rule starts counting afresh.
+
+        Only progress counts, as TCP gives up once its retransmissions go
+        unanswered however much the peer talks: a peer that keeps sending
+        acks that acknowledge nothing, or data we cannot take, while ours
+        goes unacknowledged, is as good as gone.
+        """
         self._last_heard = now
         self._unanswered_timeouts = 0
         self._probe_retry_at = None
@@ -451,25 +460,35 @@ class Session:
     # ------------------------------------------------------------------
     # Data
 
-    def _on_data(self, seq: int, ack: int, payload: bytes, now: float) -> None:
+    def _on_data(self, seq: int, ack: int, payload: bytes, now: float) -> bool:
+        """Take a DATA packet; returns whether it showed progress (see ``_heard``).
+
+        Progress is an ack of new data, new in-order data we took, or any
+        packet while we wait for no answer at all (an idle session's
+        keep-alive probe is answered by an ack that acknowledges nothing new).
+        """
         if self.state is not _S.ESTABLISHED:
             if self.state is _S.COOKIE_ECHOED:
                 # DATA from the listener proves our echo arrived; its ACK was lost.
                 self._establish(now)
             elif self.state is _S.COOKIE_WAIT:
-                return
-        self._process_ack(ack, now, pure=not payload)
-        if not payload:
-            return
-        delivered, ack_when = self._receiver.on_segment(seq, payload, self._unread)
-        for data in delivered:
-            self._deliver(data)
-        if ack_when is Ack.NOW:
-            self._outbox.append(self._pure_ack())
-        else:
-            self._ack_pending = True
+                return False
+        newly_acked = self._process_ack(ack, now, pure=not payload)
+        delivered: list[bytes] = []
+        if payload:
+            delivered, ack_when = self._receiver.on_segment(seq, payload, self._unread)
+            for data in delivered:
+                self._deliver(data)
+            if ack_when is Ack.NOW:
+                self._outbox.append(self._pure_ack())
+            else:
+                self._ack_pending = True
+        return bool(newly_acked or delivered) or (
+            not self._sender.awaiting_ack and self._control_retry_at is None
+        )
 
-    def _process_ack(self, wire_ack: int, now: float, *, pure: bool) -> None:
+    def _process_ack(self, wire_ack: int, now: float, *, pure: bool) -> int:
+        """Take an acknowledgement field; returns the bytes it newly acknowledged."""
         newly_acked, retransmit = self._sender.on_ack(wire_ack, now, pure=pure)
         if retransmit:
             self._emit(retransmit, self._outbox)
@@ -478,6 +497,7 @@ class Session:
                 self._check_send_buffer_low()
             if self.state is not _S.ESTABLISHED:
                 self._advance_shutdown(now)  # it acts only once a close began
+        return newly_acked
 
     def _deliver(self, data: bytes) -> None:
         size = len(data)

@@ -14,7 +14,19 @@ __all__ = ["Echo", "Options", "makeService"]
 
 
 class Echo(Protocol):
-    """Writes back whatever it receives."""
+    """Writes back whatever it receives, and stops reading while its peer does not.
+
+    The transport is registered as its own streaming producer (Twisted's
+    producer/consumer contract, as over TCP): once the echoed data waiting
+    for the peer passes the send buffer's high-water mark, the transport
+    pauses reading, so the peer's further data is no longer taken (MNET then
+    stops acknowledging it, which stops the peer); below the low-water mark
+    reading resumes.  A peer that sends but never reads thus holds a bounded
+    amount of memory here, not everything it sent.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self.transport, True)
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)

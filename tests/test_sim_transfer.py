@@ -8,7 +8,7 @@ import pytest
 from simnet import Link, SessionRecord, connected_pair, drop_packets, payload
 
 from mnet_twisted.config import SessionConfig
-from mnet_twisted.events import DataReceived, SendBufferLow
+from mnet_twisted.events import CloseReason, DataReceived, SendBufferLow
 
 #: (loss rate, bytes to send): higher loss gets a smaller transfer so the
 #: whole matrix stays fast; MNET without SACK is slow at 30 % loss, as TCP is.
@@ -129,8 +129,10 @@ def test_paused_receiver_bounds_buffer_and_resumes() -> None:
     server.pause(peer)
     data = payload(2_000_000, seed=7)
     client.write(conn, data)
-    # Longer than peer_timeout: a paused reader must not get the session killed.
-    net.run_for(config.peer_timeout + 5)
+    # Most of peer_timeout: a reader paused that long keeps its session.  (MNET
+    # has no receive window on the wire, so one paused for longer is taken
+    # for a peer that stopped acknowledging: see the next test.)
+    net.run_for(config.peer_timeout - 2)
     assert len(peer.received) == 0
     assert peer.session.receive_buffer_size <= config.receive_buffer_limit
     acked = conn.written - conn.session.send_buffer_size
@@ -142,6 +144,21 @@ def test_paused_receiver_bounds_buffer_and_resumes() -> None:
     _assert_stream(peer, data)
     assert conn.send_buffer_low_events >= 1
     assert SendBufferLow in conn.event_types()
+
+
+def test_a_reader_paused_past_the_dead_peer_rule_loses_its_session() -> None:
+    """Acks that stop advancing look the same whether the peer is paused or hostile.
+
+    The sender ends the session (PEER_TIMEOUT) once the dead-peer rule runs
+    out, as the reference peers do after 3 s; ``peer_timeout`` sets how long.
+    """
+    config = SessionConfig(receive_buffer_limit=200_000, peer_timeout=5.0)
+    net, client, server, conn, peer = connected_pair(seed=9, config=config)
+    server.pause(peer)
+    client.write(conn, payload(2_000_000, seed=9))
+    bound = config.peer_timeout + (config.dead_peer_retransmissions + 1) * config.max_rto
+    net.run_until(lambda: conn.closed, max_time=bound + 5)
+    assert conn.close_reason is CloseReason.PEER_TIMEOUT
 
 
 def test_pause_and_resume_repeatedly() -> None:

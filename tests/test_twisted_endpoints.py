@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -331,6 +333,68 @@ async def test_stop_listening_closes_sessions_gracefully(mnet) -> None:
     assert client.received == payload
     assert (await lostReason(server)).check(error.ConnectionDone)
     assert (await lostReason(client)).check(error.ConnectionDone)
+
+
+class _Greeter(Recorder):
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.transport.write(b"x" * 100_000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_listening_ends_in_bounded_time_whatever_the_peer_does(mnet) -> None:
+    """A peer that acknowledges nothing yet keeps talking is aborted after the grace period."""
+    from mnet_twisted import wire
+
+    server_factory = RecorderFactory()
+    server_factory.protocol = _Greeter
+    port = await mnet.listen(server_factory, stopGrace=0.5)
+    address = (port.getHost().host, port.getHost().port)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.setblocking(False)
+    tag = b"\x01\x02\x03"
+    received: list[bytes] = []
+
+    async def exchange(datagram: bytes, wanted: type) -> Any:
+        peer.sendto(datagram, address)
+        for _ in range(200):
+            await mnet.sleep(0.01)
+            try:
+                while True:
+                    received.append(peer.recv(65536))
+            except BlockingIOError:
+                pass
+            for data in received:
+                try:
+                    packet = wire.parse(data)
+                except wire.MalformedPacket:
+                    continue
+                if isinstance(packet, wanted):
+                    return packet
+        raise AssertionError(f"no {wanted.__name__} came")
+
+    try:
+        cookie = await exchange(wire.Init(tag).to_bytes(), wire.Cookie)
+        await exchange(wire.CookieEcho.of(cookie).to_bytes(), wire.CookieAck)
+        await within(server_factory.built)
+        stopped = port.stopListening()
+        stale_ack = wire.encode_data(tag, 0, 0, b"")  # acknowledges nothing, ever
+        started = mnet.reactor.seconds()
+        while not stopped.called and mnet.reactor.seconds() - started < 5:
+            peer.sendto(stale_ack, address)
+            await mnet.sleep(0.1)
+        assert stopped.called, "stopListening waited on a peer that never acknowledges"
+        await mnet.sleep(0.05)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                received.append(peer.recv(65536))
+        assert any(
+            isinstance(wire.parse(d), wire.Abort)
+            for d in received
+            if d[0] == wire.PacketType.ABORT
+        )
+    finally:
+        peer.close()
 
 
 @pytest_twisted.ensureDeferred

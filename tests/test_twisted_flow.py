@@ -162,6 +162,39 @@ async def test_backpressure_paused_reader(mnet, loggedErrors) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_echo_server_holds_bounded_memory_for_a_peer_that_never_reads(mnet) -> None:
+    """mnet-echo stops reading from a peer that sends and sends but never reads.
+
+    (Echoing everything held all of it, unacknowledged, in the server.)
+    """
+    from mnet_twisted.tap import Echo as MNETEcho
+
+    config = mnet.withConfig(
+        receive_buffer_limit=256 * 1024,
+        send_buffer_high_water=512 * 1024,
+        send_buffer_low_water=128 * 1024,
+    )
+    server_factory = OneFactory(MNETEcho)
+    port = await mnet.listen(server_factory, config=config)
+    client = await mnet.connect(port, Factory.forProtocol(PausedSink), config=config)
+    echo = await within(server_factory.built)
+    total = 16 * 1024 * 1024
+    client.transport.write(os.urandom(total))
+    session = echo.transport.session
+    await mnet.waitFor(lambda: session.send_buffer_size > config.send_buffer_low_water, 10)
+    # What the client acknowledged before its own buffer filled, the
+    # high-water mark, the last chunk echoed, and what waits unread here:
+    # a bound that does not grow with what the client sends.
+    bound = config.send_buffer_high_water + 3 * config.receive_buffer_limit
+    for _ in range(40):
+        await mnet.sleep(0.025)
+        assert session.send_buffer_size + session.receive_buffer_size <= bound
+    taken = session.bytes_received
+    assert taken <= bound, "the echo server kept reading from a peer that does not read"
+    client.transport.abortConnection()
+
+
+@pytest_twisted.ensureDeferred
 async def test_pull_producer_file_sender(mnet) -> None:
     """A pull producer (FileSender) sends 2 MiB; loseConnection afterwards delivers it all."""
     data = os.urandom(2 * 1024 * 1024)

@@ -43,6 +43,8 @@ def test_server_strings() -> None:
     )
     endpoint = serverFromString(reactor, r"mnet:9002:interface=\:\:1")
     assert endpoint._interface == "::1"
+    assert endpoint._stopGrace == 10.0
+    assert serverFromString(reactor, "mnet:9003:stopGrace=2.5")._stopGrace == 2.5
     with pytest.raises(TypeError):
         serverFromString(reactor, "mnet:9000:bogus=1")
 
