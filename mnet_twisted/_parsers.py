@@ -33,8 +33,21 @@ def _one(name: str, positional: Any, keyword: Any) -> Any:
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
+def _bound(text: str | None, default: int | None) -> int | None:
+    """A limit from an endpoint string: a whole number, or ``none`` for no bound."""
+    if text is None:
+        return default
+    if text.lower() == "none":
+        return None
+    return int(text)
+
+
 class MNETServerParser:
-    """Parses ``mnet:PORT[:interface=ADDR][:secretFile=PATH][:stopGrace=S]``."""
+    """Parses ``mnet:PORT[:interface=ADDR][:secretFile=PATH][:stopGrace=S]``, and limits.
+
+    Limits: ``maxSessions=N``, ``maxSessionsPerSource=N``,
+    ``outOfOrderBudget=BYTES`` (``none`` lifts the bound).
+    """
 
     prefix = "mnet"
 
@@ -46,10 +59,21 @@ class MNETServerParser:
         secretFile: str | None = None,
         **kwargs: str,
     ) -> Any:
+        from .config import ListenerLimits
         from .endpoints import MNETServerEndpoint
 
         port = _one("port", port, kwargs.pop("port", None))
         stop_grace = float(kwargs.pop("stopGrace", 10))
+        defaults = ListenerLimits()
+        limits = ListenerLimits(
+            max_sessions=_bound(kwargs.pop("maxSessions", None), defaults.max_sessions),
+            max_sessions_per_source=_bound(
+                kwargs.pop("maxSessionsPerSource", None), defaults.max_sessions_per_source
+            ),
+            out_of_order_budget=_bound(
+                kwargs.pop("outOfOrderBudget", None), defaults.out_of_order_budget
+            ),
+        )
         if kwargs:
             raise TypeError(f"mnet: unknown server options {sorted(kwargs)}")
         if port is None:
@@ -60,6 +84,7 @@ class MNETServerParser:
             interface=interface,
             cookieSecretFile=secretFile,
             stopGrace=stop_grace,
+            limits=limits,
         )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .congestion import CONTROLLERS
 from .wire import DATA_HEADER_SIZE, MAX_DATAGRAM, MAX_PAYLOAD
 
-__all__ = ["SessionConfig"]
+__all__ = ["ListenerLimits", "SessionConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +120,30 @@ class SessionConfig:
     def max_segment_size(self) -> int:
         """Largest payload of one DATA packet."""
         return self.max_datagram_size - DATA_HEADER_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """What one listener grants all its peers together (None: no bound).
+
+    Each session's own buffers are bounded by its ``SessionConfig``; these
+    bound how many sessions there are and what they hold in sum, so that a
+    crowd of peers (or one peer from many ports) cannot add up to more.
+    """
+
+    #: Sessions accepted and open at once; a peer completing a handshake
+    #: beyond it is answered ABORT (its connect fails as refused).  At about
+    #: 6 KiB an idle session, the default bounds idle sessions to ~25 MiB.
+    max_sessions: int | None = 4096
+    #: Sessions open at once from one IP address (any port).
+    max_sessions_per_source: int | None = None
+    #: Out-of-order bytes (with their bookkeeping) held by all sessions
+    #: together; a segment beyond it is not kept nor acknowledged, and its
+    #: sender sends it again.  64 sessions' worth of full default windows.
+    out_of_order_budget: int | None = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "max_sessions_per_source", "out_of_order_budget"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None)")

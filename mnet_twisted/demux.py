@@ -17,9 +17,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from . import wire
-from .config import SessionConfig
+from .config import ListenerLimits, SessionConfig
 from .cookie import CookieMinter, CookieVerdict
 from .events import Event
+from .recvbuf import SharedBudget
 from .session import Session, SessionState
 
 _DATA = int(wire.PacketType.DATA)
@@ -41,9 +42,18 @@ class Demultiplexer:
         config: SessionConfig | None = None,
         accepting: bool = False,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        limits: ListenerLimits | None = None,
     ) -> None:
         self.local_port = local_port
         self.config = config if config is not None else SessionConfig()
+        self.limits = limits if limits is not None else ListenerLimits()
+        #: Out-of-order bytes held by all sessions together.
+        self.out_of_order = SharedBudget(self.limits.out_of_order_budget)
+        #: Accepted sessions open now, in all and by peer IP address.
+        self._accepted_open = 0
+        self._accepted_by_source: dict[str, int] = {}
+        #: Handshakes refused because a limit was reached.
+        self.sessions_refused = 0
         self.cookies = cookies if cookies is not None else CookieMinter.random(random_bytes)
         #: Whether a valid handshake from a stranger creates a session.
         self.accepting = accepting
@@ -269,6 +279,10 @@ class Demultiplexer:
         if verdict is CookieVerdict.EXPIRED or not self.accepting:
             self._reply(wire.Abort(echo.connector_tag), address)
             return
+        if self._over_limits(address):
+            self.sessions_refused += 1
+            self._reply(wire.Abort(echo.connector_tag), address)
+            return
         if existing is not None:
             self._forget(existing)  # a lingering predecessor; the tag is reused
         session = Session(
@@ -279,9 +293,13 @@ class Demultiplexer:
             config=self.config,
             now=now,
             notify=self._touch,
+            out_of_order_budget=self.out_of_order,
         )
         self._sessions[session] = None
         self._open[session] = None
+        self._accepted_open += 1
+        source = address[0]
+        self._accepted_by_source[source] = self._accepted_by_source.get(source, 0) + 1
         self._by_peer_tag[(address, echo.connector_tag)] = session
         self._by_local_tag.setdefault((address, echo.listener_tag), session)
         self._touch(session)
@@ -316,7 +334,7 @@ class Demultiplexer:
         if session.state is SessionState.CLOSED:  # session.closed, without the call
             # Closing always notifies, so this keeps the count of open
             # sessions exact without walking every lingering one.
-            self._open.pop(session, None)
+            self._closed(session)
 
     def _schedule(self, session: Session, deadline: float) -> None:
         registered = self._scheduled.get(session)
@@ -324,10 +342,32 @@ class Demultiplexer:
             self._scheduled[session] = deadline
             heapq.heappush(self._heap, (deadline, next(self._tiebreak), session))
 
+    def _closed(self, session: Session) -> None:
+        """``session`` is no longer open (closed, or forgotten)."""
+        if session not in self._open:
+            return
+        del self._open[session]
+        if not session.is_connector:
+            self._accepted_open -= 1
+            source = session.peer_address[0]
+            left = self._accepted_by_source[source] - 1
+            if left:
+                self._accepted_by_source[source] = left
+            else:
+                del self._accepted_by_source[source]
+
+    def _over_limits(self, address: Address) -> bool:
+        """Whether accepting one more session from ``address`` would break a limit."""
+        limits = self.limits
+        if limits.max_sessions is not None and self._accepted_open >= limits.max_sessions:
+            return True
+        per_source = limits.max_sessions_per_source
+        return per_source is not None and self._accepted_by_source.get(address[0], 0) >= per_source
+
     def _forget(self, session: Session) -> None:
         self._unscheduled.pop(session, None)
         self._sessions.pop(session, None)
-        self._open.pop(session, None)
+        self._closed(session)
         self._scheduled.pop(session, None)
         address = session.peer_address
         for table, tag in (

@@ -25,7 +25,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .config import SessionConfig
+from .config import ListenerLimits, SessionConfig
 from .protocol import MNETDatagramProtocol
 from .udpport import listenMNETUDP
 from .wire import MAX_DATAGRAM
@@ -81,8 +81,10 @@ class MNETListeningPort:
         config: SessionConfig | None = None,
         cookies: Any = None,
         stopGrace: float = 10.0,
+        limits: ListenerLimits | None = None,
     ) -> None:
         self._reactor = reactor
+        self._limits = limits
         self._port = port
         self._interface = interface
         self.factory = factory
@@ -107,6 +109,7 @@ class MNETListeningPort:
             config=self._config,
             cookies=self._cookies,
             accepting=True,
+            limits=self._limits,
         )
         self.factory.doStart()
         try:
@@ -169,6 +172,10 @@ class MNETServerEndpoint:
         random secret when missing.  Without it, a random in-memory secret.
     @param stopGrace: seconds C{stopListening} lets sessions close gracefully
         before it aborts the rest (endpoint strings: C{stopGrace=S}).
+    @param limits: a L{ListenerLimits}: how many sessions, from one address
+        and in all, and how many out-of-order bytes all of them may hold
+        (endpoint strings: C{maxSessions=N}, C{maxSessionsPerSource=N},
+        C{outOfOrderBudget=BYTES}; C{none} lifts a bound).
     """
 
     def __init__(
@@ -179,6 +186,7 @@ class MNETServerEndpoint:
         config: SessionConfig | None = None,
         cookieSecretFile: str | None = None,
         stopGrace: float = 10.0,
+        limits: ListenerLimits | None = None,
     ) -> None:
         self._reactor = reactor
         self._port = port
@@ -186,6 +194,7 @@ class MNETServerEndpoint:
         self._config = config
         self._cookieSecretFile = cookieSecretFile
         self._stopGrace = stopGrace
+        self._limits = limits
 
     def __repr__(self) -> str:
         return f"<MNETServerEndpoint {self._interface or '*'}:{self._port}>"
@@ -208,6 +217,7 @@ class MNETServerEndpoint:
             self._config,
             cookies,
             stopGrace=self._stopGrace,
+            limits=self._limits,
         )
         port.startListening()
         return port

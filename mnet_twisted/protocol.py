@@ -33,7 +33,7 @@ from twisted.python import context
 from twisted.python.failure import Failure
 from twisted.python.log import ILogContext
 
-from .config import SessionConfig
+from .config import ListenerLimits, SessionConfig
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
@@ -81,10 +81,15 @@ class MNETDatagramProtocol(DatagramProtocol):
         randomBytes: Callable[[int], bytes] = os.urandom,
         closeWhenIdle: bool = False,
         idleGrace: float = 0.0,
+        limits: ListenerLimits | None = None,
     ) -> None:
         self._reactor = reactor
         self.factory = factory
         self.config = config if config is not None else SessionConfig()
+        self.limits = limits if limits is not None else ListenerLimits()
+        #: Refusals (limits reached) logged so far, and when the next log may come.
+        self._refusalsLogged = 0
+        self._refusalLogDue = 0.0
         self._cookies = cookies
         self._accepting = accepting
         self._randomBytes = randomBytes
@@ -155,6 +160,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             config=self.config,
             accepting=self._accepting,
             random_bytes=self._randomBytes,
+            limits=self.limits,
         )
 
     def _sizeSocketBuffers(self) -> None:
@@ -362,7 +368,22 @@ class MNETDatagramProtocol(DatagramProtocol):
                 transport._armLowWater()
             self.scheduleFlush()
         self._armTimer(demux.next_deadline(), now)
+        if demux.sessions_refused != self._refusalsLogged and now >= self._refusalLogDue:
+            self._logRefusals(demux.sessions_refused, now)
         self._maybeClose()
+
+    def _logRefusals(self, refused: int, now: float) -> None:
+        # One line per ten seconds at most, however many peers are turned away.
+        self._log.warn(
+            "Refused {count} MNET session(s) on port {port}: a limit was reached"
+            " (maxSessions={maxSessions}, maxSessionsPerSource={perSource})",
+            count=refused - self._refusalsLogged,
+            port=self.transport.getHost().port if self.transport is not None else None,
+            maxSessions=self.limits.max_sessions,
+            perSource=self.limits.max_sessions_per_source,
+        )
+        self._refusalsLogged = refused
+        self._refusalLogDue = now + 10.0
 
     def _armTimer(self, deadline: float | None, now: float) -> None:
         call = self._timerCall

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .recvbuf import SEGMENT_OVERHEAD, ReassemblyBuffer
+from .recvbuf import SEGMENT_OVERHEAD, ReassemblyBuffer, SharedBudget
 from .seqnum import unwrap
 
 __all__ = ["Ack", "StreamReceiver"]
@@ -35,11 +35,11 @@ class StreamReceiver:
         "rcv_nxt",
     )
 
-    def __init__(self, origin: int, limit: int) -> None:
+    def __init__(self, origin: int, limit: int, budget: SharedBudget | None = None) -> None:
         #: Every byte before this offset has been received.
         self.rcv_nxt = origin
         self._limit = limit
-        self._reassembly = ReassemblyBuffer()
+        self._reassembly = ReassemblyBuffer(budget)
         #: In-order bytes taken since our last acknowledgement went out.
         self._unacknowledged = 0
         #: The largest payload seen: what a full segment is for this peer.
@@ -55,7 +55,7 @@ class StreamReceiver:
         return self._reassembly.cost
 
     def discard(self) -> None:
-        self._reassembly = ReassemblyBuffer()
+        self._reassembly.clear()
 
     def on_segment(self, wire_seq: int, payload: bytes, unread: int) -> tuple[list[bytes], Ack]:
         """Take one DATA payload; return the bytes now deliverable in order.

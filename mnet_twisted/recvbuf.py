@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 
-__all__ = ["ReassemblyBuffer"]
+__all__ = ["ReassemblyBuffer", "SharedBudget"]
 
 #: What each held segment costs beyond its bytes: the bytes object's header,
 #: its dict entry and key, and its places in both heaps (about 120 bytes on
@@ -13,6 +13,26 @@ __all__ = ["ReassemblyBuffer"]
 SEGMENT_OVERHEAD = 128
 #: Heaps are rebuilt once stale entries outnumber live ones this many times.
 _STALE_FACTOR = 2
+
+
+class SharedBudget:
+    """Out-of-order bytes all sessions of one listener may hold together.
+
+    Each session has its own limit; this bounds their sum, so that many
+    sessions each filling theirs with far-ahead segments cannot add up to
+    more memory than the listener allows.  A segment that does not fit is
+    not kept (nor acknowledged): its sender sends it again later.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int | None) -> None:
+        #: None: no bound beyond each session's own.
+        self.limit = limit
+        self.used = 0
+
+    def fits(self, cost: int) -> bool:
+        return self.limit is None or self.used + cost <= self.limit
 
 
 class ReassemblyBuffer:
@@ -28,13 +48,15 @@ class ReassemblyBuffer:
     """
 
     __slots__ = (
+        "_budget",
         "_farthest",
         "_nearest",
         "_segments",
         "cost",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, budget: SharedBudget | None = None) -> None:
+        self._budget = budget
         #: The data held, by stream offset of its first byte.
         self._segments: dict[int, bytes] = {}
         self._nearest: list[int] = []
@@ -46,24 +68,44 @@ class ReassemblyBuffer:
     def __len__(self) -> int:
         return len(self._segments)
 
-    def add(self, start: int, data: bytes, expected: int) -> None:
-        """Hold ``data`` (at stream ``start``), unless what is held already covers it."""
+    def add(self, start: int, data: bytes, expected: int) -> bool:
+        """Hold ``data`` (at stream ``start``), unless what is held already covers it.
+
+        Returns False if the shared budget had no room for it (nothing kept).
+        """
         if start < expected:
             data = data[expected - start :]
             start = expected
         if not data:
-            return
+            return True
         held = self._segments.get(start)
-        if held is not None:
-            if len(held) >= len(data):
-                return  # a copy of what we hold
-            self.cost += len(data) - len(held)  # the longer one replaces it
-            self._segments[start] = data
-            return
-        self._segments[start] = data
-        self.cost += len(data) + SEGMENT_OVERHEAD
-        heapq.heappush(self._nearest, start)
-        heapq.heappush(self._farthest, -start)
+        grown = len(data) - len(held) if held is not None else len(data) + SEGMENT_OVERHEAD
+        if grown <= 0:
+            return True  # a copy of what we hold
+        budget = self._budget
+        if budget is not None:
+            if not budget.fits(grown):
+                return False
+            budget.used += grown
+        self.cost += grown
+        self._segments[start] = data  # a longer copy replaces a shorter one
+        if held is None:
+            heapq.heappush(self._nearest, start)
+            heapq.heappush(self._farthest, -start)
+        return True
+
+    def clear(self) -> None:
+        """Forget everything (the session is over), handing its charge back."""
+        if self._budget is not None:
+            self._budget.used -= self.cost
+        self._segments.clear()
+        self._nearest, self._farthest = [], []
+        self.cost = 0
+
+    def _release(self, cost: int) -> None:
+        self.cost -= cost
+        if self._budget is not None:
+            self._budget.used -= cost
 
     def evict_farthest(self, cost: int) -> None:
         """Forget the segments farthest ahead until ``cost`` has been freed."""
@@ -73,7 +115,7 @@ class ReassemblyBuffer:
             if data is None:
                 continue  # it already left through the other heap
             freed = len(data) + SEGMENT_OVERHEAD
-            self.cost -= freed
+            self._release(freed)
             cost -= freed
         self._compact()
 
@@ -86,7 +128,7 @@ class ReassemblyBuffer:
             data = segments.pop(start, None)
             if data is None:
                 continue  # evicted already
-            self.cost -= len(data) + SEGMENT_OVERHEAD
+            self._release(len(data) + SEGMENT_OVERHEAD)
             end = start + len(data)
             if end > expected:
                 out.append(data[expected - start :])

@@ -21,6 +21,7 @@ from .config import SessionConfig
 from .errors import SessionClosedError
 from .events import Closed, CloseReason, DataReceived, Established, Event, SendBufferLow
 from .receiver import Ack, StreamReceiver
+from .recvbuf import SharedBudget
 from .sender import Segment, StreamSender
 from .seqnum import wrap
 
@@ -119,6 +120,7 @@ class Session:
         config: SessionConfig,
         now: float,
         notify: Callable[[Session], None],
+        out_of_order_budget: SharedBudget | None = None,
     ) -> None:
         self.peer_address = peer_address
         self.local_tag = local_tag
@@ -129,7 +131,9 @@ class Session:
         self.state = _S.COOKIE_WAIT if is_connector else _S.ESTABLISHED
 
         self._sender = StreamSender(config)
-        self._receiver = StreamReceiver(config.stream_origin, config.receive_buffer_limit)
+        self._receiver = StreamReceiver(
+            config.stream_origin, config.receive_buffer_limit, out_of_order_budget
+        )
         self._want_send_buffer_low = False
         self._close_requested = False
         #: Received bytes queued as events the application has not taken.

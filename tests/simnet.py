@@ -417,6 +417,7 @@ class SimNet:
         name: str | None = None,
         cookies: Any = ...,
         random_bytes: Callable[[int], bytes] | None = None,
+        limits: Any = None,
     ) -> Host:
         """Create a host at (ip, port).  Listeners (``accepting``) get a fixed-secret minter."""
         from mnet_twisted.cookie import CookieMinter
@@ -436,6 +437,7 @@ class SimNet:
             config=config,
             accepting=accepting,
             random_bytes=random_bytes,
+            limits=limits,
         )
         host = Host(self, name or f"{ip}:{port}", addr, demux, config)
         self.hosts[addr] = host

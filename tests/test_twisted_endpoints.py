@@ -398,6 +398,33 @@ async def test_stop_listening_ends_in_bounded_time_whatever_the_peer_does(mnet) 
 
 
 @pytest_twisted.ensureDeferred
+async def test_sessions_beyond_the_listener_cap_are_refused_and_logged(mnet) -> None:
+    """maxSessions: the next connect fails as refused, and the listener says why, once."""
+    from twisted.logger import globalLogPublisher
+
+    from mnet_twisted.config import ListenerLimits
+
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        port = await mnet.listen(RecorderFactory(), limits=ListenerLimits(max_sessions=2))
+        first = await mnet.connect(port, Factory.forProtocol(Recorder))
+        await mnet.connect(port, Factory.forProtocol(Recorder))
+        with pytest.raises(error.ConnectionRefusedError):
+            await mnet.connect(port, Factory.forProtocol(Recorder))
+        await mnet.waitFor(
+            lambda: any("a limit was reached" in e.get("log_format", "") for e in seen)
+        )
+        first.transport.loseConnection()
+        await mnet.waitFor(lambda: port.protocol.demux.open_sessions == 1)
+        await mnet.connect(port, Factory.forProtocol(Recorder))  # the freed place
+        said = [e for e in seen if "a limit was reached" in e.get("log_format", "")]
+        assert len(said) == 1 and said[0]["count"] == 1
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+
+
+@pytest_twisted.ensureDeferred
 async def test_port_closing_loses_sessions() -> None:
     """Closing the UDP port under live sessions delivers ConnectionLost to their protocols."""
     from twisted.internet import reactor

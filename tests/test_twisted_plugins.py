@@ -19,6 +19,7 @@ from twisted.protocols.basic import LineReceiver
 
 import mnet_twisted
 from mnet_twisted import MNETClientEndpoint, MNETServerEndpoint
+from mnet_twisted.config import ListenerLimits
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -45,6 +46,11 @@ def test_server_strings() -> None:
     assert endpoint._interface == "::1"
     assert endpoint._stopGrace == 10.0
     assert serverFromString(reactor, "mnet:9003:stopGrace=2.5")._stopGrace == 2.5
+    assert endpoint._limits == ListenerLimits()
+    limited = serverFromString(
+        reactor, "mnet:9004:maxSessions=100:maxSessionsPerSource=4:outOfOrderBudget=none"
+    )
+    assert limited._limits == ListenerLimits(100, 4, None)
     with pytest.raises(TypeError):
         serverFromString(reactor, "mnet:9000:bogus=1")
 
