@@ -141,9 +141,27 @@ class ListenerLimits:
     #: together; a segment beyond it is not kept nor acknowledged, and its
     #: sender sends it again.  64 sessions' worth of full default windows.
     out_of_order_budget: int | None = 64 * 1024 * 1024
+    #: COOKIE replies (answers to INIT, which cost two HMACs and are 3.6
+    #: times the INIT's size) per second, in all and per source network (a
+    #: /24 or a /64).  Beyond them an INIT gets no answer (the connector
+    #: retries); one client IP still opens 10,000 sessions a second.
+    cookie_rate: float | None = 20_000.0
+    cookie_rate_per_source: float | None = 10_000.0
+    #: ABORT replies to strangers (unknown tags, refused handshakes) per
+    #: second, in all and per source network.
+    abort_rate: float | None = 2_000.0
+    abort_rate_per_source: float | None = 200.0
 
     def __post_init__(self) -> None:
-        for name in ("max_sessions", "max_sessions_per_source", "out_of_order_budget"):
+        for name in (
+            "max_sessions",
+            "max_sessions_per_source",
+            "out_of_order_budget",
+            "cookie_rate",
+            "cookie_rate_per_source",
+            "abort_rate",
+            "abort_rate_per_source",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None)")

@@ -20,6 +20,7 @@ from . import wire
 from .config import ListenerLimits, SessionConfig
 from .cookie import CookieMinter, CookieVerdict
 from .events import Event
+from .ratelimit import ReplyLimiter
 from .recvbuf import SharedBudget
 from .session import Session, SessionState
 
@@ -54,6 +55,10 @@ class Demultiplexer:
         self._accepted_by_source: dict[str, int] = {}
         #: Handshakes refused because a limit was reached.
         self.sessions_refused = 0
+        #: Stateless replies (COOKIE, and ABORT to strangers) within their rates.
+        limits = self.limits
+        self._cookie_replies = ReplyLimiter(limits.cookie_rate, limits.cookie_rate_per_source)
+        self._abort_replies = ReplyLimiter(limits.abort_rate, limits.abort_rate_per_source)
         self.cookies = cookies if cookies is not None else CookieMinter.random(random_bytes)
         #: Whether a valid handshake from a stranger creates a session.
         self.accepting = accepting
@@ -75,6 +80,11 @@ class Demultiplexer:
         #: when a deadline is next asked for, after the datagrams have left.
         self._unscheduled: dict[Session, None] = {}
         self._tiebreak = itertools.count()
+
+    @property
+    def replies_limited(self) -> int:
+        """Stateless replies left unsent because their rate was exceeded."""
+        return self._cookie_replies.limited + self._abort_replies.limited
 
     def __len__(self) -> int:
         """Sessions still known, including closed ones lingering after a clean close."""
@@ -123,7 +133,7 @@ class Demultiplexer:
             if session is not None:
                 session.receive_datagram(data, now)
             else:
-                self._reply(wire.Abort(tag), address)
+                self._reply_abort(tag, address, now)
             return
         if kind == wire.PacketType.INIT:
             self._on_init(data, address, now)
@@ -141,7 +151,7 @@ class Demultiplexer:
             elif session is not None:
                 session.receive_datagram(data, now)
             else:
-                self._reply(wire.Abort(tag), address)
+                self._reply_abort(tag, address, now)
 
     def receive_batch(self, datagrams: list[bytes], address: Address, now: float) -> None:
         """Several datagrams from ``address`` that arrived together (a GRO read).
@@ -249,8 +259,10 @@ class Demultiplexer:
         if init is None:
             return
         if init.version != wire.VERSION or not self.accepting:
-            self._reply(wire.Abort(init.tag), address)
+            self._reply_abort(init.tag, address, now)
             return
+        if not self._cookie_replies.allow(address[0], now):
+            return  # before the HMACs: a flood costs little beyond this check
         listener_tag = self.cookies.listener_tag(address, init.tag)
         expiration = (int(now) + self.config.cookie_lifetime) & 0xFFFFFFFF
         mac = self.cookies.mint(
@@ -277,11 +289,11 @@ class Demultiplexer:
                 self._reply(wire.CookieAck(echo.listener_tag), address)
             return
         if verdict is CookieVerdict.EXPIRED or not self.accepting:
-            self._reply(wire.Abort(echo.connector_tag), address)
+            self._reply_abort(echo.connector_tag, address, now)
             return
         if self._over_limits(address):
             self.sessions_refused += 1
-            self._reply(wire.Abort(echo.connector_tag), address)
+            self._reply_abort(echo.connector_tag, address, now)
             return
         if existing is not None:
             self._forget(existing)  # a lingering predecessor; the tag is reused
@@ -324,6 +336,11 @@ class Demultiplexer:
 
     # ------------------------------------------------------------------
     # Bookkeeping
+
+    def _reply_abort(self, tag: bytes, address: Address, now: float) -> None:
+        """ABORT to a stranger, within the rate the limits allow (else: silence)."""
+        if self._abort_replies.allow(address[0], now):
+            self._reply(wire.Abort(tag), address)
 
     def _reply(self, packet: wire.Packet, address: Address) -> None:
         self._stateless.append((packet.to_bytes(), address))

@@ -58,6 +58,12 @@ class _PendingConnect:
         self.deferred = deferred
 
 
+#: Packet types that open sessions: INIT and COOKIE-ECHO.
+_HANDSHAKE_KINDS = frozenset({1, 3})
+#: Of those, at most this many are taken per read batch.
+HANDSHAKES_PER_BATCH = 1024
+
+
 class MNETDatagramProtocol(DatagramProtocol):
     """
     All MNET sessions of one UDP port.
@@ -134,7 +140,11 @@ class MNETDatagramProtocol(DatagramProtocol):
             "sendErrors": 0,
             "probesRefused": 0,
             "applicationErrors": 0,
+            "handshakesDropped": 0,
         }
+        # Strangers' INIT and COOKIE-ECHO datagrams of the read batch under
+        # way: taken after the batch's session traffic (see datagramReceived).
+        self._handshakes: list[tuple[bytes, Any]] = []
 
     # -- DatagramProtocol ---------------------------------------------------
 
@@ -187,6 +197,15 @@ class MNETDatagramProtocol(DatagramProtocol):
         self.stats["datagramsReceived"] += 1
         if type(addr) is not tuple or len(addr) != 2:
             addr = (addr[0], addr[1])  # ports normally cut IPv6 addresses down already
+        if self._inReadBatch and datagram and datagram[0] in _HANDSHAKE_KINDS:
+            # Sessions first: a flood of handshakes waits behind the batch's
+            # session traffic, and beyond a batch's share is dropped unread
+            # (a real connector retries).
+            if len(self._handshakes) < HANDSHAKES_PER_BATCH:
+                self._handshakes.append((datagram, addr))
+            else:
+                self.stats["handshakesDropped"] += 1
+            return
         self.demux.receive_datagram(datagram, addr, self._reactor.seconds())
         if self._inReadBatch:
             self._flushAfterBatch = True  # what scheduleFlush does here, without the call
@@ -200,6 +219,13 @@ class MNETDatagramProtocol(DatagramProtocol):
     def readBatchEnded(self) -> None:
         """The batch is read: answer all of it now, in this reactor turn."""
         self._inReadBatch = False
+        if self._handshakes:
+            handshakes, self._handshakes = self._handshakes, []
+            if self.demux is not None and not self._stopped:
+                now = self._reactor.seconds()
+                for datagram, addr in handshakes:
+                    self.demux.receive_datagram(datagram, addr, now)
+                self._flushAfterBatch = True
         if self._flushAfterBatch:
             self._flushAfterBatch = False
             call, self._flushCall = self._flushCall, None

@@ -291,13 +291,25 @@ def test_malformed_packets_with_session_tag_do_not_kill_it() -> None:
 
 
 def test_data_before_any_handshake_creates_nothing() -> None:
-    """A DATA flood with distinct unknown tags creates no sessions and only ABORTs."""
+    """A DATA flood with distinct unknown tags creates no sessions and only ABORTs.
+
+    From one source network, at most ``abort_rate_per_source`` of them a
+    second (after a burst of a tenth of that): the rest get no answer.
+    """
     driver = Driver()
-    for i in range(200):
+    limits = driver.demux.limits
+    assert limits.abort_rate_per_source is not None
+    aborts = 0
+    for i in range(2000):
         tag = i.to_bytes(3, "little")
         answers = driver.feed(wire.Data(tag, 10, 0, b"x" * 10).to_bytes(), now=T0 + i * 1e-3)
-        assert answers == [b"\x08" + tag]
+        assert answers in ([], [b"\x08" + tag])
+        aborts += len(answers)
     assert len(driver.demux) == 0
+    seconds = 2.0
+    allowed = limits.abort_rate_per_source * (seconds + 0.1)
+    assert 0.9 * limits.abort_rate_per_source * seconds <= aborts <= allowed + 1
+    assert driver.demux.replies_limited == 2000 - aborts
 
 
 # -- the reference session replayed ----------------------------------------------

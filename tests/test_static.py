@@ -22,6 +22,7 @@ CORE_MODULES = [
     "sockopts",
     "sendbuf",
     "recvbuf",
+    "ratelimit",
     "sender",
     "receiver",
     "session",
