@@ -146,11 +146,13 @@ async def _connectOnceListening(reactor, port: int, child: subprocess.Popen) -> 
     raise AssertionError("the server never started listening")
 
 
-def _spawnEcho(runner: list[str], port: int, log_path: Path) -> subprocess.Popen:
+def _spawnEcho(
+    runner: list[str], port: int, log_path: Path, options: str = ""
+) -> subprocess.Popen:
     """Start mnet-echo on 127.0.0.1:port in a subprocess, logging to log_path."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [*runner, "mnet-echo", "--listen", f"mnet:{port}:interface=127.0.0.1"],
+            [*runner, "mnet-echo", "--listen", f"mnet:{port}:interface=127.0.0.1{options}"],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=log_path.parent,
@@ -233,6 +235,29 @@ async def test_twistd_shuts_down_promptly_with_an_idle_client(tmp_path, mnet) ->
         assert "Server Shut Down" in log_path.read_text()
         await within(client.lost, 5)
         assert client.reason.check(error.ConnectionDone)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_shuts_down_in_bounded_time_with_a_client_that_does_not_read(
+    tmp_path, mnet
+) -> None:
+    """A client that sends and sends but never reads cannot hold twistd up past stopGrace."""
+    port = _freeUDPPort()
+    log_path = tmp_path / "server.log"
+    child = _spawnEcho(TWISTD, port, log_path, ":stopGrace=1")
+    try:
+        client = await _connectOnceListening(mnet.reactor, port, child)
+        client.transport.pauseProducing()  # reads nothing: the echo piles up at the server
+        client.transport.write(b"x" * (8 * 1024 * 1024))
+        await mnet.sleep(1.0)
+        child.terminate()
+        code = await within(_waitProcess(child), 8)  # stopGrace, not the dead-peer rule
+        assert code in (0, -signal.SIGTERM), log_path.read_text()
+        assert "Aborting 1 MNET session(s) still open" in log_path.read_text()
     finally:
         if child.poll() is None:
             child.kill()
