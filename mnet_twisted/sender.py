@@ -319,9 +319,13 @@ class StreamSender:
         # At most one size probe per call: it ends the batch.
         probe_wanted = self._probes.payload_wanted()
         mss, limit = self._mss, self._max_outstanding
+        # Bytes in the network: new data adds its size as it goes; only
+        # within or right after a go-back pass is it worked out again.
+        pipe, recompute = 0, True
         while (start := self.snd_nxt) < written:
             if self._go_back_until <= start < self.snd_max:
                 self.snd_nxt = self.snd_max  # the pass is over: on with new data
+                recompute = True
                 continue
             size = mss if written - start > mss else written - start
             outstanding = start - buffer.start
@@ -330,8 +334,11 @@ class StreamSender:
             )
             if probe:
                 size = probe_wanted
-            elif outstanding and (self._pipe() + size > cwnd or outstanding + size > limit):
-                break  # the window is full
+            elif outstanding:
+                if recompute or start < self.snd_max:
+                    pipe = self._pipe()
+                if pipe + size > cwnd or outstanding + size > limit:
+                    break  # the window is full
             if pacer is not None:
                 if probe:
                     pacer.spend(size)
@@ -339,6 +346,8 @@ class StreamSender:
                     self.pacing_deadline = pacer.ready_at(now, size)
                     break
             end = start + size
+            pipe += size
+            recompute = start < self.snd_max  # a resent segment: the pass's rest changed
             out.append((end, buffer.get(start, size)))
             if start >= self.snd_max:
                 self._first_sent.append((end, now))
