@@ -308,9 +308,10 @@ class MNETDatagramProtocol(DatagramProtocol):
         if self.demux is None or self._stopped:
             return
         now = self._reactor.seconds()
-        self._log.info(
-            "Aborting {count} MNET session(s) still open", count=self.demux.open_sessions
-        )
+        if self.demux.open_sessions:
+            self._log.info(
+                "Aborting {count} MNET session(s) still open", count=self.demux.open_sessions
+            )
         self.demux.abort_all(now)
         self.scheduleFlush()
 
