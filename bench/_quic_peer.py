@@ -24,6 +24,7 @@ import ssl
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +135,18 @@ async def listen(options: argparse.Namespace, protocol: type[QuicConnectionProto
         server.close()
 
 
+@contextlib.asynccontextmanager
+async def _stream(
+    options: argparse.Namespace,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """One connection to the server and one bidirectional stream on it."""
+    configuration = _client_configuration()
+    async with connect(options.host, options.port, configuration=configuration) as client:
+        yield await client.create_stream()
+
+
 async def send(options: argparse.Namespace) -> None:
-    async with connect(
-        options.host, options.port, configuration=_client_configuration()
-    ) as client:
-        reader, writer = await client.create_stream()
+    async with _stream(options) as (reader, writer):
         first_write = time.monotonic()
         for chunk in stream_chunks(options.bytes):
             writer.write(chunk)
@@ -149,10 +157,7 @@ async def send(options: argparse.Namespace) -> None:
 
 
 async def echo(options: argparse.Namespace) -> None:
-    async with connect(
-        options.host, options.port, configuration=_client_configuration()
-    ) as client:
-        reader, writer = await client.create_stream()
+    async with _stream(options) as (reader, writer):
         digest = hashlib.sha256()
         times = []
         for index in range(options.count):
