@@ -53,8 +53,12 @@ class Demultiplexer:
         #: Accepted sessions open now, in all and by peer IP address.
         self._accepted_open = 0
         self._accepted_by_source: dict[str, int] = {}
-        #: Handshakes refused because a limit was reached.
+        #: Handshakes refused because a limit was reached; sessions accepted;
+        #: COOKIE-ECHOs rejected (forged or expired); ABORTs sent to strangers.
         self.sessions_refused = 0
+        self.sessions_accepted = 0
+        self.cookies_rejected = 0
+        self.aborts_sent = 0
         #: Stateless replies (COOKIE, and ABORT to strangers) within their rates.
         limits = self.limits
         self._cookie_replies = ReplyLimiter(limits.cookie_rate, limits.cookie_rate_per_source)
@@ -80,6 +84,11 @@ class Demultiplexer:
         #: when a deadline is next asked for, after the datagrams have left.
         self._unscheduled: dict[Session, None] = {}
         self._tiebreak = itertools.count()
+
+    @property
+    def limits_hit(self) -> int:
+        """Handshakes refused plus stateless replies left unsent: any limit at work."""
+        return self.sessions_refused + self.replies_limited
 
     @property
     def replies_limited(self) -> int:
@@ -281,6 +290,7 @@ class Demultiplexer:
             return
         verdict = self.cookies.check(echo, connector=address, local_port=self.local_port, now=now)
         if verdict is CookieVerdict.FORGED:
+            self.cookies_rejected += 1
             return
         existing = self._by_peer_tag.get((address, echo.connector_tag))
         if existing is not None and not existing.closed:
@@ -288,6 +298,8 @@ class Demultiplexer:
                 # Our COOKIE-ACK was lost; the session already exists.
                 self._reply(wire.CookieAck(echo.listener_tag), address)
             return
+        if verdict is CookieVerdict.EXPIRED:
+            self.cookies_rejected += 1
         if verdict is CookieVerdict.EXPIRED or not self.accepting:
             self._reply_abort(echo.connector_tag, address, now)
             return
@@ -310,6 +322,7 @@ class Demultiplexer:
         self._sessions[session] = None
         self._open[session] = None
         self._accepted_open += 1
+        self.sessions_accepted += 1
         source = address[0]
         self._accepted_by_source[source] = self._accepted_by_source.get(source, 0) + 1
         self._by_peer_tag[(address, echo.connector_tag)] = session
@@ -340,6 +353,7 @@ class Demultiplexer:
     def _reply_abort(self, tag: bytes, address: Address, now: float) -> None:
         """ABORT to a stranger, within the rate the limits allow (else: silence)."""
         if self._abort_replies.allow(address[0], now):
+            self.aborts_sent += 1
             self._reply(wire.Abort(tag), address)
 
     def _reply(self, packet: wire.Packet, address: Address) -> None:

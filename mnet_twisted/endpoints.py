@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .config import ListenerLimits, SessionConfig
-from .protocol import MNETDatagramProtocol
+from .protocol import ListenerStats, MNETDatagramProtocol
 from .udpport import listenMNETUDP
 from .wire import MAX_DATAGRAM
 
@@ -156,6 +156,12 @@ class MNETListeningPort:
 
     def getHost(self) -> Any:
         return self._host
+
+    def getStats(self) -> ListenerStats:
+        """Totals of this port: sessions, refusals, limits hit, datagrams (L{ListenerStats})."""
+        if self.protocol is None:
+            raise RuntimeError("the port is not listening")
+        return self.protocol.getStats()
 
 
 @implementer(IStreamServerEndpoint)

@@ -28,7 +28,7 @@ from twisted.internet.error import (
 )
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python import context
 from twisted.python.failure import Failure
 from twisted.python.log import ILogContext
@@ -39,7 +39,7 @@ from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
 from .transport import MNETTransport
 
-__all__ = ["MNETDatagramProtocol", "peerAddress"]
+__all__ = ["ListenerStats", "MNETDatagramProtocol", "peerAddress"]
 
 
 def peerAddress(addr: tuple[str, int]) -> IPv4Address | IPv6Address:
@@ -62,6 +62,31 @@ class _PendingConnect:
 _HANDSHAKE_KINDS = frozenset({1, 3})
 #: Of those, at most this many are taken per read batch.
 HANDSHAKES_PER_BATCH = 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListenerStats:
+    """Totals of one MNET port (``MNETListeningPort.getStats()``)."""
+
+    #: Sessions open now, and accepted since the port opened.
+    sessions_open: int
+    sessions_accepted: int
+    #: Handshakes turned away by ``ListenerLimits`` (answered ABORT).
+    sessions_refused: int
+    #: COOKIE-ECHOs with a forged or expired cookie.
+    cookies_rejected: int
+    #: ABORTs sent to strangers (unknown tags, refused handshakes).
+    aborts_sent: int
+    #: Stateless replies (COOKIE, ABORT) left unsent over their rate limits,
+    #: and handshake datagrams dropped over a read batch's share.
+    replies_limited: int
+    handshakes_dropped: int
+    #: Out-of-order bytes all sessions hold, against the listener's budget.
+    out_of_order_held: int
+    datagrams_received: int
+    datagrams_sent: int
+    #: Datagrams the socket would not take (each one a lost packet).
+    send_errors: int
 
 
 class MNETDatagramProtocol(DatagramProtocol):
@@ -93,9 +118,9 @@ class MNETDatagramProtocol(DatagramProtocol):
         self.factory = factory
         self.config = config if config is not None else SessionConfig()
         self.limits = limits if limits is not None else ListenerLimits()
-        #: Refusals (limits reached) logged so far, and when the next log may come.
-        self._refusalsLogged = 0
-        self._refusalLogDue = 0.0
+        #: What the limits turned away, as last logged, and when the next log may come.
+        self._limitsLogged = (0, 0, 0)
+        self._limitsLogDue = 0.0
         self._cookies = cookies
         self._accepting = accepting
         self._randomBytes = randomBytes
@@ -303,6 +328,22 @@ class MNETDatagramProtocol(DatagramProtocol):
         for transport in list(self._transports.values()):
             transport.loseConnection()
 
+    def getStats(self) -> ListenerStats:
+        demux, stats = self.demux, self.stats
+        return ListenerStats(
+            sessions_open=demux.open_sessions if demux is not None else 0,
+            sessions_accepted=demux.sessions_accepted if demux is not None else 0,
+            sessions_refused=demux.sessions_refused if demux is not None else 0,
+            cookies_rejected=demux.cookies_rejected if demux is not None else 0,
+            aborts_sent=demux.aborts_sent if demux is not None else 0,
+            replies_limited=demux.replies_limited if demux is not None else 0,
+            handshakes_dropped=stats["handshakesDropped"],
+            out_of_order_held=demux.out_of_order.used if demux is not None else 0,
+            datagrams_received=stats["datagramsReceived"],
+            datagrams_sent=stats["datagramsSent"],
+            send_errors=stats["sendErrors"],
+        )
+
     def abortAllConnections(self) -> None:
         """Abort every session now: each peer is sent ABORT, each protocol told."""
         if self.demux is None or self._stopped:
@@ -395,22 +436,32 @@ class MNETDatagramProtocol(DatagramProtocol):
                 transport._armLowWater()
             self.scheduleFlush()
         self._armTimer(demux.next_deadline(), now)
-        if demux.sessions_refused != self._refusalsLogged and now >= self._refusalLogDue:
-            self._logRefusals(demux.sessions_refused, now)
+        if now >= self._limitsLogDue and demux.limits_hit + self.stats["handshakesDropped"]:
+            self._logLimits(now)
         self._maybeClose()
 
-    def _logRefusals(self, refused: int, now: float) -> None:
+    def _logLimits(self, now: float) -> None:
         # One line per ten seconds at most, however many peers are turned away.
+        demux = self.demux
+        counts = (demux.sessions_refused, demux.replies_limited, self.stats["handshakesDropped"])
+        if counts == self._limitsLogged:
+            return
+        refused, limited, dropped = (
+            new - old for new, old in zip(counts, self._limitsLogged, strict=True)
+        )
         self._log.warn(
-            "Refused {count} MNET session(s) on port {port}: a limit was reached"
-            " (maxSessions={maxSessions}, maxSessionsPerSource={perSource})",
-            count=refused - self._refusalsLogged,
+            "MNET port {port} hit its limits: refused {count} session(s) (maxSessions="
+            "{maxSessions}, maxSessionsPerSource={perSource}), left {limited} stateless"
+            " replies unsent over their rates, dropped {dropped} handshake datagram(s)",
+            count=refused,
+            limited=limited,
+            dropped=dropped,
             port=self.transport.getHost().port if self.transport is not None else None,
             maxSessions=self.limits.max_sessions,
             perSource=self.limits.max_sessions_per_source,
         )
-        self._refusalsLogged = refused
-        self._refusalLogDue = now + 10.0
+        self._limitsLogged = counts
+        self._limitsLogDue = now + 10.0
 
     def _armTimer(self, deadline: float | None, now: float) -> None:
         call = self._timerCall
@@ -577,6 +628,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             session.abort(self._reactor.seconds())
             return
         transport = self._newTransport(session, protocol)
+        self._logOpened(transport, "accepted")
         self.callApplication(transport, protocol.makeConnection, transport)
 
     def _connected(self, session: Any) -> None:
@@ -594,6 +646,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             )
             return
         transport = self._newTransport(session, protocol)
+        self._logOpened(transport, "connected")
         if self.callApplication(transport, protocol.makeConnection, transport):
             pending.deferred.callback(protocol)
         else:
@@ -605,7 +658,38 @@ class MNETDatagramProtocol(DatagramProtocol):
             pending.deferred.errback(Failure(_connectFailure(session, event, lost)))
         transport = self._transports.pop(session, None)
         if transport is not None:
+            self._logClosed(transport, event, lost)
             transport._closed(event, lost)
+
+    # -- structured logs: every field named, for JSON and other observers -----
+
+    def _logOpened(self, transport: MNETTransport, how: str) -> None:
+        peer = transport.session.peer_address
+        self._log.debug(
+            "MNET session {session} {how} ({peerHost}:{peerPort})",
+            session=transport.logPrefix(),
+            how=how,
+            peerHost=peer[0],
+            peerPort=peer[1],
+        )
+
+    def _logClosed(self, transport: MNETTransport, event: Closed, lost: bool) -> None:
+        reason = event.reason
+        level, why = _CLOSE_LOGGING.get(reason, (LogLevel.info, reason.value))
+        if lost:
+            level, why = LogLevel.info, "lost with its UDP port"
+        peer = transport.session.peer_address
+        self._log.emit(
+            level,
+            "MNET session {session} ({peerHost}:{peerPort}) ended: {why}",
+            session=transport.logPrefix(),
+            peerHost=peer[0],
+            peerPort=peer[1],
+            why=why,
+            reason=reason.value,
+            detail=event.detail,
+            stats=dataclasses.asdict(transport.getStats()),
+        )
 
     def _callInContext(self, newContext: Any, method: Any, *args: Any) -> Any:
         """C{context.call}, bound once to the reactor thread's context tracker."""
@@ -643,6 +727,17 @@ class MNETDatagramProtocol(DatagramProtocol):
             transport._applicationFailed(failure)
             return False
         return True
+
+
+#: How a session's end is logged: the level, and what it says.
+_CLOSE_LOGGING = {
+    CloseReason.CLEAN: (LogLevel.debug, "closed cleanly"),
+    CloseReason.ABORTED_LOCALLY: (LogLevel.debug, "aborted here"),
+    CloseReason.ABORTED_BY_PEER: (LogLevel.info, "aborted by the peer"),
+    CloseReason.PEER_TIMEOUT: (LogLevel.info, "peer declared dead (no progress)"),
+    CloseReason.SHUTDOWN_TIMEOUT: (LogLevel.info, "peer declared dead while closing"),
+    CloseReason.PROTOCOL_ERROR: (LogLevel.warn, "the peer broke the protocol"),
+}
 
 
 def _connectFailure(session: Any, event: Closed, lost: bool) -> Exception:

@@ -32,12 +32,17 @@ class StreamReceiver:
         "_limit",
         "_reassembly",
         "_unacknowledged",
+        "duplicate_segments",
+        "out_of_order_segments",
         "rcv_nxt",
     )
 
     def __init__(self, origin: int, limit: int, budget: SharedBudget | None = None) -> None:
         #: Every byte before this offset has been received.
         self.rcv_nxt = origin
+        #: Segments that brought nothing new, and segments that came ahead of a hole.
+        self.duplicate_segments = 0
+        self.out_of_order_segments = 0
         self._limit = limit
         self._reassembly = ReassemblyBuffer(budget)
         #: In-order bytes taken since our last acknowledgement went out.
@@ -70,9 +75,11 @@ class StreamReceiver:
         if size > self._full_segment:
             self._full_segment = size
         if end <= rcv_nxt:
+            self.duplicate_segments += 1
             return [], Ack.NOW  # a duplicate: our earlier ack was lost
         reassembly = self._reassembly
         if start > rcv_nxt:
+            self.out_of_order_segments += 1
             cost = size + SEGMENT_OVERHEAD
             if unread + reassembly.cost + cost <= self._limit:
                 reassembly.add(start, payload, rcv_nxt)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
 from . import wire
@@ -25,7 +26,7 @@ from .recvbuf import SharedBudget
 from .sender import Segment, StreamSender
 from .seqnum import wrap
 
-__all__ = ["ProbeDatagram", "Session", "SessionState"]
+__all__ = ["ProbeDatagram", "Session", "SessionState", "SessionStats"]
 
 Address = tuple[str, int]
 
@@ -63,6 +64,37 @@ class ProbeDatagram(bytes):
     """
 
     __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    """A snapshot of one session's counters and state (``Session.stats()``)."""
+
+    #: ``SessionState`` value, e.g. ``"established"``.
+    state: str
+    #: Stream bytes sent at least once, and acknowledged by the peer.
+    bytes_sent: int
+    bytes_acknowledged: int
+    #: In-order stream bytes received (delivered or waiting to be read).
+    bytes_received: int
+    #: Datagrams of this session, every kind, retransmissions included.
+    datagrams_sent: int
+    datagrams_received: int
+    #: DATA segments sent again.
+    retransmissions: int
+    #: DATA segments received that brought nothing new, or came ahead of a hole.
+    duplicate_segments: int
+    out_of_order_segments: int
+    #: Seconds; None before the first sample.
+    smoothed_rtt: float | None
+    rtt_variance: float
+    #: Bytes.
+    congestion_window: int
+    #: The largest datagram in use: the proven path size.
+    datagram_size: int
+    #: Bytes written and not yet acknowledged; bytes held for the application.
+    send_buffer: int
+    receive_buffer: int
 
 
 class _PendingData:
@@ -103,6 +135,8 @@ class Session:
         "_want_send_buffer_low",
         "bytes_received",
         "config",
+        "datagrams_received",
+        "datagrams_sent",
         "is_connector",
         "local_tag",
         "peer_address",
@@ -161,6 +195,8 @@ class Session:
         self._probe_retry_at: float | None = None
 
         self.bytes_received = 0
+        self.datagrams_sent = 0
+        self.datagrams_received = 0
 
         if not is_connector:
             self._events.append(Established())
@@ -203,6 +239,28 @@ class Session:
     @property
     def retransmissions(self) -> int:
         return self._sender.retransmissions
+
+    def stats(self) -> SessionStats:
+        """A snapshot of this session's counters and state."""
+        sender, receiver = self._sender, self._receiver
+        origin = self.config.stream_origin
+        return SessionStats(
+            state=self.state.value,
+            bytes_sent=sender.snd_max - origin,
+            bytes_acknowledged=sender.acked - origin,
+            bytes_received=self.bytes_received,
+            datagrams_sent=self.datagrams_sent,
+            datagrams_received=self.datagrams_received,
+            retransmissions=sender.stats.retransmissions,
+            duplicate_segments=receiver.duplicate_segments,
+            out_of_order_segments=receiver.out_of_order_segments,
+            smoothed_rtt=sender.rtt.smoothed,
+            rtt_variance=sender.rtt.variance,
+            congestion_window=sender.congestion.cwnd,
+            datagram_size=sender.segment_size + wire.DATA_HEADER_SIZE,
+            send_buffer=self.send_buffer_size,
+            receive_buffer=self.receive_buffer_size,
+        )
 
     def recovery_stats(self) -> dict[str, float]:
         """The sender's loss-recovery counters (see ``sender.RecoveryStats``)."""
@@ -296,6 +354,7 @@ class Session:
         if self._ack_pending:
             self._ack_pending = False
             out.append(self._pure_ack())
+        self.datagrams_sent += len(out)
         return out
 
     def next_deadline(self) -> float | None:
@@ -318,6 +377,7 @@ class Session:
 
     def receive_datagram(self, datagram: bytes, now: float) -> None:
         """A datagram the demultiplexer routed to this session."""
+        self.datagrams_received += 1
         fields = wire.parse_data(datagram)
         if fields is not None:
             # The hot path: DATA without building a packet object.

@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from .errors import SessionClosedError
 from .events import Closed, CloseReason
+from .session import SessionStats
 
 if TYPE_CHECKING:
     from .protocol import MNETDatagramProtocol
@@ -84,6 +85,11 @@ class MNETTransport:
         return f"<MNETTransport {self._logstr} to {self._session.peer_address!r}>"
 
     # -- ILoggingContext --------------------------------------------------------
+
+    def getStats(self) -> SessionStats:
+        """A snapshot of this session's counters and state (see L{SessionStats})."""
+        stats: SessionStats = self._session.stats()
+        return stats
 
     def logPrefix(self) -> str:
         return self._logstr

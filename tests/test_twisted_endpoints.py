@@ -412,13 +412,11 @@ async def test_sessions_beyond_the_listener_cap_are_refused_and_logged(mnet) -> 
         await mnet.connect(port, Factory.forProtocol(Recorder))
         with pytest.raises(error.ConnectionRefusedError):
             await mnet.connect(port, Factory.forProtocol(Recorder))
-        await mnet.waitFor(
-            lambda: any("a limit was reached" in e.get("log_format", "") for e in seen)
-        )
+        await mnet.waitFor(lambda: any("hit its limits" in e.get("log_format", "") for e in seen))
         first.transport.loseConnection()
         await mnet.waitFor(lambda: port.protocol.demux.open_sessions == 1)
         await mnet.connect(port, Factory.forProtocol(Recorder))  # the freed place
-        said = [e for e in seen if "a limit was reached" in e.get("log_format", "")]
+        said = [e for e in seen if "hit its limits" in e.get("log_format", "")]
         assert len(said) == 1 and said[0]["count"] == 1
     finally:
         globalLogPublisher.removeObserver(seen.append)
