@@ -265,6 +265,42 @@ async def test_twistd_shuts_down_in_bounded_time_with_a_client_that_does_not_rea
 
 
 @pytest_twisted.ensureDeferred
+async def test_mnet_echo_logs_its_totals_periodically(tmp_path, mnet) -> None:
+    """--stats-interval: a line of the port's totals every interval."""
+    port = _freeUDPPort()
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(
+            [
+                *TWISTD,
+                "mnet-echo",
+                "--listen",
+                f"mnet:{port}:interface=127.0.0.1",
+                "--stats-interval",
+                "0.2",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=_childEnv(),
+        )
+    try:
+        client = await _connectOnceListening(mnet.reactor, port, child)
+        client.sendLine(b"counted")
+        await mnet.waitFor(lambda: client.lines == [b"counted"], 20)
+        await mnet.waitFor(
+            lambda: "mnet-echo: 1 session(s) open, 1 accepted, 0 refused" in log_path.read_text(),
+            10,
+        )
+        child.terminate()
+        await within(_waitProcess(child), 10)  # the client answers the server's SHUTDOWN
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+
+
+@pytest_twisted.ensureDeferred
 async def test_twistd_web_listens_on_mnet(tmp_path, mnet) -> None:
     """An unrelated twistd plugin (web) serves over an mnet: string; Agent fetches the file."""
     from twisted.web.client import Agent, readBody
