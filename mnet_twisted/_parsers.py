@@ -32,7 +32,6 @@ def _one(name: str, positional: Any, keyword: Any) -> Any:
     return keyword if keyword is not None else positional
 
 
-@implementer(IPlugin, IStreamServerEndpointStringParser)
 def _bound(text: str | None, default: int | None) -> int | None:
     """A limit from an endpoint string: a whole number, or ``none`` for no bound."""
     if text is None:
@@ -42,6 +41,7 @@ def _bound(text: str | None, default: int | None) -> int | None:
     return int(text)
 
 
+@implementer(IPlugin, IStreamServerEndpointStringParser)
 class MNETServerParser:
     """Parses ``mnet:PORT[:interface=ADDR][:secretFile=PATH][:stopGrace=S]``, and limits.
 

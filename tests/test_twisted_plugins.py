@@ -30,6 +30,28 @@ def _reactor():
     return reactor
 
 
+def test_the_dropin_objects_provide_their_plugin_interfaces() -> None:
+    """Checked on the objects themselves: a stale dropin.cache cannot hide a lost declaration."""
+    from twisted.application.service import IServiceMaker
+    from twisted.internet.interfaces import (
+        IStreamClientEndpointStringParserWithReactor,
+        IStreamServerEndpointStringParser,
+    )
+    from twisted.plugin import IPlugin
+
+    from twisted.plugins import mnet_twisted_plugin as dropin
+
+    expected = {
+        "mnetServerParser": IStreamServerEndpointStringParser,
+        "mnetClientParser": IStreamClientEndpointStringParserWithReactor,
+        "mnetEcho": IServiceMaker,
+        "mnetForward": IServiceMaker,
+    }
+    for name, interface in expected.items():
+        plugin = getattr(dropin, name)
+        assert IPlugin.providedBy(plugin) and interface.providedBy(plugin), name
+
+
 def test_server_strings() -> None:
     """'mnet:' server strings parse to MNETServerEndpoint with port, interface, secret file."""
     reactor = _reactor()
