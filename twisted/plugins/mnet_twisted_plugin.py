@@ -1,6 +1,6 @@
 """
 Twisted plugin dropin for mnet_twisted: ``mnet:`` endpoint strings and the
-``mnet-echo`` twistd / twist plugin.
+``mnet-echo`` and ``mnet-forward`` twistd / twist plugins.
 
 Plugin discovery imports this module, so it only builds small parser objects
 and a ServiceMaker; the protocol code is imported when it is used.
@@ -18,4 +18,11 @@ mnetEcho = ServiceMaker(
     "mnet_twisted.tap",
     "Echo every MNET session back to its sender",
     "mnet-echo",
+)
+
+mnetForward = ServiceMaker(
+    "MNET forwarder",
+    "mnet_twisted.forward",
+    "Forward connections between two endpoints (e.g. TCP and MNET)",
+    "mnet-forward",
 )

@@ -1,0 +1,102 @@
+"""
+``twistd mnet-forward``: an unmodified curl fetches a file from twisted.web
+through a pair of forwarders, TCP -> MNET -> TCP, all in real processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import mnet_twisted
+
+TWISTD = [
+    sys.executable,
+    "-c",
+    "from twisted.scripts.twistd import run; run()",
+    "-n",
+    "--pidfile=",
+]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(mnet_twisted.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_log(path: Path, text: str, child: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while text not in path.read_text(errors="replace"):
+        assert child.poll() is None, path.read_text(errors="replace")
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {path.name}"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_fetches_a_file_through_tcp_mnet_tcp_forwarders(tmp_path: Path) -> None:
+    content = os.urandom(16 * 1024 * 1024 + 12345)
+    (tmp_path / "big.bin").write_bytes(content)
+    web, middle, front = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM), 0
+    front = _free_port(socket.SOCK_STREAM)
+    commands = {
+        "web": ["web", "--listen", f"tcp:{web}:interface=127.0.0.1", "--path", str(tmp_path)],
+        "back": [
+            *("mnet-forward", "--listen", f"mnet:{middle}:interface=127.0.0.1"),
+            *("--connect", f"tcp:host=127.0.0.1:port={web}"),
+        ],
+        "front": [
+            *("mnet-forward", "--listen", f"tcp:{front}:interface=127.0.0.1"),
+            *("--connect", f"mnet:host=127.0.0.1:port={middle}"),
+        ],
+    }
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    logs = {name: tmp_path / f"{name}.log" for name in commands}
+    try:
+        for name, args in commands.items():
+            with open(logs[name], "wb") as log:
+                children[name] = subprocess.Popen(
+                    [*TWISTD, *args],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp_path,
+                    env=_env(),
+                )
+            _wait_for_log(logs[name], "Starting factory", children[name])
+        out = tmp_path / "fetched.bin"
+        url = f"http://127.0.0.1:{front}/big.bin"
+        fetched = subprocess.run(
+            ["curl", "-sS", "--fail", "--max-time", "120", "-o", str(out), url],
+            capture_output=True,
+            text=True,
+            timeout=150,
+            check=False,
+        )
+        assert fetched.returncode == 0, fetched.stderr + logs["front"].read_text()
+        assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(content).digest()
+        assert "Forwarding" in logs["front"].read_text()
+        assert "Forwarding" in logs["back"].read_text()
+    finally:
+        for child in children.values():
+            child.terminate()
+        for child in children.values():
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
