@@ -18,14 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application import internet, service
-from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.application import service
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IHalfCloseableDescriptor, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from ._services import listeningService
 
 __all__ = ["ForwardingFactory", "Options", "makeService"]
 
@@ -120,6 +122,13 @@ class Options(usage.Options):
     optParameters = [
         ["listen", "l", None, "Endpoint description to listen on (tcp:PORT, mnet:PORT, ...)"],
         ["connect", "c", None, "Endpoint description to connect each connection to"],
+        [
+            "stats-interval",
+            None,
+            0.0,
+            "Log the listening port's totals every this many seconds (0: never)",
+            float,
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -133,8 +142,4 @@ def makeService(options: Options) -> service.IService:
 
     target = clientFromString(reactor, options["connect"])
     factory = ForwardingFactory(target, options["connect"])
-    listening = internet.StreamServerEndpointService(
-        serverFromString(reactor, options["listen"]), factory
-    )
-    listening._raiseSynchronously = True  # as strports.service: a bind failure fails startup
-    return listening
+    return listeningService(options["listen"], factory, options["stats-interval"], "mnet-forward")

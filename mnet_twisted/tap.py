@@ -6,14 +6,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
-from twisted.application import internet, service
-from twisted.internet.endpoints import serverFromString
+from twisted.application import service
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.python import usage
+
+from ._services import listeningService
 
 __all__ = ["Echo", "Options", "makeService"]
 
@@ -57,54 +54,8 @@ class Options(usage.Options):
     ]
 
 
-class _Recorded:
-    """A server endpoint that remembers the port it listened on."""
-
-    def __init__(self, endpoint: Any) -> None:
-        self._endpoint = endpoint
-        self.port: Any = None
-
-    def listen(self, factory: Any) -> Any:
-        def remember(port: Any) -> Any:
-            self.port = port
-            return port
-
-        return self._endpoint.listen(factory).addCallback(remember)
-
-
-class _StatsLog:
-    """Logs a listening port's totals (``getStats()``), one event with named fields."""
-
-    _log = Logger()
-
-    def __init__(self, endpoint: _Recorded) -> None:
-        self._endpoint = endpoint
-
-    def __call__(self) -> None:
-        port = self._endpoint.port
-        if port is None or not hasattr(port, "getStats"):
-            return  # not listening yet, or not an MNET port
-        totals = dataclasses.asdict(port.getStats())
-        self._log.info(
-            "mnet-echo: {sessions_open} session(s) open, {sessions_accepted} accepted,"
-            " {sessions_refused} refused; {datagrams_received} datagrams in,"
-            " {datagrams_sent} out",
-            **totals,
-        )
-
-
 def makeService(options: Options) -> service.IService:
-    from twisted.internet import reactor
-
     # On shutdown the port's stopListening closes every session gracefully.
-    endpoint = _Recorded(serverFromString(reactor, options["listen"]))
-    listening = internet.StreamServerEndpointService(endpoint, Factory.forProtocol(Echo))
-    # As strports.service does: a port that cannot be bound fails startup.
-    listening._raiseSynchronously = True
-    interval = options["stats-interval"]
-    if not interval:
-        return listening
-    top = service.MultiService()
-    listening.setServiceParent(top)
-    internet.TimerService(interval, _StatsLog(endpoint)).setServiceParent(top)
-    return top
+    return listeningService(
+        options["listen"], Factory.forProtocol(Echo), options["stats-interval"], "mnet-echo"
+    )

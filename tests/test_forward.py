@@ -59,6 +59,7 @@ def test_curl_fetches_a_file_through_tcp_mnet_tcp_forwarders(tmp_path: Path) -> 
         "back": [
             *("mnet-forward", "--listen", f"mnet:{middle}:interface=127.0.0.1"),
             *("--connect", f"tcp:host=127.0.0.1:port={web}"),
+            *("--stats-interval", "0.1"),
         ],
         "front": [
             *("mnet-forward", "--listen", f"tcp:{front}:interface=127.0.0.1"),
@@ -91,6 +92,8 @@ def test_curl_fetches_a_file_through_tcp_mnet_tcp_forwarders(tmp_path: Path) -> 
         assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(content).digest()
         assert "Forwarding" in logs["front"].read_text()
         assert "Forwarding" in logs["back"].read_text()
+        # The periodic totals (the session may have ended before the first of them).
+        _wait_for_log(logs["back"], "session(s) open, 1 accepted, 0 refused", children["back"])
     finally:
         for child in children.values():
             child.terminate()
