@@ -60,6 +60,9 @@ class _Side(Protocol):
         other, self.other = self.other, None
         if other is not None and other.transport is not None:
             other.other = None
+            # A transport closing with a paused producer still registered
+            # waits for that producer forever: let go of this side first.
+            other.transport.unregisterProducer()
             other.transport.loseConnection()  # after what is buffered has gone
 
 
