@@ -8,6 +8,9 @@ unchanged Twisted stream protocol an MNET session instead of a TCP connection.
 
 from __future__ import annotations
 
+#: Docstrings here use epytext (C{code}, L{link}, @param), as Twisted's do.
+__docformat__ = "epytext"
+
 import dataclasses
 import socket
 from typing import Any

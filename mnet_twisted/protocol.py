@@ -10,6 +10,9 @@ and turns events into calls on application protocols through
 
 from __future__ import annotations
 
+#: Docstrings here use epytext (C{code}, L{link}, @param), as Twisted's do.
+__docformat__ = "epytext"
+
 import dataclasses
 import os
 from collections.abc import Callable

@@ -1,8 +1,8 @@
 """
 One MNET session as a sans-IO state machine.
 
-A :class:`Session` is driven by its :class:`~mnet_twisted.demux.Demultiplexer`
-(datagrams, timers) and by the application (``send``, ``close``, ``abort``,
+A :class:`Session` is driven by its demultiplexer (``demux.Demultiplexer``:
+datagrams, timers) and by the application (``send``, ``close``, ``abort``,
 ``pause_reading``).  It hands back datagrams (``datagrams_to_send``), events
 (``next_event``) and one deadline (``next_deadline``).  It never reads a clock:
 every call that depends on time takes ``now``.  The state table is in

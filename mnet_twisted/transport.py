@@ -10,6 +10,9 @@ dropping what no longer fits its receive buffer.
 
 from __future__ import annotations
 
+#: Docstrings here use epytext (C{code}, L{link}, @param), as Twisted's do.
+__docformat__ = "epytext"
+
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +46,7 @@ class MNETTransport:
     @ivar connected: true from the handshake until C{connectionLost}.
     @ivar disconnecting: true once L{loseConnection} was called.
     @ivar disconnected: true once the session is over.
-    @ivar producer: the registered producer, or L{None}.
+    @ivar producer: the registered producer, or C{None}.
     """
 
     _log = Logger()
@@ -129,7 +132,7 @@ class MNETTransport:
         self._closeSession()
 
     def abortConnection(self) -> None:
-        """Send ABORT now; C{connectionLost} follows with L{ConnectionAborted}."""
+        """Send ABORT now; C{connectionLost} follows with C{ConnectionAborted}."""
         if self.disconnected:
             return
         self.disconnecting = True
