@@ -52,7 +52,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_ruff_clean() -> None:
     """`ruff check` reports nothing on the package, the tests and the Twisted plugin."""
     _require("ruff")
-    targets = [t for t in ("mnet_twisted", "tests", "twisted", "bench") if (ROOT / t).exists()]
+    targets = [
+        t for t in ("mnet_twisted", "tests", "twisted", "bench", "examples") if (ROOT / t).exists()
+    ]
     result = _run("ruff", "check", *targets)
     assert result.returncode == 0, result.stdout + result.stderr
 
