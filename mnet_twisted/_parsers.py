@@ -43,7 +43,7 @@ def _bound(text: str | None, default: int | None) -> int | None:
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class MNETServerParser:
-    """Parses ``mnet:PORT[:interface=ADDR][:secretFile=PATH][:stopGrace=S]``, and limits.
+    """Parses ``mnet:PORT[:interface=ADDR][:secretFile=PATH][:stopGrace=S][:trace=DIR]``, limits.
 
     Limits: ``maxSessions=N``, ``maxSessionsPerSource=N``,
     ``outOfOrderBudget=BYTES`` (``none`` lifts the bound).
@@ -64,6 +64,7 @@ class MNETServerParser:
 
         port = _one("port", port, kwargs.pop("port", None))
         stop_grace = float(kwargs.pop("stopGrace", 10))
+        trace = kwargs.pop("trace", None)
         defaults = ListenerLimits()
         limits = ListenerLimits(
             max_sessions=_bound(kwargs.pop("maxSessions", None), defaults.max_sessions),
@@ -85,6 +86,7 @@ class MNETServerParser:
             cookieSecretFile=secretFile,
             stopGrace=stop_grace,
             limits=limits,
+            traceDirectory=trace,
         )
 
 

@@ -23,6 +23,7 @@ from .events import Event
 from .ratelimit import ReplyLimiter
 from .recvbuf import SharedBudget
 from .session import Session, SessionState
+from .trace import SessionTracer
 
 _DATA = int(wire.PacketType.DATA)
 
@@ -44,10 +45,13 @@ class Demultiplexer:
         accepting: bool = False,
         random_bytes: Callable[[int], bytes] = os.urandom,
         limits: ListenerLimits | None = None,
+        tracer_factory: Callable[[Session, float], SessionTracer | None] | None = None,
     ) -> None:
         self.local_port = local_port
         self.config = config if config is not None else SessionConfig()
         self.limits = limits if limits is not None else ListenerLimits()
+        #: Called with each new session and the time: its packet tracer, or None.
+        self.tracer_factory = tracer_factory
         #: Out-of-order bytes held by all sessions together.
         self.out_of_order = SharedBudget(self.limits.out_of_order_budget)
         #: Accepted sessions open now, in all and by peer IP address.
@@ -123,6 +127,8 @@ class Demultiplexer:
             now=now,
             notify=self._touch,
         )
+        if self.tracer_factory is not None:
+            session.tracer = self.tracer_factory(session, now)
         self._sessions[session] = None
         self._open[session] = None
         self._by_local_tag[(address, tag)] = session
@@ -319,6 +325,8 @@ class Demultiplexer:
             notify=self._touch,
             out_of_order_budget=self.out_of_order,
         )
+        if self.tracer_factory is not None:
+            session.tracer = self.tracer_factory(session, now)
         self._sessions[session] = None
         self._open[session] = None
         self._accepted_open += 1

@@ -85,9 +85,11 @@ class MNETListeningPort:
         cookies: Any = None,
         stopGrace: float = 10.0,
         limits: ListenerLimits | None = None,
+        traceDirectory: str | None = None,
     ) -> None:
         self._reactor = reactor
         self._limits = limits
+        self._traceDirectory = traceDirectory
         self._port = port
         self._interface = interface
         self.factory = factory
@@ -113,6 +115,7 @@ class MNETListeningPort:
             cookies=self._cookies,
             accepting=True,
             limits=self._limits,
+            traceDirectory=self._traceDirectory,
         )
         self.factory.doStart()
         try:
@@ -185,6 +188,9 @@ class MNETServerEndpoint:
         and in all, and how many out-of-order bytes all of them may hold
         (endpoint strings: C{maxSessions=N}, C{maxSessionsPerSource=N},
         C{outOfOrderBudget=BYTES}; C{none} lifts a bound).
+    @param traceDirectory: write each session's packet trace (JSON lines,
+        L{mnet_twisted.trace}) into this directory (endpoint strings:
+        C{trace=DIR}).
     """
 
     def __init__(
@@ -196,6 +202,7 @@ class MNETServerEndpoint:
         cookieSecretFile: str | None = None,
         stopGrace: float = 10.0,
         limits: ListenerLimits | None = None,
+        traceDirectory: str | None = None,
     ) -> None:
         self._reactor = reactor
         self._port = port
@@ -204,6 +211,7 @@ class MNETServerEndpoint:
         self._cookieSecretFile = cookieSecretFile
         self._stopGrace = stopGrace
         self._limits = limits
+        self._traceDirectory = traceDirectory
 
     def __repr__(self) -> str:
         return f"<MNETServerEndpoint {self._interface or '*'}:{self._port}>"
@@ -227,6 +235,7 @@ class MNETServerEndpoint:
             cookies,
             stopGrace=self._stopGrace,
             limits=self._limits,
+            traceDirectory=self._traceDirectory,
         )
         port.startListening()
         return port

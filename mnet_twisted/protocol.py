@@ -40,6 +40,7 @@ from .config import ListenerLimits, SessionConfig
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
+from .trace import SessionTracer
 from .transport import MNETTransport
 
 __all__ = ["ListenerStats", "MNETDatagramProtocol", "peerAddress"]
@@ -116,8 +117,12 @@ class MNETDatagramProtocol(DatagramProtocol):
         closeWhenIdle: bool = False,
         idleGrace: float = 0.0,
         limits: ListenerLimits | None = None,
+        traceDirectory: str | None = None,
     ) -> None:
         self._reactor = reactor
+        #: Where each session's packet trace goes (``trace.SessionTracer``), if anywhere.
+        self.traceDirectory = traceDirectory
+        self._traceFiles: dict[Any, Any] = {}
         self.factory = factory
         self.config = config if config is not None else SessionConfig()
         self.limits = limits if limits is not None else ListenerLimits()
@@ -199,6 +204,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             accepting=self._accepting,
             random_bytes=self._randomBytes,
             limits=self.limits,
+            tracer_factory=self._openTrace if self.traceDirectory is not None else None,
         )
 
     def _sizeSocketBuffers(self) -> None:
@@ -304,6 +310,9 @@ class MNETDatagramProtocol(DatagramProtocol):
             # The socket is still open while stopProtocol runs: tell the peers.
             for datagram, addr in demux.datagrams_to_send(now):
                 self._sendDatagram(datagram, addr)
+        for trace_file in self._traceFiles.values():
+            trace_file.close()
+        self._traceFiles.clear()
         deferreds, self._closedDeferreds = self._closedDeferreds, []
         for d in deferreds:
             d.callback(None)
@@ -663,6 +672,27 @@ class MNETDatagramProtocol(DatagramProtocol):
         if transport is not None:
             self._logClosed(transport, event, lost)
             transport._closed(event, lost)
+        trace_file = self._traceFiles.pop(session, None)
+        if trace_file is not None:
+            trace_file.close()
+
+    def _openTrace(self, session: Any, now: float) -> SessionTracer | None:
+        """A trace file for a new session: DIR/mnet-<time>-<port>-<tag>.jsonl."""
+        assert self.traceDirectory is not None
+        port = self.transport.getHost().port if self.transport is not None else 0
+        name = f"mnet-{now:.6f}-{port}-{session.local_tag.hex()}.jsonl"
+        try:
+            trace_file = open(os.path.join(self.traceDirectory, name), "w")  # noqa: SIM115
+        except OSError as error:
+            self._log.warn("No packet trace for an MNET session: {error}", error=error)
+            return None
+        self._traceFiles[session] = trace_file
+
+        def write(line: str) -> None:
+            if not trace_file.closed:
+                trace_file.write(line)
+
+        return SessionTracer(write, now)
 
     # -- structured logs: every field named, for JSON and other observers -----
 

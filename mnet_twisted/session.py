@@ -25,6 +25,7 @@ from .receiver import Ack, StreamReceiver
 from .recvbuf import SharedBudget
 from .sender import Segment, StreamSender
 from .seqnum import wrap
+from .trace import SessionTracer
 
 __all__ = ["ProbeDatagram", "Session", "SessionState", "SessionStats"]
 
@@ -142,6 +143,7 @@ class Session:
         "peer_address",
         "peer_tag",
         "state",
+        "tracer",
     )
 
     def __init__(
@@ -197,6 +199,8 @@ class Session:
         self.bytes_received = 0
         self.datagrams_sent = 0
         self.datagrams_received = 0
+        #: Set by the owner to record a packet trace (``mnet_twisted.trace``).
+        self.tracer: SessionTracer | None = None
 
         if not is_connector:
             self._events.append(Established())
@@ -355,7 +359,18 @@ class Session:
             self._ack_pending = False
             out.append(self._pure_ack())
         self.datagrams_sent += len(out)
+        if self.tracer is not None:
+            self._trace_drain(out, now)
         return out
+
+    def _trace_drain(self, out: list[bytes], now: float) -> None:
+        tracer = self.tracer
+        assert tracer is not None
+        # Metrics change only with what came in or a timer: both end in a drain.
+        rtt = self._sender.rtt
+        tracer.metrics(now, self._sender.congestion.cwnd, rtt.smoothed, rtt.variance, rtt.minimum)
+        for datagram in out:
+            tracer.datagram(now, datagram, sent=True)
 
     def next_deadline(self) -> float | None:
         if self.state is _S.CLOSED:
@@ -378,6 +393,8 @@ class Session:
     def receive_datagram(self, datagram: bytes, now: float) -> None:
         """A datagram the demultiplexer routed to this session."""
         self.datagrams_received += 1
+        if self.tracer is not None:
+            self.tracer.datagram(now, datagram, sent=False)
         fields = wire.parse_data(datagram)
         if fields is not None:
             # The hot path: DATA without building a packet object.

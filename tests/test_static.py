@@ -23,6 +23,7 @@ CORE_MODULES = [
     "sendbuf",
     "recvbuf",
     "ratelimit",
+    "trace",
     "sender",
     "receiver",
     "session",
