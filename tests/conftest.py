@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 from hypothesis import settings
 from twisted.internet import defer
+from twisted.internet.protocol import Protocol
 from twisted.logger import globalLogPublisher
 
+import mnet_twisted
 from mnet_twisted.config import SessionConfig
 
 # Under CI, property tests explore a fixed set of examples, so a red run is
@@ -25,6 +29,41 @@ if os.environ.get("CI"):
 
 #: Short timers so that closes and lingering sessions do not slow the tests.
 FAST_CONFIG = SessionConfig(linger=0.2)
+
+
+#: twistd in the foreground, without a pid file, for child processes.
+TWISTD = [
+    sys.executable,
+    "-c",
+    "from twisted.scripts.twistd import run; run()",
+    "-n",
+    "--pidfile=",
+]
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a child Python: it imports this very mnet_twisted."""
+    env = dict(os.environ)
+    root = str(Path(mnet_twisted.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class EchoProtocol(Protocol):
+    """Writes back what it receives."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class Collector(Protocol):
+    """Keeps what it receives in ``received``."""
+
+    def connectionMade(self) -> None:
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
 
 
 def _reactor() -> Any:

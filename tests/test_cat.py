@@ -14,16 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import mnet_twisted
+from conftest import child_env
 
 CAT = [sys.executable, "-m", "mnet_twisted.cat"]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(mnet_twisted.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
 
 
 def _free_udp_port() -> int:
@@ -36,7 +29,7 @@ def _connect_when_listening(port: int, **kwargs) -> subprocess.CompletedProcess[
     """Run a client; while the listener is still starting it is refused (status 1): retry."""
     for _ in range(100):
         done = subprocess.run(
-            [*CAT, "127.0.0.1", str(port)], env=_env(), timeout=60, check=False, **kwargs
+            [*CAT, "127.0.0.1", str(port)], env=child_env(), timeout=60, check=False, **kwargs
         )
         if done.returncode != 1:
             return done
@@ -58,7 +51,7 @@ def test_a_file_each_way_between_listen_and_connect(tmp_path: Path) -> None:
             [*CAT, "--listen", str(port), "--interface", "127.0.0.1"],
             stdin=stdin,
             stdout=out,
-            env=_env(),
+            env=child_env(),
         )
     try:
         with open(tmp_path / "there", "rb") as stdin:
@@ -88,7 +81,7 @@ def test_echo_through_mnet_echo_and_the_exit_statuses(tmp_path: Path) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
-            env=_env(),
+            env=child_env(),
         )
     try:
         message = os.urandom(300_000)
@@ -98,12 +91,12 @@ def test_echo_through_mnet_echo_and_the_exit_statuses(tmp_path: Path) -> None:
         echo.terminate()
         echo.wait(20)
     nobody = subprocess.run(
-        [*CAT, "127.0.0.1", str(port)], input=b"", capture_output=True, env=_env(), timeout=60
+        [*CAT, "127.0.0.1", str(port)], input=b"", capture_output=True, env=child_env(), timeout=60
     )
     assert nobody.returncode == 1 and b"no session" in nobody.stderr
-    usage = subprocess.run([*CAT], capture_output=True, env=_env(), timeout=60)
+    usage = subprocess.run([*CAT], capture_output=True, env=child_env(), timeout=60)
     assert usage.returncode == 2
-    helped = subprocess.run([*CAT, "--help"], capture_output=True, env=_env(), timeout=60)
+    helped = subprocess.run([*CAT, "--help"], capture_output=True, env=child_env(), timeout=60)
     assert helped.returncode == 0 and b"Exit status" in helped.stdout
 
 
@@ -114,7 +107,7 @@ def test_progress_line_when_sending_a_file_to_a_terminal(tmp_path: Path) -> None
         [*CAT, "--listen", str(port), "--interface", "127.0.0.1"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        env=_env(),
+        env=child_env(),
     )
     master, terminal = pty.openpty()
     try:

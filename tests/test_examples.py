@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import mnet_twisted
+from conftest import child_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(mnet_twisted.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -26,7 +18,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, *args],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=child_env(),
         timeout=60,
         check=False,
     )
@@ -50,7 +42,7 @@ def test_chat_example() -> None:
         port = str(s.getsockname()[1])
     chat = str(EXAMPLES / "chat.py")
     server = subprocess.Popen(
-        [sys.executable, chat, "server", port], stdout=subprocess.PIPE, text=True, env=_env()
+        [sys.executable, chat, "server", port], stdout=subprocess.PIPE, text=True, env=child_env()
     )
     clients: list[subprocess.Popen[str]] = []
     try:
@@ -63,7 +55,7 @@ def test_chat_example() -> None:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
-                    env=_env(),
+                    env=child_env(),
                 )
             )
         alice, bob = clients

@@ -10,28 +10,11 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-import mnet_twisted
-
-TWISTD = [
-    sys.executable,
-    "-c",
-    "from twisted.scripts.twistd import run; run()",
-    "-n",
-    "--pidfile=",
-]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(mnet_twisted.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
+from conftest import TWISTD, child_env
 
 
 def _free_port(kind: int) -> int:
@@ -76,7 +59,7 @@ def test_curl_fetches_a_file_through_tcp_mnet_tcp_forwarders(tmp_path: Path) -> 
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=tmp_path,
-                    env=_env(),
+                    env=child_env(),
                 )
             _wait_for_log(logs[name], "Starting factory", children[name])
         out = tmp_path / "fetched.bin"

@@ -9,27 +9,14 @@ import socket
 from typing import Any
 
 import pytest_twisted
-from conftest import within
+from conftest import Collector, EchoProtocol, within
 from simnet import Link, connected_pair, payload
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import LogLevel, globalLogPublisher
 
 from mnet_twisted import wire
 from mnet_twisted.protocol import ListenerStats
 from mnet_twisted.session import SessionStats
-
-
-class _Echo(Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-class _Collector(Protocol):
-    def connectionMade(self) -> None:
-        self.received = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
 
 
 def test_receiver_counts_duplicate_and_out_of_order_segments() -> None:
@@ -51,8 +38,8 @@ def test_receiver_counts_duplicate_and_out_of_order_segments() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_transport_and_port_statistics(mnet) -> None:
-    port = await mnet.listen(Factory.forProtocol(_Echo))
-    client = await mnet.connect(port, Factory.forProtocol(_Collector))
+    port = await mnet.listen(Factory.forProtocol(EchoProtocol))
+    client = await mnet.connect(port, Factory.forProtocol(Collector))
     client.transport.write(b"x" * 5000)
     await mnet.waitFor(lambda: client.received == b"x" * 5000)
     stats = client.transport.getStats()
@@ -88,12 +75,12 @@ async def test_each_session_end_is_one_structured_log_event(mnet) -> None:
     seen: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(seen.append)
     try:
-        port = await mnet.listen(Factory.forProtocol(_Echo))
-        clean = await mnet.connect(port, Factory.forProtocol(_Collector))
+        port = await mnet.listen(Factory.forProtocol(EchoProtocol))
+        clean = await mnet.connect(port, Factory.forProtocol(Collector))
         clean.transport.write(b"hello")
         await mnet.waitFor(lambda: clean.received == b"hello")
         clean.transport.loseConnection()
-        aborted = await mnet.connect(port, Factory.forProtocol(_Collector))
+        aborted = await mnet.connect(port, Factory.forProtocol(Collector))
         aborted.transport.abortConnection()
 
         def ends(reason: str) -> list[dict[str, Any]]:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from conftest import Collector, EchoProtocol
 from simnet import Link, connected_pair, payload
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
 from mnet_twisted.trace import SessionTracer
 
@@ -61,23 +62,10 @@ def test_the_plot_script_draws_a_trace(tmp_path: Path) -> None:
     assert (tmp_path / "trace.png").stat().st_size > 20_000
 
 
-class _Echo(Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-class _Collector(Protocol):
-    def connectionMade(self) -> None:
-        self.received = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-
 @pytest_twisted.ensureDeferred
 async def test_trace_directory_on_a_listening_endpoint(mnet, tmp_path: Path) -> None:
-    port = await mnet.listen(Factory.forProtocol(_Echo), traceDirectory=str(tmp_path))
-    client = await mnet.connect(port, Factory.forProtocol(_Collector))
+    port = await mnet.listen(Factory.forProtocol(EchoProtocol), traceDirectory=str(tmp_path))
+    client = await mnet.connect(port, Factory.forProtocol(Collector))
     client.transport.write(b"traced" * 1000)
     await mnet.waitFor(lambda: client.received == b"traced" * 1000)
     client.transport.loseConnection()

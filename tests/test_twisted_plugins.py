@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -11,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from conftest import within
+from conftest import TWISTD, child_env, within
 from twisted.internet import defer, error
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 
-import mnet_twisted
 from mnet_twisted import MNETClientEndpoint, MNETServerEndpoint
 from mnet_twisted.config import ListenerLimits
 
@@ -121,14 +119,6 @@ def _freeUDPPort() -> int:
         return s.getsockname()[1]
 
 
-def _childEnv() -> dict[str, str]:
-    # The child must import this very mnet_twisted (installed or from the tree).
-    env = dict(os.environ)
-    root = str(Path(mnet_twisted.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
-
-
 class LineClient(LineReceiver):
     delimiter = b"\n"
 
@@ -144,13 +134,6 @@ class LineClient(LineReceiver):
         self.lost.callback(None)
 
 
-TWISTD = [
-    sys.executable,
-    "-c",
-    "from twisted.scripts.twistd import run; run()",
-    "-n",
-    "--pidfile=",
-]
 TWIST = [sys.executable, "-m", "twisted"]
 
 
@@ -178,7 +161,7 @@ def _spawnEcho(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=log_path.parent,
-            env=_childEnv(),
+            env=child_env(),
         )
 
 
@@ -230,7 +213,7 @@ def test_demo_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mnet_twisted.demo"],
         capture_output=True,
-        env=_childEnv(),
+        env=child_env(),
         timeout=80,
         text=True,
     )
@@ -304,7 +287,7 @@ async def test_mnet_echo_logs_its_totals_periodically(tmp_path, mnet) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
-            env=_childEnv(),
+            env=child_env(),
         )
     try:
         client = await _connectOnceListening(mnet.reactor, port, child)
@@ -335,7 +318,7 @@ async def test_twistd_web_listens_on_mnet(tmp_path, mnet) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
-            env=_childEnv(),
+            env=child_env(),
         )
 
     class OverMNET:
