@@ -43,7 +43,8 @@ def _bound(text: str | None, default: int | None) -> int | None:
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class MNETServerParser:
-    """Parses ``mnet:PORT[:interface=ADDR][:secretFile=PATH][:stopGrace=S][:trace=DIR]``, limits.
+    """Parses ``mnet:PORT`` and ``interface=ADDR``, ``secretFile=PATH``, ``stopGrace=S``,
+    ``trace=DIR``, and the limits.
 
     Limits: ``maxSessions=N``, ``maxSessionsPerSource=N``,
     ``outOfOrderBudget=BYTES`` (``none`` lifts the bound).
@@ -92,7 +93,8 @@ class MNETServerParser:
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
 class MNETClientParser:
-    """Parses ``mnet:host=H:port=P[:timeout=S][:bindAddress=ADDR][:shareSocket=yes]``."""
+    """Parses ``mnet:host=H:port=P`` and ``timeout=S``, ``bindAddress=ADDR``,
+    ``shareSocket=yes``, ``trace=DIR``."""
 
     prefix = "mnet"
 
@@ -107,6 +109,7 @@ class MNETClientParser:
         timeout = float(kwargs.pop("timeout", 10))
         bind_host = kwargs.pop("bindAddress", None)
         share = kwargs.pop("shareSocket", "no")
+        trace = kwargs.pop("trace", None)
         if share not in ("yes", "no", "true", "false", "1", "0"):
             raise TypeError(f"mnet: shareSocket must be yes or no, not {share!r}")
         if kwargs:
@@ -120,4 +123,5 @@ class MNETClientParser:
             timeout=timeout,
             bindAddress=(bind_host, 0) if bind_host else None,
             shareSocket=share in ("yes", "true", "1"),
+            traceDirectory=trace,
         )

@@ -278,6 +278,9 @@ class MNETClientEndpoint:
     @param bindAddress: C{(host, port)} to bind the local UDP port to;
         otherwise an ephemeral port of the peer's address family.
     @param shareSocket: share one UDP port between connections (see above).
+    @param traceDirectory: write each session's packet trace (JSON lines,
+        L{mnet_twisted.trace}) into this directory (endpoint strings:
+        C{trace=DIR}).
     """
 
     def __init__(
@@ -289,8 +292,10 @@ class MNETClientEndpoint:
         bindAddress: tuple[str, int] | None = None,
         config: SessionConfig | None = None,
         shareSocket: bool = False,
+        traceDirectory: str | None = None,
     ) -> None:
         self._reactor = reactor
+        self._traceDirectory = traceDirectory
         self._host = host
         self._port = port
         self._timeout = timeout
@@ -379,8 +384,15 @@ class MNETClientEndpoint:
             bind_port = 0
         if self._shareSocket:
             shared = _sharedClientProtocol(self._reactor, interface, bind_port, self._config)
+            if self._traceDirectory is not None:
+                shared.traceDirectory = self._traceDirectory  # for sessions opened from now on
             return shared.connect((ip, self._port), protocolFactory, self._config)
-        protocol = MNETDatagramProtocol(self._reactor, config=self._config, closeWhenIdle=True)
+        protocol = MNETDatagramProtocol(
+            self._reactor,
+            config=self._config,
+            closeWhenIdle=True,
+            traceDirectory=self._traceDirectory,
+        )
         udp_port = _listenUDP(self._reactor, bind_port, protocol, interface)
         try:
             # The port serves this one peer: a connected socket lets the kernel

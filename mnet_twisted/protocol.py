@@ -204,7 +204,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             accepting=self._accepting,
             random_bytes=self._randomBytes,
             limits=self.limits,
-            tracer_factory=self._openTrace if self.traceDirectory is not None else None,
+            tracer_factory=self._openTrace,
         )
 
     def _sizeSocketBuffers(self) -> None:
@@ -677,8 +677,9 @@ class MNETDatagramProtocol(DatagramProtocol):
             trace_file.close()
 
     def _openTrace(self, session: Any, now: float) -> SessionTracer | None:
-        """A trace file for a new session: DIR/mnet-<time>-<port>-<tag>.jsonl."""
-        assert self.traceDirectory is not None
+        """A trace file for a new session: DIR/mnet-<time>-<port>-<tag>.jsonl (if tracing)."""
+        if self.traceDirectory is None:
+            return None
         port = self.transport.getHost().port if self.transport is not None else 0
         name = f"mnet-{now:.6f}-{port}-{session.local_tag.hex()}.jsonl"
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from conftest import Collector, EchoProtocol
+from conftest import Collector, EchoProtocol, within
 from simnet import Link, connected_pair, payload
 from twisted.internet.protocol import Factory
 
@@ -64,8 +64,15 @@ def test_the_plot_script_draws_a_trace(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_trace_directory_on_a_listening_endpoint(mnet, tmp_path: Path) -> None:
+    from twisted.internet.endpoints import clientFromString
+
     port = await mnet.listen(Factory.forProtocol(EchoProtocol), traceDirectory=str(tmp_path))
-    client = await mnet.connect(port, Factory.forProtocol(Collector))
+    address = port.getHost()
+    description = f"mnet:host=127.0.0.1:port={address.port}:trace={tmp_path / 'client'}"
+    (tmp_path / "client").mkdir()
+    client = await within(
+        clientFromString(mnet.reactor, description).connect(Factory.forProtocol(Collector))
+    )
     client.transport.write(b"traced" * 1000)
     await mnet.waitFor(lambda: client.received == b"traced" * 1000)
     client.transport.loseConnection()
@@ -75,3 +82,6 @@ async def test_trace_directory_on_a_listening_endpoint(mnet, tmp_path: Path) -> 
     received = [r["data"] for r in records if r["name"] == "packet_received"]
     assert sum(d.get("length", 0) for d in received) == 6000
     assert any(r["data"]["type"] == "shutdown" for r in records if r["name"] == "packet_received")
+    (client_trace,) = (tmp_path / "client").glob("mnet-*.jsonl")
+    sent = [json.loads(line)["data"] for line in client_trace.read_text().splitlines()]
+    assert sum(d.get("length", 0) for d in sent if "seq" in d and d["type"] == "data") >= 12000
