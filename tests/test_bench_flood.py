@@ -26,5 +26,6 @@ def test_flood_phases_report_an_honest_session_and_the_cookies_answered(tmp_path
         assert record["error"] is None, record["error"]
         assert record["echoes"] > 0 and record["p50_ms"] > 0
     assert quiet["inits_per_second"] == 0 and flooded["inits_per_second"] > 0
-    # Within the per-source rate (10,000/s) plus its burst (a tenth of a second).
-    assert 0 < flooded["cookies_per_second"] <= (10_000 * 0.5 + 1_000) / 0.5 + 1
+    # Within the per-source rate (10,000/s) plus its burst (a tenth of a
+    # second), with room for a flooder that stops a little late.
+    assert 0 < flooded["cookies_per_second"] <= (10_000 * 0.6 + 1_000) / 0.5
