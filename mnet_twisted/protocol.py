@@ -437,7 +437,15 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._inEventLoop = True
         try:
             while (item := demux.next_event()) is not None:
-                self._dispatch(*item)
+                session, event = item
+                if type(event) is DataReceived:  # the usual event: no _dispatch hop
+                    transport = self._transports.get(session)
+                    if transport is not None:
+                        self.callApplication(
+                            transport, transport.protocol.dataReceived, event.data
+                        )
+                else:
+                    self._dispatch(session, event)
         finally:
             self._inEventLoop = False
         now = self._reactor.seconds()
@@ -602,11 +610,8 @@ class MNETDatagramProtocol(DatagramProtocol):
     # -- events -> application ---------------------------------------------
 
     def _dispatch(self, session: Any, event: Any) -> None:
-        if isinstance(event, DataReceived):
-            transport = self._transports.get(session)
-            if transport is not None:
-                self.callApplication(transport, transport.protocol.dataReceived, event.data)
-        elif isinstance(event, SendBufferLow):
+        """Every event but DataReceived, which the flush hands on itself."""
+        if isinstance(event, SendBufferLow):
             transport = self._transports.get(session)
             if transport is not None:
                 transport._sendBufferLow()

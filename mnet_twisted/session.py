@@ -24,7 +24,7 @@ from .events import Closed, CloseReason, DataReceived, Established, Event, SendB
 from .receiver import Ack, StreamReceiver
 from .recvbuf import SharedBudget
 from .sender import Segment, StreamSender
-from .seqnum import wrap
+from .seqnum import MODULUS, wrap
 from .trace import SessionTracer
 
 __all__ = ["ProbeDatagram", "Session", "SessionState", "SessionStats"]
@@ -44,6 +44,7 @@ class SessionState(Enum):
 
 
 _S = SessionState
+_WIRE_MASK = MODULUS - 1
 # Tuples, not sets: membership by identity, without hashing an Enum member
 # (a Python-level call) on every packet.
 _HANDSHAKING = (_S.COOKIE_WAIT, _S.COOKIE_ECHOED)
@@ -596,11 +597,11 @@ class Session:
     def _emit(self, segments: list[Segment], out: list[bytes]) -> None:
         if not segments:
             return
-        ack = wrap(self._receiver.rcv_nxt)
+        ack = self._receiver.rcv_nxt & _WIRE_MASK  # seqnum.wrap, inline: per segment
         tag, encode = self.local_tag, wire.encode_data
         probe_end = self._sender.size_probe_end
         for end, payload in segments:
-            datagram = encode(tag, wrap(end), ack, payload)
+            datagram = encode(tag, end & _WIRE_MASK, ack, payload)
             out.append(ProbeDatagram(datagram) if end == probe_end else datagram)
         self._ack_pending = False
         self._receiver.on_ack_sent()

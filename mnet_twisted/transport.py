@@ -108,7 +108,8 @@ class MNETTransport:
             self._session.send(data)
         except SessionClosedError:
             return  # the session ended (or is closing) under the application
-        self._mnet.scheduleFlush()
+        if not self._mnet._inEventLoop:  # within it, the running flush sends this
+            self._mnet.scheduleFlush()
         if self.producer is not None:
             self._checkHighWater()
 
