@@ -727,7 +727,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             why=why,
             reason=reason.value,
             detail=event.detail,
-            stats=dataclasses.asdict(transport.getStats()),
+            stats=_fields(transport.getStats()),
         )
 
     def _callInContext(self, newContext: Any, method: Any, *args: Any) -> Any:
@@ -766,6 +766,11 @@ class MNETDatagramProtocol(DatagramProtocol):
             transport._applicationFailed(failure)
             return False
         return True
+
+
+def _fields(snapshot: Any) -> dict[str, Any]:
+    """A flat dataclass's fields as a dict (``dataclasses.asdict`` costs ten times more)."""
+    return {name: getattr(snapshot, name) for name in snapshot.__slots__}
 
 
 #: How a session's end is logged: the level, and what it says.
