@@ -522,10 +522,7 @@ class StreamSender:
             if round_start:
                 self._round_end = self.snd_max
             self.congestion.on_ack(newly, sample, self.rtt.minimum, round_start)
-            if not self.peer_keeps_out_of_order:
-                self._learn_ack_habit(newly)
-            if self._delivered_beyond < self._mss:
-                return []  # no duplicate ack reported anything beyond the ack
+            self._learn_ack_habit(newly)
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode()

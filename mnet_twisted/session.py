@@ -24,7 +24,7 @@ from .events import Closed, CloseReason, DataReceived, Established, Event, SendB
 from .receiver import Ack, StreamReceiver
 from .recvbuf import SharedBudget
 from .sender import Segment, StreamSender
-from .seqnum import MODULUS, wrap
+from .seqnum import wrap
 from .trace import SessionTracer
 
 __all__ = ["ProbeDatagram", "Session", "SessionState", "SessionStats"]
@@ -44,7 +44,6 @@ class SessionState(Enum):
 
 
 _S = SessionState
-_WIRE_MASK = MODULUS - 1
 # Tuples, not sets: membership by identity, without hashing an Enum member
 # (a Python-level call) on every packet.
 _HANDSHAKING = (_S.COOKIE_WAIT, _S.COOKIE_ECHOED)
@@ -401,9 +400,7 @@ class Session:
             # The hot path: DATA without building a packet object.
             if self.state is not _S.CLOSED:
                 if self._on_data(*fields, now):
-                    self._last_heard = now  # what _heard does, without the call
-                    self._unanswered_timeouts = 0
-                    self._probe_retry_at = None
+                    self._heard(now)
                 self._notify(self)
             return
         try:
@@ -415,10 +412,9 @@ class Session:
                 self._outbox.append(wire.ShutdownComplete(self.local_tag).to_bytes())
                 self._notify(self)
             return
+        # Well-formed DATA took the path above: this is the rest.
         state, acked = self.state, self._sender.acked
-        if isinstance(packet, wire.Data):
-            self._on_data(packet.seq, packet.ack, packet.payload, now)
-        elif isinstance(packet, wire.Cookie):
+        if isinstance(packet, wire.Cookie):
             self._on_cookie(packet, now)
         elif isinstance(packet, wire.CookieAck):
             if self.state is _S.COOKIE_ECHOED:
@@ -597,11 +593,11 @@ class Session:
     def _emit(self, segments: list[Segment], out: list[bytes]) -> None:
         if not segments:
             return
-        ack = self._receiver.rcv_nxt & _WIRE_MASK  # seqnum.wrap, inline: per segment
+        ack = wrap(self._receiver.rcv_nxt)
         tag, encode = self.local_tag, wire.encode_data
         probe_end = self._sender.size_probe_end
         for end, payload in segments:
-            datagram = encode(tag, end & _WIRE_MASK, ack, payload)
+            datagram = encode(tag, wrap(end), ack, payload)
             out.append(ProbeDatagram(datagram) if end == probe_end else datagram)
         self._ack_pending = False
         self._receiver.on_ack_sent()
