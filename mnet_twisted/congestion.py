@@ -211,8 +211,6 @@ class Adaptive(NewReno):
         return (
             min_rtt is not None
             and not self._competing_rounds
-            and self._least_recent is not None
-            and self._least_recent - min_rtt > _QUEUE_MIN / 2
             and self._queue_exceeds(min_rtt, _queue_allowance(min_rtt) / 2)
         )
 

@@ -66,10 +66,6 @@ class Pacer:
         self._rate = rate
         return self.tokens
 
-    def allows(self, size: int) -> bool:
-        """Whether ``size`` bytes may leave now (always, while unpaced)."""
-        return self._rate is None or self.tokens >= size
-
     def take(self, size: int) -> bool:
         """Spend ``size`` bytes if they may leave now; returns whether they may."""
         if self._rate is None:
