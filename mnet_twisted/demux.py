@@ -22,6 +22,7 @@ from .cookie import CookieMinter, CookieVerdict
 from .events import Event
 from .ratelimit import ReplyLimiter
 from .recvbuf import SharedBudget
+from .seqnum import unwrap
 from .session import Session, SessionState
 from .trace import SessionTracer
 
@@ -433,8 +434,7 @@ def _grows(earlier: _AckKey | None, later: _AckKey | None) -> bool:
     """Whether both are pure acks of one sender in one state, ``later`` acking more."""
     if earlier is None or later is None or earlier[:2] != later[:2]:
         return False
-    advance = (later[2] - earlier[2]) & 0xFFFFFFFF
-    return 0 < advance < 0x80000000
+    return unwrap(later[2], earlier[2]) > earlier[2]  # serial-number "later than"
 
 
 _P = TypeVar("_P", wire.Init, wire.Cookie, wire.CookieEcho)

@@ -85,7 +85,7 @@ class RttEstimator:
             self.smoothed + max(GRANULARITY, _K * self.variance) + self._peer_ack_delay
         )
         self._backoff = 0
-        self.rto = min(self._max_rto, max(self._min_rto, self._base_rto))
+        self._update_rto()
 
     def back_off(self) -> None:
         """Double the timeout after it expired, up to max_rto."""
