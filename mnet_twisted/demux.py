@@ -27,6 +27,8 @@ from .session import Session, SessionState
 from .trace import SessionTracer
 
 _DATA = int(wire.PacketType.DATA)
+#: INITs and COOKIE-ECHOs taken per drain (one read batch, in the adapter).
+HANDSHAKES_PER_DRAIN = 1024
 
 __all__ = ["Demultiplexer"]
 
@@ -58,8 +60,12 @@ class Demultiplexer:
         #: Accepted sessions open now, in all and by peer IP address.
         self._accepted_open = 0
         self._accepted_by_source: dict[str, int] = {}
-        #: Handshakes refused because a limit was reached; sessions accepted;
-        #: COOKIE-ECHOs rejected (forged or expired); ABORTs sent to strangers.
+        #: INIT and COOKIE-ECHO datagrams waiting for the drain (see receive_datagram).
+        self._handshakes: list[tuple[bytes, Address, float]] = []
+        #: Handshakes refused because a limit was reached, or dropped over a
+        #: drain's share; sessions accepted; COOKIE-ECHOs rejected (forged or
+        #: expired); ABORTs sent to strangers.
+        self.handshakes_dropped = 0
         self.sessions_refused = 0
         self.sessions_accepted = 0
         self.cookies_rejected = 0
@@ -93,7 +99,7 @@ class Demultiplexer:
     @property
     def limits_hit(self) -> int:
         """Handshakes refused plus stateless replies left unsent: any limit at work."""
-        return self.sessions_refused + self.replies_limited
+        return self.sessions_refused + self.replies_limited + self.handshakes_dropped
 
     @property
     def replies_limited(self) -> int:
@@ -151,10 +157,14 @@ class Demultiplexer:
             else:
                 self._reply_abort(tag, address, now)
             return
-        if kind == wire.PacketType.INIT:
-            self._on_init(data, address, now)
-        elif kind == wire.PacketType.COOKIE_ECHO:
-            self._on_cookie_echo(data, address, now)
+        if kind == wire.PacketType.INIT or kind == wire.PacketType.COOKIE_ECHO:
+            # Sessions first: strangers' handshakes wait until the drain, after
+            # the batch's session traffic, and beyond a batch's share they are
+            # dropped unread (a real connector retries).
+            if len(self._handshakes) < HANDSHAKES_PER_DRAIN:
+                self._handshakes.append((data, address, now))
+            else:
+                self.handshakes_dropped += 1
         elif kind == wire.PacketType.COOKIE:
             self._on_cookie(data, address, now)
         else:
@@ -227,7 +237,17 @@ class Demultiplexer:
     # ------------------------------------------------------------------
     # Drains
 
+    def _take_handshakes(self) -> None:
+        handshakes, self._handshakes = self._handshakes, []
+        for data, address, now in handshakes:
+            if data[0] == wire.PacketType.INIT:
+                self._on_init(data, address, now)
+            else:
+                self._on_cookie_echo(data, address, now)
+
     def next_event(self) -> tuple[Session, Event] | None:
+        if self._handshakes:
+            self._take_handshakes()
         while self._with_events:
             session = next(iter(self._with_events))
             event = session.next_event()
@@ -237,6 +257,8 @@ class Demultiplexer:
         return None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        if self._handshakes:
+            self._take_handshakes()
         out = self._stateless
         self._stateless = []
         sessions = self._with_output

@@ -62,12 +62,6 @@ class _PendingConnect:
         self.deferred = deferred
 
 
-#: Packet types that open sessions: INIT and COOKIE-ECHO.
-_HANDSHAKE_KINDS = frozenset({1, 3})
-#: Of those, at most this many are taken per read batch.
-HANDSHAKES_PER_BATCH = 1024
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class ListenerStats:
     """Totals of one MNET port (``MNETListeningPort.getStats()``)."""
@@ -173,11 +167,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             "sendErrors": 0,
             "probesRefused": 0,
             "applicationErrors": 0,
-            "handshakesDropped": 0,
         }
-        # Strangers' INIT and COOKIE-ECHO datagrams of the read batch under
-        # way: taken after the batch's session traffic (see datagramReceived).
-        self._handshakes: list[tuple[bytes, Any]] = []
 
     # -- DatagramProtocol ---------------------------------------------------
 
@@ -231,20 +221,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         self.stats["datagramsReceived"] += 1
         if type(addr) is not tuple or len(addr) != 2:
             addr = (addr[0], addr[1])  # ports normally cut IPv6 addresses down already
-        if self._inReadBatch and datagram and datagram[0] in _HANDSHAKE_KINDS:
-            # Sessions first: a flood of handshakes waits behind the batch's
-            # session traffic, and beyond a batch's share is dropped unread
-            # (a real connector retries).
-            if len(self._handshakes) < HANDSHAKES_PER_BATCH:
-                self._handshakes.append((datagram, addr))
-            else:
-                self.stats["handshakesDropped"] += 1
-            return
         self.demux.receive_datagram(datagram, addr, self._reactor.seconds())
-        if self._inReadBatch:
-            self._flushAfterBatch = True  # what scheduleFlush does here, without the call
-        else:
-            self.scheduleFlush()
+        self.scheduleFlush()
 
     def readBatchStarted(self) -> None:
         """The port starts reading a batch of datagrams (see ``udpport``)."""
@@ -253,13 +231,6 @@ class MNETDatagramProtocol(DatagramProtocol):
     def readBatchEnded(self) -> None:
         """The batch is read: answer all of it now, in this reactor turn."""
         self._inReadBatch = False
-        if self._handshakes:
-            handshakes, self._handshakes = self._handshakes, []
-            if self.demux is not None and not self._stopped:
-                now = self._reactor.seconds()
-                for datagram, addr in handshakes:
-                    self.demux.receive_datagram(datagram, addr, now)
-                self._flushAfterBatch = True
         if self._flushAfterBatch:
             self._flushAfterBatch = False
             call, self._flushCall = self._flushCall, None
@@ -349,7 +320,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             cookies_rejected=demux.cookies_rejected if demux is not None else 0,
             aborts_sent=demux.aborts_sent if demux is not None else 0,
             replies_limited=demux.replies_limited if demux is not None else 0,
-            handshakes_dropped=stats["handshakesDropped"],
+            handshakes_dropped=demux.handshakes_dropped if demux is not None else 0,
             out_of_order_held=demux.out_of_order.used if demux is not None else 0,
             datagrams_received=stats["datagramsReceived"],
             datagrams_sent=stats["datagramsSent"],
@@ -456,14 +427,14 @@ class MNETDatagramProtocol(DatagramProtocol):
                 transport._armLowWater()
             self.scheduleFlush()
         self._armTimer(demux.next_deadline(), now)
-        if now >= self._limitsLogDue and demux.limits_hit + self.stats["handshakesDropped"]:
+        if now >= self._limitsLogDue and demux.limits_hit:
             self._logLimits(now)
         self._maybeClose()
 
     def _logLimits(self, now: float) -> None:
         # One line per ten seconds at most, however many peers are turned away.
         demux = self.demux
-        counts = (demux.sessions_refused, demux.replies_limited, self.stats["handshakesDropped"])
+        counts = (demux.sessions_refused, demux.replies_limited, demux.handshakes_dropped)
         if counts == self._limitsLogged:
             return
         refused, limited, dropped = (

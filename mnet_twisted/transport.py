@@ -108,8 +108,7 @@ class MNETTransport:
             self._session.send(data)
         except SessionClosedError:
             return  # the session ended (or is closing) under the application
-        if not self._mnet._inEventLoop:  # within it, the running flush sends this
-            self._mnet.scheduleFlush()
+        self._mnet.scheduleFlush()
         if self.producer is not None:
             self._checkHighWater()
 

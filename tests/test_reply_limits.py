@@ -17,6 +17,7 @@ from mnet_twisted.config import ListenerLimits
 from mnet_twisted.cookie import CookieMinter
 from mnet_twisted.demux import Demultiplexer
 from mnet_twisted.ratelimit import ReplyLimiter, TokenBucket, source_network
+from mnet_twisted.session import Session
 
 T0 = 1_800_000_000.0
 
@@ -79,6 +80,7 @@ def test_an_init_flood_from_one_network_gets_its_share_of_cookies_only() -> None
     (cookie,) = [wire.parse(d) for d, _ in demux.datagrams_to_send(T0 + 2.0)]
     assert isinstance(cookie, wire.Cookie)
     demux.receive_datagram(wire.CookieEcho.of(cookie).to_bytes(), ("192.0.2.10", 5555), T0 + 2.0)
+    demux.datagrams_to_send(T0 + 2.0)  # handshakes are taken at the drain
     assert demux.open_sessions == 1
 
 
@@ -111,7 +113,7 @@ class _Sink(Protocol):
 async def test_a_read_batch_takes_session_traffic_before_strangers_handshakes(
     mnet, monkeypatch
 ) -> None:
-    from mnet_twisted import protocol as protocol_module
+    from mnet_twisted import demux as demux_module
 
     factory = Factory.forProtocol(_Sink)
     factory.sinks = []
@@ -120,14 +122,22 @@ async def test_a_read_batch_takes_session_traffic_before_strangers_handshakes(
     await mnet.waitFor(lambda: factory.sinks)
     listener = port.protocol
     order: list[int] = []
-    receive = listener.demux.receive_datagram
+    # What the listener acts on, in order: the session's DATA, strangers' INITs.
+    (accepted,) = listener.demux._open
+    receive, on_init = Session.receive_datagram, listener.demux._on_init
 
-    def spy(datagram: bytes, address: Any, now: float) -> None:
+    def session_spy(self: Session, datagram: bytes, now: float) -> None:
+        if self is accepted:
+            order.append(datagram[0])
+        receive(self, datagram, now)
+
+    def init_spy(datagram: bytes, address: Any, now: float) -> None:
         order.append(datagram[0])
-        receive(datagram, address, now)
+        on_init(datagram, address, now)
 
-    monkeypatch.setattr(listener.demux, "receive_datagram", spy)
-    monkeypatch.setattr(protocol_module, "HANDSHAKES_PER_BATCH", 5)
+    monkeypatch.setattr(Session, "receive_datagram", session_spy)  # slotted: on the class
+    monkeypatch.setattr(listener.demux, "_on_init", init_spy)
+    monkeypatch.setattr(demux_module, "HANDSHAKES_PER_DRAIN", 5)
     session = client.transport.session
     data = wire.encode_data(session.local_tag, len(b"hello"), 0, b"hello")
     stranger = ("127.0.0.1", 9)
@@ -137,5 +147,5 @@ async def test_a_read_batch_takes_session_traffic_before_strangers_handshakes(
     listener.datagramReceived(data, ("127.0.0.1", client.transport.getHost().port))
     listener.readBatchEnded()
     assert order == [wire.PacketType.DATA] + [wire.PacketType.INIT] * 5
-    assert listener.stats["handshakesDropped"] == 15
+    assert listener.demux.handshakes_dropped == 15
     await mnet.waitFor(lambda: factory.sinks[0].received == b"hello")
