@@ -9,7 +9,16 @@ from twisted.application import internet, service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-__all__ = ["listeningService"]
+__all__ = ["STATS_INTERVAL_OPTION", "listeningService"]
+
+#: The ``--stats-interval`` option of the plugins (``usage.Options`` form).
+STATS_INTERVAL_OPTION = [
+    "stats-interval",
+    None,
+    0.0,
+    "Log the listening port's totals every this many seconds (0: never)",
+    float,
+]
 
 
 class _Recorded:

@@ -27,7 +27,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._services import listeningService
+from ._services import STATS_INTERVAL_OPTION, listeningService
 
 __all__ = ["ForwardingFactory", "Options", "makeService"]
 
@@ -125,13 +125,7 @@ class Options(usage.Options):
     optParameters = [
         ["listen", "l", None, "Endpoint description to listen on (tcp:PORT, mnet:PORT, ...)"],
         ["connect", "c", None, "Endpoint description to connect each connection to"],
-        [
-            "stats-interval",
-            None,
-            0.0,
-            "Log the listening port's totals every this many seconds (0: never)",
-            float,
-        ],
+        STATS_INTERVAL_OPTION,
     ]
 
     def postOptions(self) -> None:

@@ -10,7 +10,7 @@ from twisted.application import service
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
 
-from ._services import listeningService
+from ._services import STATS_INTERVAL_OPTION, listeningService
 
 __all__ = ["Echo", "Options", "makeService"]
 
@@ -44,13 +44,7 @@ class Options(usage.Options):
             "mnet:9000",
             "Endpoint description to listen on (mnet:PORT[:interface=IP])",
         ],
-        [
-            "stats-interval",
-            None,
-            0.0,
-            "Log the listening port's totals every this many seconds (0: never)",
-            float,
-        ],
+        STATS_INTERVAL_OPTION,
     ]
 
 
