@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -86,3 +87,49 @@ def test_curl_fetches_a_file_through_tcp_mnet_tcp_forwarders(tmp_path: Path) -> 
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait(5)
+
+
+def test_a_tcp_half_close_is_passed_on(tmp_path: Path) -> None:
+    """TCP to TCP through mnet-forward: the client FIN reaches the server; the reply comes back."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(30)
+
+    def answer_after_eof() -> None:
+        connection, _ = server.accept()
+        with connection:
+            received = b""
+            while chunk := connection.recv(65536):  # until the client's FIN
+                received += chunk
+            connection.sendall(received.upper())
+
+    thread = threading.Thread(target=answer_after_eof, daemon=True)
+    thread.start()
+    front = _free_port(socket.SOCK_STREAM)
+    log_path = tmp_path / "forward.log"
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(
+            [
+                *TWISTD,
+                *("mnet-forward", "--listen", f"tcp:{front}:interface=127.0.0.1"),
+                *("--connect", f"tcp:host=127.0.0.1:port={server.getsockname()[1]}"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=child_env(),
+        )
+    try:
+        _wait_for_log(log_path, "Starting factory", child)
+        with socket.create_connection(("127.0.0.1", front), timeout=30) as client:
+            client.sendall(b"half-closed")
+            client.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := client.recv(65536):
+                reply += chunk
+        assert reply == b"HALF-CLOSED", log_path.read_text()
+    finally:
+        child.terminate()
+        child.wait(20)
+        server.close()
