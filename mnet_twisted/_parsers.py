@@ -2,7 +2,9 @@
 ``mnet:`` endpoint strings, for ``serverFromString`` / ``clientFromString``.
 
 Server: ``mnet:9000``, ``mnet:port=9000:interface=127.0.0.1``,
-``mnet:9000:secretFile=/var/lib/app/mnet.secret``.
+``mnet:9000:secretFile=/var/lib/app/mnet.secret``,
+``mnet:9000:reusePort=yes:secretFile=/var/lib/app/mnet.secret`` (one of
+several worker processes sharing the port).
 
 Client: ``mnet:host=example.org:port=9000:timeout=5``, ``mnet:example.org:9000``,
 ``mnet:host=127.0.0.1:port=9000:bindAddress=127.0.0.1``.  IPv6 literals need
@@ -32,6 +34,15 @@ def _one(name: str, positional: Any, keyword: Any) -> Any:
     return keyword if keyword is not None else positional
 
 
+def _flag(name: str, text: str | None) -> bool:
+    """A yes/no option from an endpoint string (absent: no)."""
+    if text is None:
+        return False
+    if text.lower() not in ("yes", "no", "true", "false", "1", "0"):
+        raise TypeError(f"mnet: {name} must be yes or no, not {text!r}")
+    return text.lower() in ("yes", "true", "1")
+
+
 def _bound(text: str | None, default: int | None) -> int | None:
     """A limit from an endpoint string: a whole number, or ``none`` for no bound."""
     if text is None:
@@ -44,7 +55,7 @@ def _bound(text: str | None, default: int | None) -> int | None:
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class MNETServerParser:
     """Parses ``mnet:PORT`` and ``interface=ADDR``, ``secretFile=PATH``, ``stopGrace=S``,
-    ``trace=DIR``, and the limits.
+    ``trace=DIR``, ``reusePort=yes``, and the limits.
 
     Limits: ``maxSessions=N``, ``maxSessionsPerSource=N``,
     ``outOfOrderBudget=BYTES`` (``none`` lifts the bound).
@@ -66,6 +77,7 @@ class MNETServerParser:
         port = _one("port", port, kwargs.pop("port", None))
         stop_grace = float(kwargs.pop("stopGrace", 10))
         trace = kwargs.pop("trace", None)
+        reuse_port = _flag("reusePort", kwargs.pop("reusePort", None))
         defaults = ListenerLimits()
         limits = ListenerLimits(
             max_sessions=_bound(kwargs.pop("maxSessions", None), defaults.max_sessions),
@@ -88,6 +100,7 @@ class MNETServerParser:
             stopGrace=stop_grace,
             limits=limits,
             traceDirectory=trace,
+            reusePort=reuse_port,
         )
 
 
@@ -108,10 +121,8 @@ class MNETClientParser:
         port = _one("port", positional[1], kwargs.pop("port", None))
         timeout = float(kwargs.pop("timeout", 10))
         bind_host = kwargs.pop("bindAddress", None)
-        share = kwargs.pop("shareSocket", "no")
+        share = _flag("shareSocket", kwargs.pop("shareSocket", None))
         trace = kwargs.pop("trace", None)
-        if share not in ("yes", "no", "true", "false", "1", "0"):
-            raise TypeError(f"mnet: shareSocket must be yes or no, not {share!r}")
         if kwargs:
             raise TypeError(f"mnet: unknown client options {sorted(kwargs)}")
         if host is None or port is None:
@@ -122,6 +133,6 @@ class MNETClientParser:
             int(port),
             timeout=timeout,
             bindAddress=(bind_host, 0) if bind_host else None,
-            shareSocket=share in ("yes", "true", "1"),
+            shareSocket=share,
             traceDirectory=trace,
         )

@@ -118,13 +118,18 @@ class Demultiplexer:
     # ------------------------------------------------------------------
     # Inputs
 
+    def rotate_cookie_secret(self, secret: bytes, now: float) -> None:
+        """Mint cookies under ``secret``; accept the old secret's for a cookie lifetime.
+
+        Raises ``ValueError`` (and changes nothing) if ``secret`` is too short.
+        """
+        self.cookies.rotate(secret, now=now, grace=self.config.cookie_lifetime)
+
     def connect(
         self, address: Address, now: float, config: SessionConfig | None = None
     ) -> Session:
         """Start a connection to the listener at ``address``; INIT leaves at the next drain."""
-        tag = self._random_bytes(3)
-        while (address, tag) in self._by_local_tag:
-            tag = self._random_bytes(3)
+        tag = self._fresh_tag(address)
         session = Session(
             peer_address=address,
             local_tag=tag,
@@ -370,7 +375,14 @@ class Demultiplexer:
             return  # unsolicited, or a duplicate: answering could reflect traffic
         key = (address, cookie.listener_tag)
         if self._by_peer_tag.get(key, session) is not session:
-            return  # that listener tag already names another of our sessions
+            # That listener tag already names another of our sessions: it is
+            # derived from our tag, and 3 bytes collide among thousands of
+            # sessions to one listener.  The handshake timer's next INIT
+            # goes out under a fresh tag of ours.
+            del self._by_local_tag[(address, session.local_tag)]
+            session.local_tag = self._fresh_tag(address)
+            self._by_local_tag[(address, session.local_tag)] = session
+            return
         previous = session.peer_tag
         session.receive_datagram(data, now)
         if previous is not None and previous != session.peer_tag:
@@ -380,6 +392,13 @@ class Demultiplexer:
 
     # ------------------------------------------------------------------
     # Bookkeeping
+
+    def _fresh_tag(self, address: Address) -> bytes:
+        """A tag none of our sessions with ``address`` writes."""
+        tag = self._random_bytes(3)
+        while (address, tag) in self._by_local_tag:
+            tag = self._random_bytes(3)
+        return tag
 
     def _reply_abort(self, tag: bytes, address: Address, now: float) -> None:
         """ABORT to a stranger, within the rate the limits allow (else: silence)."""

@@ -25,21 +25,30 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .config import ListenerLimits, SessionConfig
 from .protocol import ListenerStats, MNETDatagramProtocol
+from .secretfile import SecretFileWatcher, load_or_create
 from .udpport import listenMNETUDP
 from .wire import MAX_DATAGRAM
 
 __all__ = ["MNETClientEndpoint", "MNETListeningPort", "MNETServerEndpoint"]
 
 
-def _listenUDP(reactor: Any, port: int, protocol: Any, interface: str) -> Any:
+def _listenUDP(
+    reactor: Any, port: int, protocol: Any, interface: str, reusePort: bool = False
+) -> Any:
     # Read whole datagrams: an MNET peer may send DATA of 65535 payload bytes.
-    return listenMNETUDP(reactor, port, protocol, interface, MAX_DATAGRAM)
+    return listenMNETUDP(reactor, port, protocol, interface, MAX_DATAGRAM, reusePort)
 
+
+_log = Logger()
+
+#: Seconds between looks at a listener's cookie secret file, for rotation.
+SECRET_POLL_INTERVAL = 1.0
 
 #: Seconds a shared client port stays open after its last session ends.
 SHARED_IDLE_GRACE = 1.0
@@ -73,6 +82,11 @@ class MNETListeningPort:
     is left.  Sessions still open C{stopGrace} seconds later (a peer that
     does not read, or does not answer SHUTDOWN) are aborted, so stopping
     takes a bounded time whatever the peers do.
+
+    With a C{secretWatcher} (a L{SecretFileWatcher}) the port looks at the
+    secret file every L{SECRET_POLL_INTERVAL} seconds and, when it holds a
+    new secret, mints cookies under it while still accepting the previous
+    one's for a cookie lifetime.
     """
 
     def __init__(
@@ -86,8 +100,13 @@ class MNETListeningPort:
         stopGrace: float = 10.0,
         limits: ListenerLimits | None = None,
         traceDirectory: str | None = None,
+        reusePort: bool = False,
+        secretWatcher: SecretFileWatcher | None = None,
     ) -> None:
         self._reactor = reactor
+        self._reusePort = reusePort
+        self._secretWatcher = secretWatcher
+        self._secretCall: Any = None
         self._limits = limits
         self._traceDirectory = traceDirectory
         self._port = port
@@ -119,11 +138,34 @@ class MNETListeningPort:
         )
         self.factory.doStart()
         try:
-            self._udpPort = _listenUDP(self._reactor, self._port, self.protocol, self._interface)
+            self._udpPort = _listenUDP(
+                self._reactor, self._port, self.protocol, self._interface, self._reusePort
+            )
         except BaseException:
             self.factory.doStop()
             raise
         self._host = self._udpPort.getHost()
+        if self._secretWatcher is not None:
+            self._secretCall = self._reactor.callLater(SECRET_POLL_INTERVAL, self._pollSecret)
+
+    def _pollSecret(self) -> None:
+        self._secretCall = None
+        watcher, protocol = self._secretWatcher, self.protocol
+        if watcher is None or protocol is None or self._udpPort is None:
+            return
+        try:
+            secret = watcher.poll()
+            if secret is not None:
+                protocol.demux.rotate_cookie_secret(secret, self._reactor.seconds())
+                _log.info("cookie secret rotated from {path}", path=str(watcher.path))
+        except (OSError, ValueError) as error:
+            # The secret in use stays; the file is read again next time.
+            _log.warn(
+                "cookie secret file {path} unusable, keeping the current secret: {error}",
+                path=str(watcher.path),
+                error=str(error),
+            )
+        self._secretCall = self._reactor.callLater(SECRET_POLL_INTERVAL, self._pollSecret)
 
     def stopListening(self) -> defer.Deferred[None]:
         """Stop accepting, close every session gracefully; fires once the socket is closed."""
@@ -149,9 +191,10 @@ class MNETListeningPort:
 
     def _closed(self, _: None) -> None:
         # The UDP port is closed: its protocol's stopProtocol ran.
-        if self._graceCall is not None and self._graceCall.active():
-            self._graceCall.cancel()
-        self._graceCall = None
+        for call in (self._graceCall, self._secretCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._graceCall = self._secretCall = None
         self._udpPort = None
         waiters, self._waiters = self._waiters or [], None
         self.factory.doStop()
@@ -182,6 +225,14 @@ class MNETServerEndpoint:
     @param cookieSecretFile: a file holding the cookie secret, so that several
         processes (or restarts) accept each other's cookies; created with a
         random secret when missing.  Without it, a random in-memory secret.
+        The port notices when the file is given a new secret
+        (C{python -m mnet_twisted.secretfile rotate PATH}) and accepts the
+        previous one for a cookie lifetime (endpoint strings:
+        C{secretFile=PATH}).
+    @param reusePort: bind with C{SO_REUSEPORT}, so that several processes
+        (each with its own endpoint, all sharing C{cookieSecretFile}) serve
+        one port; the kernel keeps each peer address on one of them
+        (endpoint strings: C{reusePort=yes}).
     @param stopGrace: seconds C{stopListening} lets sessions close gracefully
         before it aborts the rest (endpoint strings: C{stopGrace=S}).
     @param limits: a L{ListenerLimits}: how many sessions, from one address
@@ -203,8 +254,10 @@ class MNETServerEndpoint:
         stopGrace: float = 10.0,
         limits: ListenerLimits | None = None,
         traceDirectory: str | None = None,
+        reusePort: bool = False,
     ) -> None:
         self._reactor = reactor
+        self._reusePort = reusePort
         self._port = port
         self._interface = interface
         self._config = config
@@ -222,8 +275,11 @@ class MNETServerEndpoint:
     def _listen(self, protocolFactory: Any) -> MNETListeningPort:
         from .cookie import CookieMinter
 
+        watcher = None
         if self._cookieSecretFile is not None:
-            cookies = CookieMinter.from_file(self._cookieSecretFile)
+            secret = load_or_create(self._cookieSecretFile)
+            cookies = CookieMinter(secret)
+            watcher = SecretFileWatcher(self._cookieSecretFile, secret)
         else:
             cookies = CookieMinter.random()
         port = MNETListeningPort(
@@ -236,6 +292,8 @@ class MNETServerEndpoint:
             stopGrace=self._stopGrace,
             limits=self._limits,
             traceDirectory=self._traceDirectory,
+            reusePort=self._reusePort,
+            secretWatcher=watcher,
         )
         port.startListening()
         return port

@@ -81,6 +81,16 @@ class MNETPort(udp.Port):
     #: Reads that took one datagram (or batch) after a quiet spell.
     quietReads = 0
     _lastReadEnded = 0.0
+    #: Bind with SO_REUSEPORT, so several processes can serve one port.
+    reusePort = False
+
+    def createInternetSocket(self) -> socket.socket:
+        sock: socket.socket = super().createInternetSocket()
+        if self.reusePort:
+            # Before bind, as the kernel requires; every socket of the group
+            # must set it (and belong to the same user).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return sock
 
     def startListening(self) -> None:
         super().startListening()
@@ -231,12 +241,26 @@ def _runEnd(datagrams: list[bytes], index: int) -> int:
 
 
 def listenMNETUDP(
-    reactor: Any, port: int, protocol: Any, interface: str, maxPacketSize: int
+    reactor: Any,
+    port: int,
+    protocol: Any,
+    interface: str,
+    maxPacketSize: int,
+    reusePort: bool = False,
 ) -> Any:
-    """``reactor.listenUDP`` with an :class:`MNETPort` where the reactor allows it."""
+    """``reactor.listenUDP`` with an :class:`MNETPort` where the reactor allows it.
+
+    ``reusePort`` binds with ``SO_REUSEPORT``: the kernel then spreads peers
+    over every socket bound so to the port, keeping each peer address on one.
+    """
+    if reusePort and not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError("reusePort: this platform has no SO_REUSEPORT")
     if not isinstance(reactor, PosixReactorBase):
+        if reusePort:
+            raise ValueError(f"reusePort needs a POSIX reactor, not {type(reactor).__name__}")
         # Another reactor (or a test double): its own port, flushed per turn.
         return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=maxPacketSize)
     listening = MNETPort(port, protocol, interface, maxPacketSize, reactor)
+    listening.reusePort = reusePort
     listening.startListening()
     return listening

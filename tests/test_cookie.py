@@ -184,3 +184,38 @@ def test_existing_secret_file_is_used(tmp_path: Path) -> None:
     loaded = CookieMinter.from_file(path)
     assert _check(CookieMinter(SECRET), _echo(loaded)) is CookieVerdict.VALID
     assert path.read_bytes() == SECRET
+
+
+NEW_SECRET = b"the secret that replaces the first"
+
+
+def test_rotation_mints_under_the_new_secret() -> None:
+    """After a rotation cookies and tags come from the new secret, as a fresh minter's do."""
+    minter = CookieMinter(SECRET)
+    minter.rotate(NEW_SECRET, now=NOW, grace=5)
+    fresh = CookieMinter(NEW_SECRET)
+    assert _echo(minter) == _echo(fresh)
+    assert minter.listener_tag(CONNECTOR, b"abc") == fresh.listener_tag(CONNECTOR, b"abc")
+    assert _check(CookieMinter(SECRET), _echo(minter)) is CookieVerdict.FORGED
+
+
+def test_previous_secret_is_accepted_for_the_grace_only() -> None:
+    """A cookie of the previous secret verifies until the grace ends, whatever it claims."""
+    minter = CookieMinter(SECRET)
+    before = _echo(minter, expiration=NOW + 5)
+    claims_more = _echo(minter, expiration=NOW + 3600)
+    minter.rotate(NEW_SECRET, now=NOW, grace=5)
+    assert _check(minter, before, now=NOW + 5) is CookieVerdict.VALID
+    assert _check(minter, claims_more, now=NOW + 5) is CookieVerdict.VALID
+    assert _check(minter, claims_more, now=NOW + 6) is CookieVerdict.FORGED
+    # Only one secret back: two rotations forget the first.
+    minter.rotate(b"a third secret, rotated in again", now=NOW + 1, grace=5)
+    assert _check(minter, before, now=NOW + 2) is CookieVerdict.FORGED
+
+
+def test_rotating_to_a_short_secret_changes_nothing() -> None:
+    """A rotation to a secret too short is refused and the current secret stays."""
+    minter = CookieMinter(SECRET)
+    with pytest.raises(ValueError):
+        minter.rotate(b"short", now=NOW, grace=5)
+    assert _echo(minter) == _echo(CookieMinter(SECRET))

@@ -15,6 +15,7 @@ CORE_MODULES = [
     "wire",
     "seqnum",
     "cookie",
+    "secretfile",
     "rtt",
     "congestion",
     "pacing",
