@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import child_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -34,6 +36,20 @@ def test_web_example() -> None:
     done = _run(str(EXAMPLES / "web_over_mnet.py"))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "200 Hello from twisted.web over MNET\n"
+
+
+@pytest.mark.skipif(
+    not Path("/usr/bin/ssh").exists(), reason="the OpenSSH client /usr/bin/ssh is not installed"
+)
+def test_ssh_example() -> None:
+    """The real ssh, through mnet-cat and twistd mnet-forward, runs commands on a Conch server."""
+    done = _run(str(EXAMPLES / "ssh_over_mnet.py"))
+    assert done.returncode == 0, done.stderr
+    greeting, transfer = done.stdout.splitlines()
+    assert greeting == "hello over ssh over MNET"
+    assert re.fullmatch(
+        r"4194304 bytes through ssh over MNET: sha256 [0-9a-f]{16}\.\.\. matches", transfer
+    )
 
 
 def test_chat_example() -> None:
