@@ -68,7 +68,8 @@ def nginx() -> loadbalanced.Nginx:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip(f"{reason}; not root with apt-get, so not installed")
     try:
-        took = loadbalanced.install_nginx()
+        # Within the test's own timeout, so that a stuck apt-get skips rather than fails.
+        took = loadbalanced.install_nginx(timeout=90)
         found = loadbalanced.find_nginx()
     except loadbalanced.NginxMissing as failed:
         pytest.skip(f"{reason}; installing it failed: {failed}")

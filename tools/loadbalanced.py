@@ -91,27 +91,32 @@ def install_nginx(timeout: float = 600.0) -> float:
     """Install Debian's nginx and stream module with apt-get; the seconds it took.
 
     Tries without refreshing the package lists first (quick where they are
-    current), then with ``apt-get update``.  Raises NginxMissing on failure.
+    current), then after ``apt-get update``; all within ``timeout`` seconds.
+    Raises NginxMissing on failure.
     """
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # Another apt-get (another test run, say) may hold dpkg's lock: wait for it.
-    wait = ["-o", f"DPkg::Lock::Timeout={int(timeout)}"]
-    install = ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends"]
-    install += NGINX_PACKAGES
     started = time.monotonic()
-    for step in ([install], [["apt-get", *wait, "update", "-q"], install]):
+
+    def apt_get(*args: str) -> subprocess.CompletedProcess[str]:
+        left = timeout - (time.monotonic() - started)
+        # Another apt-get (another test run, say) may hold dpkg's lock: wait for it.
+        command = ["apt-get", "-o", f"DPkg::Lock::Timeout={max(1, int(left))}", *args]
         try:
-            done = [
-                subprocess.run(
-                    command, env=env, capture_output=True, text=True, timeout=timeout, check=False
-                )
-                for command in step
-            ]
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise NginxMissing(f"apt-get failed: {error}") from error
-        if all(result.returncode == 0 for result in done):
-            return time.monotonic() - started
-    raise NginxMissing(f"apt-get install {' '.join(NGINX_PACKAGES)} failed: {done[-1].stderr}")
+            return subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=left, check=False
+            )
+        except (OSError, ValueError, subprocess.TimeoutExpired) as error:
+            raise NginxMissing(f"apt-get {args[0]} failed: {error}") from error
+
+    install = ("install", "-y", "-q", "--no-install-recommends", *NGINX_PACKAGES)
+    done = apt_get(*install)
+    if done.returncode != 0:
+        done = apt_get("update", "-q")
+        if done.returncode == 0:
+            done = apt_get(*install)
+    if done.returncode != 0:
+        raise NginxMissing(f"apt-get {done.args[3]} failed: {done.stderr.strip()}")
+    return time.monotonic() - started
 
 
 def free_udp_port(host: str) -> int:
