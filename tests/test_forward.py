@@ -13,9 +13,16 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import TWISTD, child_env
+import pytest_twisted
+from conftest import TWISTD, child_env, within
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+
+from mnet_twisted.forward import ForwardingFactory
 
 
 def _free_port(kind: int) -> int:
@@ -133,3 +140,174 @@ def test_a_tcp_half_close_is_passed_on(tmp_path: Path) -> None:
         child.terminate()
         child.wait(20)
         server.close()
+
+
+# -- backpressure, in one process so that the forwarder can be looked into --
+
+
+class _Firehose(Protocol):
+    """Writes ``data`` as fast as its transport takes it: a streaming producer."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.sent = 0
+        self.paused = False
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        # A full transport buffer pauses this producer from inside write().
+        while not self.paused and self.sent < len(self.data):
+            chunk = self.data[self.sent : self.sent + 65536]
+            self.sent += len(chunk)
+            self.transport.write(chunk)
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+class _PausedSink(Protocol):
+    """Reads nothing until the test resumes its transport; keeps what it reads."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received = bytearray()
+        self.made: defer.Deferred[None] = defer.Deferred()
+        self.complete: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+        self.made.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= self.expected and not self.complete.called:
+            self.complete.callback(None)
+
+
+class _Recording(ForwardingFactory):
+    """The forwarder itself, keeping each accepted side for the test to inspect."""
+
+    def __init__(self, target: Any, description: str) -> None:
+        super().__init__(target, description)
+        self.accepted: list[Any] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        self.accepted.append(protocol)
+        return protocol
+
+
+def _sinkFactory(sinks: list[_PausedSink], expected: int) -> Factory:
+    def build() -> _PausedSink:
+        sink = _PausedSink(expected)
+        sinks.append(sink)
+        return sink
+
+    return Factory.forProtocol(build)
+
+
+async def _settled(mnet: Any, observe: Any, quiet: float = 0.5) -> None:
+    """Wait until ``observe()`` has not changed for ``quiet`` seconds."""
+    last, still = observe(), 0.0
+    deadline = mnet.reactor.seconds() + 30
+    while still < quiet:
+        assert mnet.reactor.seconds() < deadline, "the transfer never came to rest"
+        await mnet.sleep(0.05)
+        now = observe()
+        still = still + 0.05 if now == last else 0.0
+        last = now
+
+
+CONFIG_CHANGES = {
+    "receive_buffer_limit": 256 * 1024,
+    "send_buffer_high_water": 512 * 1024,
+    "send_buffer_low_water": 128 * 1024,
+}
+TOTAL = 16 * 1024 * 1024
+#: Twisted's TCP transports read at most this much at a time.
+TCP_READ = 65536
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_paused_mnet_reader_stops_the_forwarder_reading_tcp(mnet: Any) -> None:
+    """TCP -> MNET: the forwarder holds its high-water mark plus one read at most; all arrives."""
+    config = mnet.withConfig(**CONFIG_CHANGES)
+    data = os.urandom(TOTAL)
+    sinks: list[_PausedSink] = []
+    far = await mnet.listen(_sinkFactory(sinks, TOTAL), config=config)
+    forwarder = _Recording(mnet.client(far, config=config), "mnet")
+    front = await TCP4ServerEndpoint(mnet.reactor, 0, interface="127.0.0.1").listen(forwarder)
+    client = None
+    try:
+        client = await within(
+            TCP4ClientEndpoint(mnet.reactor, "127.0.0.1", front.getHost().port).connect(
+                Factory.forProtocol(lambda: _Firehose(data))
+            )
+        )
+        await mnet.waitFor(lambda: sinks)
+        await within(sinks[0].made)
+        inbound = forwarder.accepted[0]
+        await mnet.waitFor(lambda: inbound.other is not None)
+        outbound = inbound.other.transport
+        await _settled(mnet, lambda: (client.sent, outbound.getStats().send_buffer))
+
+        assert outbound.producerPaused, "the MNET side never paused the TCP side"
+        assert inbound.transport not in mnet.reactor.getReaders(), "the forwarder still reads TCP"
+        # Each read is written on before the high-water check can pause the reading.
+        assert outbound.getStats().send_buffer <= config.send_buffer_high_water + TCP_READ
+        assert not sinks[0].received
+
+        sinks[0].transport.resumeProducing()
+        await within(sinks[0].complete, 60)
+        assert hashlib.sha256(sinks[0].received).digest() == hashlib.sha256(data).digest()
+    finally:
+        if client is not None:
+            client.transport.loseConnection()
+        await front.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_paused_tcp_reader_stops_the_forwarder_reading_mnet(mnet: Any) -> None:
+    """MNET -> TCP: the forwarder stops reading MNET, so the MNET client is held back."""
+    config = mnet.withConfig(**CONFIG_CHANGES)
+    data = os.urandom(TOTAL)
+    sinks: list[_PausedSink] = []
+    far = await TCP4ServerEndpoint(mnet.reactor, 0, interface="127.0.0.1").listen(
+        _sinkFactory(sinks, TOTAL)
+    )
+    target = TCP4ClientEndpoint(mnet.reactor, "127.0.0.1", far.getHost().port)
+    forwarder = _Recording(target, "tcp")
+    front = await mnet.listen(forwarder, config=config)
+    client = None
+    try:
+        client = await mnet.connect(
+            front, Factory.forProtocol(lambda: _Firehose(data)), config=config
+        )
+        await mnet.waitFor(lambda: sinks)
+        await within(sinks[0].made)
+        inbound = forwarder.accepted[0]
+        await mnet.waitFor(lambda: inbound.other is not None)
+        outbound = inbound.other.transport
+        await _settled(mnet, lambda: (client.sent, inbound.transport.getStats().bytes_received))
+
+        assert outbound.producerPaused, "the TCP side never paused the MNET side"
+        assert client.paused and client.sent < TOTAL, "the MNET client was never held back"
+        # What the forwarder took from MNET sits in its TCP buffers and the
+        # kernel's: far less than what the client had to send.
+        assert inbound.transport.getStats().bytes_received < TOTAL // 2
+        assert not sinks[0].received
+
+        sinks[0].transport.resumeProducing()
+        await within(sinks[0].complete, 60)
+        assert hashlib.sha256(sinks[0].received).digest() == hashlib.sha256(data).digest()
+    finally:
+        if client is not None:
+            client.transport.loseConnection()
+        await far.stopListening()
