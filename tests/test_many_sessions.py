@@ -1,0 +1,184 @@
+"""
+Many sessions on one listener: tags that collide, idle sessions that cost
+nothing between keep-alives, one reactor timer however many sessions there
+are, and what a session holds while idle.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import pytest
+import pytest_twisted
+from twisted.internet.protocol import Factory, Protocol
+
+from mnet_twisted.config import ListenerLimits, SessionConfig
+from mnet_twisted.cookie import CookieMinter
+from mnet_twisted.demux import Demultiplexer
+from mnet_twisted.events import DataReceived
+from mnet_twisted.session import Session, SessionState
+
+CLIENT, SERVER = ("10.0.0.1", 4000), ("10.0.0.2", 5000)
+EPOCH = 1_700_000_000.0
+UNLIMITED = ListenerLimits(
+    max_sessions=None, cookie_rate=None, cookie_rate_per_source=None, out_of_order_budget=None
+)
+
+
+class Pair:
+    """A client and a listener demultiplexer wired back to back, with a clock."""
+
+    def __init__(self, client_tags: Callable[[int], bytes] | None = None) -> None:
+        self.now = EPOCH
+        self.server = Demultiplexer(
+            local_port=SERVER[1],
+            cookies=CookieMinter(b"listener secret!"),
+            accepting=True,
+            limits=UNLIMITED,
+        )
+        self.client = Demultiplexer(
+            local_port=CLIENT[1],
+            cookies=CookieMinter(b"client secret!!!"),
+            **({"random_bytes": client_tags} if client_tags is not None else {}),
+        )
+        #: Datagrams each way, and calls of ``handle_timers``, so far.
+        self.to_server = self.to_client = self.wakeups = 0
+        #: What each listener session received, by its peer's tag.
+        self.received: dict[bytes | None, bytes] = {}
+
+    def exchange(self) -> None:
+        """Deliver what both sides want to send until neither has more."""
+        while True:
+            while (item := self.server.next_event()) is not None:
+                session, event = item
+                if isinstance(event, DataReceived):
+                    tag = session.peer_tag
+                    self.received[tag] = self.received.get(tag, b"") + event.data
+            while self.client.next_event() is not None:
+                pass
+            to_client = self.server.datagrams_to_send(self.now)
+            for data, _ in to_client:
+                self.client.receive_datagram(data, SERVER, self.now)
+            to_server = self.client.datagrams_to_send(self.now)
+            for data, _ in to_server:
+                self.server.receive_datagram(data, CLIENT, self.now)
+            self.to_client += len(to_client)
+            self.to_server += len(to_server)
+            if not to_client and not to_server:
+                return
+
+    def run_until(self, until: float) -> None:
+        """Advance the clock deadline by deadline, as the adapter's one timer does."""
+        self.exchange()
+        while True:
+            due, demux = min(
+                ((d.next_deadline(), d) for d in (self.server, self.client)),
+                key=lambda pair: float("inf") if pair[0] is None else pair[0],
+            )
+            if due is None or due > until:
+                self.now = until
+                return
+            self.now = max(self.now, due)
+            self.wakeups += 1
+            demux.handle_timers(self.now)
+            self.exchange()
+
+
+def _colliding_tags(minter: CookieMinter, connector: tuple[str, int]) -> tuple[bytes, bytes]:
+    """Two connector tags to which the listener answers with one listener tag."""
+    seen: dict[bytes, bytes] = {}
+    for number in itertools.count():
+        tag = number.to_bytes(3, "big")
+        listener_tag = minter.listener_tag(connector, tag)
+        if listener_tag in seen:
+            return seen[listener_tag], tag
+        seen[listener_tag] = tag
+    raise AssertionError("unreachable")
+
+
+def test_a_listener_tag_collision_makes_the_connector_retry_under_a_fresh_tag() -> None:
+    minter = CookieMinter(b"listener secret!")
+    first, second = _colliding_tags(minter, CLIENT)
+    fresh = b"\xff\xff\xfe"
+    assert minter.listener_tag(CLIENT, fresh) != minter.listener_tag(CLIENT, first)
+    tags: Iterator[bytes] = iter([first, second, fresh])
+    pair = Pair(client_tags=lambda size: next(tags))
+    sessions = [pair.client.connect(SERVER, pair.now) for _ in range(2)]
+    pair.run_until(EPOCH + 3)
+    assert [s.state for s in sessions] == [SessionState.ESTABLISHED] * 2
+    assert sessions[1].local_tag == fresh
+    assert sessions[0].peer_tag != sessions[1].peer_tag
+    assert pair.server.open_sessions == 2
+    # Each session's data reaches its own peer on the listener.
+    for index, session in enumerate(sessions):
+        session.send(bytes([index]) * 10)
+    pair.exchange()
+    assert pair.received == {first: b"\x00" * 10, fresh: b"\x01" * 10}
+
+
+@pytest.fixture
+def timer_calls(monkeypatch: pytest.MonkeyPatch) -> list[Session]:
+    """Every ``Session.handle_timer`` call, by the session it ran for."""
+    calls: list[Session] = []
+    original = Session.handle_timer
+
+    def counted(session: Session, now: float) -> None:
+        calls.append(session)
+        original(session, now)
+
+    monkeypatch.setattr(Session, "handle_timer", counted)
+    return calls
+
+
+def test_idle_sessions_do_nothing_between_keepalives(timer_calls: list[Session]) -> None:
+    count = 300
+    interval = SessionConfig().keepalive_interval
+    assert interval is not None
+    pair = Pair()
+    sessions = [pair.client.connect(SERVER, pair.now) for _ in range(count)]
+    pair.run_until(EPOCH + 1)
+    assert all(s.state is SessionState.ESTABLISHED for s in sessions)
+    for session in sessions:
+        session.send(b"x" * 64)  # one message each, echoed by nobody: only acked
+    pair.run_until(EPOCH + 2)
+
+    timer_calls.clear()
+    datagrams, wakeups = pair.to_client + pair.to_server, pair.wakeups
+    pair.run_until(EPOCH + interval)  # idle since EPOCH + 2 at the latest
+    assert timer_calls == []
+    assert pair.to_client + pair.to_server == datagrams
+    assert pair.wakeups - wakeups <= 2, "a few early wake-ups at most, not one per session"
+
+    # At the keep-alive each session probes once, and hears one answer.
+    pair.run_until(EPOCH + interval + 3)
+    assert len(timer_calls) == count
+    assert pair.to_client + pair.to_server - datagrams == 2 * count
+    assert all(s.state is SessionState.ESTABLISHED for s in sessions)
+    timer_calls.clear()
+    datagrams = pair.to_client + pair.to_server
+    pair.run_until(EPOCH + 2 * interval)
+    assert timer_calls == [] and pair.to_client + pair.to_server == datagrams
+
+
+class _Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_reactor_timer_however_many_sessions(mnet) -> None:  # type: ignore[no-untyped-def]
+    """The listener's sessions share one IDelayedCall: the reactor's count does not grow."""
+    port = await mnet.listen(Factory.forProtocol(_Echo))
+    endpoint = mnet.client(port, shareSocket=True)
+    first = await mnet.within(endpoint.connect(Factory.forProtocol(Protocol)))
+    await mnet.sleep(0.05)
+    delayed = len(mnet.reactor.getDelayedCalls())
+    more = [await mnet.within(endpoint.connect(Factory.forProtocol(Protocol))) for _ in range(60)]
+    await mnet.sleep(0.05)
+    assert port.protocol.demux.open_sessions == 61
+    assert len(mnet.reactor.getDelayedCalls()) == delayed
+    assert port.protocol._timerCall is not None and port.protocol._timerCall.active()
+    for protocol in [first, *more]:
+        protocol.transport.loseConnection()
+    await mnet.waitFor(lambda: port.protocol.demux.open_sessions == 0)
