@@ -16,7 +16,6 @@ acknowledged byte counts, RTT samples and those loss events.  Two ship:
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Protocol
 
 __all__ = ["CONTROLLERS", "Adaptive", "CongestionController", "NewReno", "make_controller"]
@@ -151,7 +150,9 @@ class Adaptive(NewReno):
 
     def __init__(self, mss: int, initial_window_segments: int, max_window: int) -> None:
         super().__init__(mss, initial_window_segments, max_window)
-        self._recent: deque[float] = deque(maxlen=_RECENT_SAMPLES)
+        #: The latest RTT samples, at most ``_RECENT_SAMPLES`` (a list: an
+        #: empty deque would cost each session 760 bytes).
+        self._recent: list[float] = []
         #: The least of ``_recent``, kept as samples come (acks ask for it far
         #: more often than samples arrive).
         self._least_recent: float | None = None
@@ -179,8 +180,11 @@ class Adaptive(NewReno):
                 self._competing_rounds -= 1
         if rtt_sample is not None:
             self._sampled_since_loss = True
-            self._recent.append(rtt_sample)
-            self._least_recent = min(self._recent)
+            recent = self._recent
+            recent.append(rtt_sample)
+            if len(recent) > _RECENT_SAMPLES:
+                del recent[0]
+            self._least_recent = min(recent)
             if self._round_min is None or rtt_sample < self._round_min:
                 self._round_min = rtt_sample
             self._round_samples += 1

@@ -94,7 +94,14 @@ class SendBuffer:
         while first < len(chunks) and starts[first] + len(chunks[first]) <= offset:
             chunks[first] = b""  # let the memory go now
             first += 1
-        if first >= _COMPACT_AFTER and first * 2 >= len(chunks):
+        if first == len(chunks):
+            # All acknowledged (an interactive session's usual state): keep
+            # no empty places, whose start offsets would pile up until the
+            # compaction below.
+            chunks.clear()
+            starts.clear()
+            first = 0
+        elif first >= _COMPACT_AFTER and first * 2 >= len(chunks):
             del chunks[:first], starts[:first]
             first = 0
         self._first = first

@@ -61,7 +61,6 @@ congestion response.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from .config import SessionConfig
@@ -101,7 +100,7 @@ STOPS_BEFORE_GOING_BACK = 3
 _SPURIOUS_SHARE = 0.8
 
 
-@dataclass
+@dataclass(slots=True)
 class RecoveryStats:
     """Counters of the sender's loss recovery, for benchmarks and operators."""
 
@@ -120,7 +119,7 @@ class RecoveryStats:
     lost_repairs: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Repair:
     """The outstanding retransmission of the segment at the first hole."""
 
@@ -210,8 +209,9 @@ class StreamSender:
         self.path_size = self._probes.search
         #: When the pacer lets the next segment out (None: not held by it).
         self.pacing_deadline: float | None = None
-        #: (end offset, time) of each first transmission still unacknowledged.
-        self._first_sent: deque[tuple[int, float]] = deque()
+        #: (end offset, time) of each first transmission still unacknowledged
+        #: (a list: emptied, it costs an idle session 56 bytes, a deque 760).
+        self._first_sent: list[tuple[int, float]] = []
         #: Retransmitted bytes end here at most: acks below it give no RTT sample.
         self._retransmitted_until = config.stream_origin
         #: Bytes estimated to have reached the peer beyond the first hole.
@@ -546,8 +546,12 @@ class StreamSender:
         """Forget acknowledged bytes; returns an RTT sample if the ack gives one."""
         sent_at = None
         first_sent = self._first_sent
-        while first_sent and first_sent[0][0] <= ack:
-            sent_at = first_sent.popleft()[1]
+        count, acked = len(first_sent), 0
+        while acked < count and first_sent[acked][0] <= ack:
+            acked += 1
+        if acked:
+            sent_at = first_sent[acked - 1][1]
+            del first_sent[:acked]
         # Karn: nothing retransmitted may be covered, and an ack held back by
         # a hole measures the repair, not the path.
         clean = self._buffer.start >= self._retransmitted_until and not self.in_recovery
