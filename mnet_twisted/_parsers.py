@@ -52,13 +52,25 @@ def _bound(text: str | None, default: int | None) -> int | None:
     return int(text)
 
 
+def _rate(text: str | None, default: float | None) -> float | None:
+    """A rate from an endpoint string: replies per second, or ``none`` for no bound."""
+    if text is None:
+        return default
+    if text.lower() == "none":
+        return None
+    return float(text)
+
+
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class MNETServerParser:
     """Parses ``mnet:PORT`` and ``interface=ADDR``, ``secretFile=PATH``, ``stopGrace=S``,
     ``trace=DIR``, ``reusePort=yes``, and the limits.
 
     Limits: ``maxSessions=N``, ``maxSessionsPerSource=N``,
-    ``outOfOrderBudget=BYTES`` (``none`` lifts the bound).
+    ``outOfOrderBudget=BYTES``, and the stateless replies' rates per second,
+    ``cookieRate=R``, ``cookieRatePerSource=R``, ``abortRate=R``,
+    ``abortRatePerSource=R`` (``none`` lifts the bound).  Behind a load
+    balancer every peer comes from its address, one source.
     """
 
     prefix = "mnet"
@@ -86,6 +98,14 @@ class MNETServerParser:
             ),
             out_of_order_budget=_bound(
                 kwargs.pop("outOfOrderBudget", None), defaults.out_of_order_budget
+            ),
+            cookie_rate=_rate(kwargs.pop("cookieRate", None), defaults.cookie_rate),
+            cookie_rate_per_source=_rate(
+                kwargs.pop("cookieRatePerSource", None), defaults.cookie_rate_per_source
+            ),
+            abort_rate=_rate(kwargs.pop("abortRate", None), defaults.abort_rate),
+            abort_rate_per_source=_rate(
+                kwargs.pop("abortRatePerSource", None), defaults.abort_rate_per_source
             ),
         )
         if kwargs:

@@ -53,7 +53,8 @@ class _StatsLog:
         self._log.info(
             "{name}: {sessions_open} session(s) open, {sessions_accepted} accepted,"
             " {sessions_refused} refused; {datagrams_received} datagrams in,"
-            " {datagrams_sent} out",
+            " {datagrams_sent} out; {aborts_sent} ABORTs sent, {replies_limited}"
+            " replies held back by rate limits",
             name=self._name,
             **totals,
         )

@@ -71,6 +71,16 @@ def test_server_strings() -> None:
         reactor, "mnet:9004:maxSessions=100:maxSessionsPerSource=4:outOfOrderBudget=none"
     )
     assert limited._limits == ListenerLimits(100, 4, None)
+    rates = serverFromString(
+        reactor,
+        "mnet:9005:cookieRate=5e4:cookieRatePerSource=none:abortRate=none:abortRatePerSource=1000",
+    )._limits
+    assert (rates.cookie_rate, rates.cookie_rate_per_source) == (50_000.0, None)
+    assert (rates.abort_rate, rates.abort_rate_per_source) == (None, 1000.0)
+    assert serverFromString(reactor, "mnet:9006:reusePort=yes")._reusePort
+    assert not serverFromString(reactor, "mnet:9006")._reusePort
+    with pytest.raises(TypeError):
+        serverFromString(reactor, "mnet:9006:reusePort=maybe")
     with pytest.raises(TypeError):
         serverFromString(reactor, "mnet:9000:bogus=1")
 
