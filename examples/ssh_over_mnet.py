@@ -186,13 +186,9 @@ async def main(reactor) -> None:  # type: ignore[no-untyped-def]
             sshFactory(host_key, user_key)
         )
         mnet_port = freeUDPPort()
-        # OpenSSH ends its ProxyCommand with SIGHUP, which ends mnet-cat
-        # before it has closed its session: the forwarder holds such a
-        # session until the peer is declared dead, so on shutdown it waits
-        # one second (stopGrace) rather than ten before aborting what is left.
         forward = [
             *(sys.executable, "-m", "twisted", "mnet-forward"),
-            *("--listen", f"mnet:{mnet_port}:interface=127.0.0.1:stopGrace=1"),
+            *("--listen", f"mnet:{mnet_port}:interface=127.0.0.1"),
             *("--connect", f"tcp:host=127.0.0.1:port={sshd.getHost().port}"),
         ]
         forwarder = Child(waitFor=b"starting on")  # the UDP port is bound

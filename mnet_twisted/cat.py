@@ -18,6 +18,11 @@ input is a file and standard error a terminal, a progress line shows the
 bytes sent, the rate and the time left; otherwise nothing is printed but
 errors.
 
+SIGHUP (what OpenSSH sends its ProxyCommand when it is done), SIGTERM and
+SIGINT close the session gracefully before exiting, so the peer learns at
+once that it is over; a peer that does not finish the close within
+``HANGUP_GRACE`` seconds is sent ABORT.
+
 Exit status: 0 the session closed cleanly; 1 no session (refused, no
 answer, unknown host); 3 the session was lost or aborted; 2 bad usage.
 """
@@ -25,7 +30,9 @@ answer, unknown host); 3 the session was lost or aborted; 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import stat
 import sys
 import time
@@ -40,6 +47,8 @@ from zope.interface import implementer
 __all__ = ["main"]
 
 EXIT_CLEAN, EXIT_NO_SESSION, EXIT_USAGE, EXIT_LOST = 0, 1, 2, 3
+#: Seconds a close started by a signal may take before the session is aborted.
+HANGUP_GRACE = 2.0
 
 
 class Progress:
@@ -85,6 +94,8 @@ class _Stdio(Protocol):
     progress: Progress | None = None
     #: Whether the end of standard input closes the session (``--eof close``).
     closeOnEOF = True
+    #: How the session ended (set when it does).
+    exitStatus = EXIT_LOST
 
     def __init__(self) -> None:
         #: Fires once standard output has been flushed and closed.
@@ -115,6 +126,8 @@ class _Session(Protocol):
     def __init__(self, local: _Stdio, ended: defer.Deferred[int]) -> None:
         self.local = local
         self.ended = ended
+        #: Deferreds fired when the session is over (besides ``ended``).
+        self.lostWaiters: list[defer.Deferred[None]] = []
 
     def connectionMade(self) -> None:
         self.local.session = self
@@ -134,8 +147,23 @@ class _Session(Protocol):
         clean = reason is None or reason.check(error.ConnectionDone) is not None
         if not clean and reason is not None:
             sys.stderr.write(f"mnet-cat: {reason.getErrorMessage()}\n")
+        self.local.exitStatus = EXIT_CLEAN if clean else EXIT_LOST
         if not self.ended.called:
-            self.ended.callback(EXIT_CLEAN if clean else EXIT_LOST)
+            self.ended.callback(self.local.exitStatus)
+        waiters, self.lostWaiters = self.lostWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def hangUp(self, reactor: Any) -> defer.Deferred[None]:
+        """Close gracefully, abort after ``HANGUP_GRACE``; fires when the session is over."""
+        over: defer.Deferred[None] = defer.Deferred()
+        self.lostWaiters.append(over)
+        # Standard input may be paused by backpressure: nothing more is taken from it.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+        deadline = reactor.callLater(HANGUP_GRACE, self.transport.abortConnection)
+        over.addBoth(lambda result: deadline.cancel() if deadline.active() else None)
+        return over
 
 
 def _progressFor(stdin: Any, stderr: TextIO) -> Progress | None:
@@ -148,10 +176,9 @@ def _progressFor(stdin: Any, stderr: TextIO) -> Progress | None:
     return Progress(info.st_size, stderr)
 
 
-async def _run(reactor: Any, options: argparse.Namespace) -> int:
+async def _run(reactor: Any, options: argparse.Namespace, local: _Stdio) -> int:
     from .endpoints import MNETClientEndpoint, MNETServerEndpoint
 
-    local = _Stdio()
     local.progress = _progressFor(sys.stdin, sys.stderr)
     eof = options.eof or ("wait" if options.listen is not None else "close")
     local.closeOnEOF = eof == "close"
@@ -226,19 +253,34 @@ def main(argv: list[str] | None = None) -> int:
     options = _parse(argv)
     from twisted.internet import reactor
 
-    status = [EXIT_LOST]
+    status: list[int | None] = [None]
+    local = _Stdio()
+
+    def hangUp() -> defer.Deferred[None] | None:
+        # Shutting down (a signal, or the end): a session still open is closed first.
+        return local.session.hangUp(reactor) if local.session is not None else None
+
+    reactor.addSystemEventTrigger("before", "shutdown", hangUp)
+    # Twisted stops on SIGTERM and SIGINT; SIGHUP would kill the process outright.
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reactor.stop))
 
     def done(result: Any) -> None:
         if isinstance(result, Failure):
             sys.stderr.write(f"mnet-cat: {result.getErrorMessage()}\n")
+            status[0] = EXIT_LOST
         else:
             status[0] = result
         if reactor.running:
-            reactor.stop()
+            with contextlib.suppress(error.ReactorNotRunning):  # already stopping
+                reactor.stop()
 
-    reactor.callWhenRunning(lambda: defer.ensureDeferred(_run(reactor, options)).addBoth(done))
+    def start() -> None:
+        defer.ensureDeferred(_run(reactor, options, local)).addBoth(done)
+
+    reactor.callWhenRunning(start)
     reactor.run()
-    return status[0]
+    # A signal may stop the reactor before _run returns: then the session's end says.
+    return status[0] if status[0] is not None else local.exitStatus
 
 
 if __name__ == "__main__":

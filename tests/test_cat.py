@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+import pytest_twisted
 from conftest import child_env
 
 CAT = [sys.executable, "-m", "mnet_twisted.cat"]
@@ -130,3 +133,41 @@ def test_progress_line_when_sending_a_file_to_a_terminal(tmp_path: Path) -> None
         os.close(master)
         if sink.poll() is None:
             sink.kill()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM])
+@pytest_twisted.ensureDeferred
+async def test_a_signal_closes_the_session_before_exiting(mnet, signum) -> None:
+    """OpenSSH ends its ProxyCommand with SIGHUP: the peer sees a clean close at once
+    (not a session left to the dead-peer rule), and mnet-cat exits 0."""
+    from twisted.internet import error
+    from twisted.internet.protocol import Factory, Protocol
+
+    ends: list[object] = []
+
+    class Server(Protocol):
+        def connectionMade(self) -> None:
+            self.transport.write(b"ready\n")
+
+        def connectionLost(self, reason: object = None) -> None:
+            ends.append(reason)
+
+    port = await mnet.listen(Factory.forProtocol(Server))
+    client = subprocess.Popen(
+        [*CAT, "127.0.0.1", str(port.getHost().port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=child_env(),
+    )
+    try:
+        await mnet.waitFor(lambda: port.getStats().sessions_open == 1, 20)
+        client.send_signal(signum)
+        await mnet.waitFor(lambda: bool(ends), 3)
+        assert ends[0].check(error.ConnectionDone), ends[0]  # type: ignore[attr-defined]
+        await mnet.waitFor(lambda: client.poll() is not None, 5)
+        assert client.returncode == 0
+        assert client.stdout is not None and client.stdout.read() == b"ready\n"
+    finally:
+        if client.poll() is None:
+            client.kill()
+        client.wait()
