@@ -153,12 +153,6 @@ async def test_the_readme_tshark_commands_on_a_live_capture(mnet: Any, tmp_path:
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
-@pytest.mark.xfail(
-    sys.platform == "linux",
-    strict=True,
-    reason="tools/mnet.lua does not split GSO batches: a capture on the sending host holds"
-    " each batch of equal-sized datagrams as one UDP packet, left undecoded",
-)
 @pytest_twisted.ensureDeferred
 async def test_tshark_decodes_every_frame_of_a_live_bulk_transfer(
     mnet: Any, tmp_path: Path

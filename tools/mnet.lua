@@ -6,9 +6,9 @@
 -- Datagrams on the configured UDP port (preference "mnet.udp_port", 0 for
 -- none) are MNET; on other ports a heuristic takes a datagram whose length
 -- and first byte fit exactly one MNET packet type (INIT must carry the
--- "MNET" magic).  Wireshark's TAPA heuristic claims short UDP payloads
--- (MNET's 4- and 32-byte packets) before any Lua heuristic: set the port,
--- or add "--disable-protocol tapa".  All integers are little-endian; every
+-- "MNET" magic), or a GSO batch of such packets (see split).  Wireshark's
+-- TAPA heuristic claims short UDP payloads (MNET's 4- and 32-byte packets)
+-- before any Lua heuristic: set the port, or add "--disable-protocol tapa".  All integers are little-endian; every
 -- packet but INIT carries a 3-byte connection tag at bytes 1..3.
 
 local mnet = Proto("mnet", "MNET")
@@ -36,23 +36,47 @@ mnet.prefs.udp_port = Pref.uint("UDP port", 0, "UDP port decoded as MNET (0: heu
 
 local fixed_length = { [2] = 32, [3] = 32, [4] = 4, [5] = 8, [6] = 4, [7] = 4, [8] = 4 }
 
-local function looks_like_mnet(tvb)
-  local length = tvb:len()
-  if length < 4 then return false end
-  local kind = tvb(0, 1):uint()
+-- The length of the MNET packet at offset, if one fits there.
+local function packet_length(tvb, offset)
+  local left = tvb:len() - offset
+  if left < 4 then return nil end
+  local kind = tvb(offset, 1):uint()
+  local size
   if kind == 1 then
-    return length == 9 and tvb(1, 4):string() == "MNET"
+    if left < 9 or tvb(offset + 1, 4):string() ~= "MNET" then return nil end
+    size = 9
   elseif kind == 0 then
-    return length >= 14 and tvb(12, 2):le_uint() == length - 14
+    if left < 14 then return nil end
+    size = 14 + tvb(offset + 12, 2):le_uint()
+  else
+    size = fixed_length[kind]
   end
-  return fixed_length[kind] == length
+  if size == nil or size > left then return nil end
+  return size
 end
 
-function mnet.dissector(tvb, pinfo, tree)
-  if not looks_like_mnet(tvb) then return 0 end
+-- The packets a UDP payload holds: one, or, where the capture was taken on
+-- the sending host of a Linux GSO (UDP_SEGMENT) send, a batch of datagrams
+-- of one size (the last may be shorter) that the kernel had not yet cut
+-- apart.  Nil unless they cover the payload exactly.
+local function split(tvb)
+  local parts = {}
+  local offset = 0
+  while offset < tvb:len() do
+    local size = packet_length(tvb, offset)
+    if size == nil then return nil end
+    if #parts > 0 and parts[1][2] < size then return nil end
+    if #parts > 1 and parts[#parts][2] ~= parts[1][2] then return nil end
+    parts[#parts + 1] = { offset, size }
+    offset = offset + size
+  end
+  if #parts == 0 then return nil end
+  return parts
+end
+
+local function dissect_one(tvb, tree, prefix)
   local kind = tvb(0, 1):uint()
-  pinfo.cols.protocol = "MNET"
-  local root = tree:add(mnet, tvb(), "MNET " .. types[kind])
+  local root = tree:add(mnet, tvb(), prefix .. "MNET " .. types[kind])
   root:add(f.type, tvb(0, 1))
   local info = types[kind]
   if kind == 1 then
@@ -78,12 +102,30 @@ function mnet.dissector(tvb, pinfo, tree)
       root:add_le(f.ack, tvb(4, 4))
     end
   end
-  pinfo.cols.info = info
+  return info
+end
+
+function mnet.dissector(tvb, pinfo, tree)
+  local parts = split(tvb)
+  if parts == nil then return 0 end
+  pinfo.cols.protocol = "MNET"
+  if #parts == 1 then
+    pinfo.cols.info = dissect_one(tvb, tree, "")
+    return tvb:len()
+  end
+  local first, last
+  for index, part in ipairs(parts) do
+    local prefix = string.format("[%d/%d] ", index, #parts)
+    local info = dissect_one(tvb(part[1], part[2]):tvb(), tree, prefix)
+    first = first or info
+    last = info
+  end
+  pinfo.cols.info = string.format("GSO batch of %d: %s ... %s", #parts, first, last)
   return tvb:len()
 end
 
 local function heuristic(tvb, pinfo, tree)
-  if not looks_like_mnet(tvb) then return false end
+  if split(tvb) == nil then return false end
   mnet.dissector(tvb, pinfo, tree)
   return true
 end
