@@ -80,7 +80,9 @@ async def test_the_readme_trace_string_traces_a_real_session(mnet: Any, tmp_path
         json.loads(line) for line in (await _traced(mnet, tmp_path)).read_text().splitlines()
     ]
     received = [r["data"] for r in records if r["name"] == "packet_received"]
-    assert sum(d.get("length", 0) for d in received) == 60_000
+    # A segment retransmitted on a busy machine arrives twice: count each once.
+    segments = {(d["seq"], d["length"]) for d in received if d.get("length")}
+    assert sum(length for _, length in segments) == 60_000
     assert {"packet_sent", "packet_received", "metrics_updated"} <= {r["name"] for r in records}
 
 
