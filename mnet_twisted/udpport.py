@@ -107,7 +107,8 @@ class MNETPort(udp.Port):
         self.socket.setsockopt(_SOL_UDP, _UDP_GRO, 1 if enabled else 0)
         self.gro = enabled
 
-    def doRead(self) -> None:
+    def doRead(self, drain: bool = False) -> None:
+        """Read a batch; C{drain} reads on until the socket is empty (or the quota is used)."""
         protocol = self.protocol
         started = getattr(protocol, "readBatchStarted", None)
         if started is None:
@@ -115,7 +116,7 @@ class MNETPort(udp.Port):
         started()
         try:
             if self.gro:
-                quiet = perf_counter() - self._lastReadEnded > _QUIET_GAP
+                quiet = not drain and perf_counter() - self._lastReadEnded > _QUIET_GAP
                 return self._readCoalesced(quiet)
             return super().doRead()
         finally:
