@@ -28,6 +28,7 @@ class Ack(Enum):
 
 class StreamReceiver:
     __slots__ = (
+        "_budget",
         "_full_segment",
         "_limit",
         "_reassembly",
@@ -44,7 +45,10 @@ class StreamReceiver:
         self.duplicate_segments = 0
         self.out_of_order_segments = 0
         self._limit = limit
-        self._reassembly = ReassemblyBuffer(budget)
+        self._budget = budget
+        #: Out-of-order segments, from the first one on while any is held
+        #: (most sessions never see one; an empty buffer costs ~260 bytes).
+        self._reassembly: ReassemblyBuffer | None = None
         #: In-order bytes taken since our last acknowledgement went out.
         self._unacknowledged = 0
         #: The largest payload seen: what a full segment is for this peer.
@@ -57,10 +61,12 @@ class StreamReceiver:
     @property
     def held_out_of_order(self) -> int:
         """Memory charged for out-of-order segments."""
-        return self._reassembly.cost
+        return 0 if self._reassembly is None else self._reassembly.cost
 
     def discard(self) -> None:
-        self._reassembly.clear()
+        if self._reassembly is not None:
+            self._reassembly.clear()
+            self._reassembly = None
 
     def on_segment(self, wire_seq: int, payload: bytes, unread: int) -> tuple[list[bytes], Ack]:
         """Take one DATA payload; return the bytes now deliverable in order.
@@ -80,6 +86,8 @@ class StreamReceiver:
         reassembly = self._reassembly
         if start > rcv_nxt:
             self.out_of_order_segments += 1
+            if reassembly is None:
+                reassembly = self._reassembly = ReassemblyBuffer(self._budget)
             cost = size + SEGMENT_OVERHEAD
             if unread + reassembly.cost + cost <= self._limit:
                 reassembly.add(start, payload, rcv_nxt)
@@ -89,7 +97,7 @@ class StreamReceiver:
             return [], Ack.NOW  # no room: the sender will try again later
         self.rcv_nxt = end
         self._unacknowledged += len(fresh)
-        if reassembly.cost:
+        if reassembly is not None:
             # Out-of-order bytes must never lock out the segment that fills
             # the hole before them: drop the farthest ones instead.  They were
             # never acknowledged (acks are cumulative), so the sender sends
@@ -98,6 +106,8 @@ class StreamReceiver:
             if excess > 0:
                 reassembly.evict_farthest(excess)
             following = reassembly.pop_contiguous(end)
+            if not reassembly.cost:
+                self._reassembly = None  # the holes are filled
             if following:
                 for data in following:
                     self.rcv_nxt += len(data)
