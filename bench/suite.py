@@ -15,7 +15,11 @@ Scenarios (each checks what arrived):
   clients use ``shareSocket``, as a client opening many sessions would);
 - **rate**: ``--rate-clients`` processes, each running ``--rate-parallel``
   connect/echo/close loops at once, as fast as they can for
-  ``--rate-seconds`` against one listener process: sessions per second.
+  ``--rate-seconds`` against one listener process: sessions per second;
+- **sessions** (MNET only, not run unless named in ``--only``):
+  ``--sessions`` concurrent sessions on one listener, a message on each
+  every second for ``--sessions-seconds`` (``bench/scale_sessions.py``,
+  which prints its own figures).
 
 Rounds alternate MNET and TCP so both see the same machine at the same
 time; the table gives medians and the MNET/TCP ratios the hot-path issue
@@ -165,6 +169,8 @@ def main() -> None:
     parser.add_argument(
         "--only", default="bulk,echo,connect,rate", help="comma-separated scenarios to run"
     )
+    parser.add_argument("--sessions", type=int, default=10_000, help="sessions scenario")
+    parser.add_argument("--sessions-seconds", type=float, default=60.0, help="its load, s")
     parser.add_argument("--json", type=Path, help="write every raw figure here")
     parser.add_argument("--no-quic", action="store_true", help="leave out the aioquic column")
     options = parser.parse_args()
@@ -173,6 +179,11 @@ def main() -> None:
     protocols = (*PROTOCOLS, QUIC) if quic else PROTOCOLS
 
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in only}
+    if "sessions" in only:
+        from scale_sessions import main as scale_sessions
+
+        load = ["--sessions", str(options.sessions), "--duration", str(options.sessions_seconds)]
+        runs["sessions"].append(scale_sessions(load))
     for round_ in range(options.rounds):
         for proto in protocols:
             if "bulk" in only:

@@ -1,0 +1,45 @@
+"""Smoke test for bench/scale_sessions.py: a few hundred sessions, every figure reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "scale_sessions.py"
+
+
+def test_sessions_benchmark_reports_memory_cpu_and_checked_echoes(tmp_path: Path) -> None:
+    report_path = tmp_path / "scale.json"
+    sessions, rounds = 200, 3
+    command = [
+        *(sys.executable, str(BENCH), "--sessions", str(sessions), "--clients", "2"),
+        *("--duration", "1.5", "--interval", "0.5", "--idle-seconds", "0.5"),
+        *("--json", str(report_path)),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "memory per session" in done.stdout
+    report = json.loads(report_path.read_text())
+    assert report["sessions"] == sessions and report["open"]["listener_open"] == sessions
+    echo = report["echo"]
+    assert echo["sent"] == sessions * rounds
+    assert echo["echoed"] == echo["sent"] and echo["mismatches"] == 0
+    assert 0 < echo["p50_ms"] <= echo["p99_ms"] <= echo["max_ms"]
+    server = report["server"]
+    assert server["rss_idle_kib"] > 0 and server["bytes_per_idle_session"] != 0
+    assert server["loaded_cpu_per_second"] > 0
+    # Idle sessions, seconds before their first keep-alive: no timer, no datagram.
+    assert server["idle"] == {
+        "timer_wakeups": 0,
+        "session_timer_calls": 0,
+        "datagrams_received": 0,
+        "datagrams_sent": 0,
+    }
+    # One timer for all sessions (a pending flush may add a zero-delay call).
+    assert server["delayed_calls_idle"] <= 2 and server["delayed_calls_loaded"] <= 2
+    # Everything closed, and the sessions' objects are gone again.
+    assert server["sessions_open_end"] == 0
+    assert server["python_blocks_end"] < server["python_blocks_idle"]
+    assert report["clients_report"]["bytes_per_session"] > 0
