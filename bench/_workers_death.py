@@ -87,11 +87,16 @@ def analyse_death(
     on_victim = [r for r in at_kill if r["worker"] == victim["worker"]]
     numbers = {w["worker"] for w in survivors}
     on_survivors = [r for r in at_kill if r["worker"] in numbers]
+    victims = _losses(records, on_victim, killed_at)
+    # Worker numbers differ between runs; where the replacements went, by role.
+    victims["replaced_on_survivors"] = sum(
+        n for worker, n in victims["replacement_workers"].items() if int(worker) in numbers
+    )
     report: dict[str, Any] = {
         "victim": {"worker": victim["worker"], "pid": victim["pid"]},
         "survivors": [{"worker": w["worker"], "pid": w["pid"]} for w in survivors],
         "sessions_at_kill": len(at_kill),
-        "victim_sessions": _losses(records, on_victim, killed_at),
+        "victim_sessions": victims,
         # Until the restart: what the death alone did to the other workers' sessions.
         "survivor_sessions": _losses(records, on_survivors, killed_at, restart_at),
         "survivor_max_echo_ms": round(
@@ -133,17 +138,12 @@ def _get(figures: dict[str, float] | None, key: str) -> float | None:
 
 
 def _reasons(groups: list[dict[str, Any]]) -> str:
+    """Why sessions ended, counted over all rounds."""
     counts: Counter[str] = Counter()
     for group in groups:
         counts.update(group["reasons"])
-    return ", ".join(f"{text} ({n})" for text, n in counts.most_common()) or "none"
-
-
-def _workers(groups: list[dict[str, Any]]) -> str:
-    counts: Counter[str] = Counter()
-    for group in groups:
-        counts.update(group["replacement_workers"])
-    return ", ".join(f"{worker} ({n})" for worker, n in sorted(counts.items())) or "none"
+    text = ", ".join(f"{n} x {reason}" for reason, n in counts.most_common())
+    return f"all rounds: {text}" if text else "none"
 
 
 def death_rows(records: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
@@ -159,6 +159,7 @@ def death_rows(records: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
         figures: dict[str, Any] = {
             "runs": len(runs),
             "ok": sum(1 for r in runs if r["ok"]),
+            "bind_order_certain": sum(1 for r in runs if r.get("bind_order_certain")),
             "workers": runs[0]["workers"],
             "sessions": _median([r["sessions_at_kill"] for r in runs]),
             "on_victim": _median([v["sessions"] for v in victims]),
@@ -167,6 +168,8 @@ def death_rows(records: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
             "ms_kill_to_loss_max": _median([_get(v["ms_to_loss"], "max") for v in victims]),
             "ms_loss_to_replacement_median": _median([_get(v, "median") for v in replaced]),
             "ms_loss_to_replacement_max": _median([_get(v, "max") for v in replaced]),
+            "replaced": _median([v["replaced"] for v in victims]),
+            "replaced_on_survivors": _median([v["replaced_on_survivors"] for v in victims]),
             "on_survivors": _median([o["sessions"] for o in others]),
             "survivors_lost_before_restart_worst": max(o["lost"] for o in others),
             "lost_echoes_worst": max(r["at_end"]["lost_echoes"] for r in runs),
@@ -196,12 +199,13 @@ def _death_text(
 
     lines = [
         f" death, {f['workers']} workers, killed the one that bound {kind}"
-        f" ({f['ok']}/{f['runs']} ok, medians):",
+        f" ({f['ok']}/{f['runs']} ok, bind order certain in {f['bind_order_certain']}; medians):",
         f"   {n(f['on_victim'])} of {n(f['sessions'])} sessions were on it; {n(f['victim_lost'])}"
         f" ended {n(f['ms_kill_to_loss_median'])} ms after the kill (max"
         f" {n(f['ms_kill_to_loss_max'])}): {_reasons(victims)}",
         f"   replacements echo {n(f['ms_loss_to_replacement_median'])} ms after the loss (max"
-        f" {n(f['ms_loss_to_replacement_max'])}), on worker {_workers(victims)}",
+        f" {n(f['ms_loss_to_replacement_max'])}); {n(f['replaced_on_survivors'])} of"
+        f" {n(f['replaced'])} on the other workers",
         f"   other workers: {f['survivors_lost_before_restart_worst']} of their"
         f" {n(f['on_survivors'])} sessions lost before the restart (worst round):"
         f" {_reasons(others)}; echo max {n(f['survivor_max_echo_ms'])} ms;"

@@ -2,7 +2,8 @@
 One process of ``bench/workers_bench.py``: a worker serving the shared port,
 or a client process.
 
-    python -m mnet_twisted.workers -n K -- python bench/_workers_peer.py server --port P --secret F
+    python -m mnet_twisted.workers -n K -- \
+        python bench/_workers_peer.py server --port P --secret F [--stagger S]
     python bench/_workers_peer.py bulk --port P --sessions S --bytes N
     python bench/_workers_peer.py rate --port P --parallel L --seconds T
     python bench/_workers_peer.py hold --port P --sessions S --interval 0.1
@@ -38,7 +39,7 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
@@ -52,7 +53,10 @@ DIGEST_SIZE = 32
 
 
 def emit(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
+    # One write of the whole line: the workers share the launcher's stdout, and
+    # print() writes the line and its end separately, so two lines could mix.
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
 
 
 def cpu_seconds() -> float:
@@ -120,8 +124,18 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
     )
     factory = Factory()
     factory.protocol = lambda: Worker(number)
+    # Workers that bind one after another join the kernel's reuseport group in
+    # a known order (which matters when one dies); the times bracket the bind.
+    await task.deferLater(reactor, (number - 1) * options.stagger, lambda: None)
+    binding = time.monotonic()
     port = await endpoint.listen(factory)
-    emit(event="listening", worker=number, pid=os.getpid(), bound_at=time.monotonic())
+    emit(
+        event="listening",
+        worker=number,
+        pid=os.getpid(),
+        binding_at=binding,
+        bound_at=time.monotonic(),
+    )
     await defer.Deferred()  # until stopped
     del port
 
@@ -346,8 +360,6 @@ class HoldSession(_Client):
 async def hold(options: argparse.Namespace, reactor: Any) -> None:
     """``--sessions`` slots, each keeping one session open and echoing every
     ``--interval``; a lost session is replaced at once by a new one."""
-    from twisted.internet import task
-
     endpoint = _endpoint(options, reactor)
     records: list[dict[str, Any]] = []
     live: dict[int, HoldSession] = {}
@@ -426,6 +438,9 @@ def main() -> None:
     parser.add_argument("role", choices=["server", "bulk", "rate", "hold"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--secret", help="server: the shared cookie secret file")
+    parser.add_argument(
+        "--stagger", type=float, default=0.0, help="server: worker N binds (N-1) x this late, s"
+    )
     parser.add_argument("--sessions", type=int, default=1)
     parser.add_argument("--bytes", type=int, default=32 * 1024 * 1024)
     parser.add_argument("--parallel", type=int, default=8)

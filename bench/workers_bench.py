@@ -35,6 +35,7 @@ workers compete, and other load on the machine shows.  Medians of
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -57,6 +58,8 @@ from _workers_death import analyse_death, death_rows  # noqa: E402
 PEER = str(HERE / "_workers_peer.py")
 #: How long the launcher waits before restarting a worker that died young.
 RESTART_DELAY = 1.0
+#: Death scenario: worker N binds (N-1) times this late, so the bind order is known.
+STAGGER = 0.2
 
 
 def free_udp_port() -> int:
@@ -99,7 +102,7 @@ def wait_count(peers: Peers, name: str, kind: str, count: int, timeout: float) -
 class Group:
     """K workers under ``mnet-workers`` on a fresh port, and client processes."""
 
-    def __init__(self, workers: int, restart: bool, directory: str) -> None:
+    def __init__(self, workers: int, restart: bool, directory: str, stagger: float = 0.0) -> None:
         self.port = free_udp_port()
         # Peers runs ``python SCRIPT ARGS``; with "-m" that is the launcher module.
         self.launcher = Peers("-m")
@@ -107,11 +110,13 @@ class Group:
         secret = str(Path(directory) / f"secret-{self.port}")
         command = ["mnet_twisted.workers", "-n", str(workers), *(["--restart"] * restart)]
         server = [sys.executable, PEER, "server", "--port", str(self.port), "--secret", secret]
+        server += ["--stagger", str(stagger)]
         self.launcher.start("launcher", None, *command, "--", *server)
         self.workers = wait_count(self.launcher, "launcher", "listening", workers, 30)
         if len(self.workers) < workers:
             self.close()
-            raise RuntimeError(f"workers did not start: {self.problems()}")
+            said = self.launcher.stderr_text.get("launcher", "")[-2000:]
+            raise RuntimeError(f"workers did not start: {self.problems()}\n{said}")
         self.started = 0
         self.phase: dict[str, Any] = {}
 
@@ -197,9 +202,12 @@ def load_once(options: argparse.Namespace, workers: int, directory: str) -> list
             group.go(names[scenario])
             results = group.results(names[scenario], options.rate_seconds + 300)
             figures = (bulk_figures if scenario == "bulk" else rate_figures)(results)
-            records.append(
-                {"scenario": scenario, "workers": workers, **figures, "cpu": group.cpu(results)}
-            )
+            cpu = group.cpu(results)
+            # What the workers themselves spent: MB, or sessions, per CPU-second of theirs.
+            done = figures["bytes"] / 1e6 if scenario == "bulk" else figures["sessions"]
+            spent = sum(cpu["workers"].values())
+            figures["per_worker_cpu_second"] = done / spent if spent else None
+            records.append({"scenario": scenario, "workers": workers, **figures, "cpu": cpu})
     finally:
         group.close()
     return records
@@ -242,7 +250,7 @@ def rate_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def death_once(options: argparse.Namespace, victim_kind: str, directory: str) -> dict[str, Any]:
     count = options.death_workers
-    group = Group(count, True, directory)
+    group = Group(count, True, directory, STAGGER)
     try:
         half = options.death_sessions // 2
         names = [
@@ -253,6 +261,11 @@ def death_once(options: argparse.Namespace, victim_kind: str, directory: str) ->
         group.begin()
         time.sleep(options.death_before)
         ordered = sorted(group.workers, key=lambda w: w["bound_at"])
+        # Certain only if no worker began binding before the previous one had bound.
+        order_certain = all(
+            later["binding_at"] > earlier["bound_at"]
+            for earlier, later in itertools.pairwise(ordered)
+        )
         victim = ordered[0] if victim_kind == "first" else ordered[-1]
         survivors = [w for w in ordered if w is not victim]
         killed_at = time.monotonic()
@@ -274,7 +287,8 @@ def death_once(options: argparse.Namespace, victim_kind: str, directory: str) ->
             # Slots are numbered per client process.
             records.append({**record, "slot": f"{client}.{record['slot']}"})
     report = analyse_death(records, killed_at, victim, survivors, restarted)
-    report.update(scenario="death", killed=victim_kind, workers=count, cpu=cpu)
+    report.update(scenario="death", killed=victim_kind, workers=count, cpu=cpu, records=records)
+    report["bind_order_certain"] = order_certain
     return report
 
 
@@ -297,8 +311,9 @@ def _cpu_line(records: list[dict[str, Any]]) -> str:
     workers = " + ".join(f"{v:.2f}" for v in cpu["workers"].values())
     clients = " + ".join(f"{v:.2f}" for v in cpu["clients"])
     return (
-        f"over {cpu['wall_seconds']:.2f} s x {cpu['cpus']} CPUs: workers {workers} s, "
-        f"clients {clients} s, rest of machine {max(0.0, cpu['machine_busy'] - ours):.2f} s"
+        f"over {cpu['wall_seconds']:.2f} s: workers {workers} s, clients {clients} s, rest of"
+        f" machine {max(0.0, cpu['machine_busy'] - ours):.2f} s; machine busy"
+        f" {cpu['machine_busy']:.2f} of {cpu['wall_seconds'] * cpu['cpus']:.2f} CPU-s"
     )
 
 
@@ -308,25 +323,38 @@ def print_table(runs: dict[str, list[dict[str, Any]]], options: argparse.Namespa
         f"\nMedians of {options.rounds} round(s); {platform.node()}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f}:"
     )
-    for scenario, key, unit in (("bulk", "mb_per_s", "MB/s"), ("rate", "per_second", "/s")):
+    units = (("bulk", "mb_per_s", "MB/s", "MB"), ("rate", "per_second", "/s", "sessions"))
+    for scenario, key, unit, what in units:
         records = runs.get(scenario)
         if not records:
             continue
-        figures = {}
+        figures: dict[str, Any] = {"per_worker_cpu_second": {}}
         for workers in options.workers:
             mine = [r for r in records if r["workers"] == workers]
             if not mine:
                 continue
             value = median_of(mine, key)
             ok = sum(1 for r in mine if r["ok"])
-            splits = "; ".join("/".join(str(n) for n in r["per_worker"].values()) for r in mine)
+            splits = "; ".join(
+                "/".join(str(n) for n in r["per_worker"].values()) if "per_worker" in r else "-"
+                for r in mine
+            )
             shown = f"{value:10.1f}" if value is not None else f"{'n/a':>10}"
             print(
                 f" {scenario:5} {workers} worker(s): {shown} {unit:4} | {ok}/{len(mine)} ok"
                 f" | sessions per worker {splits}"
             )
-            print(f"       CPU (last round) {_cpu_line(mine)}")
+            cost = median_of(mine, "per_worker_cpu_second")
+            if cost is not None:
+                print(f"       {cost:.0f} {what} per CPU-second of the workers' own")
+            measured = [r for r in mine if "cpu" in r]
+            if measured:
+                print(f"       CPU (last round) {_cpu_line(measured)}")
+            for record in mine:
+                if record.get("error"):
+                    print(f"       FAILED: {record['error']}")
             figures[str(workers)] = value
+            figures["per_worker_cpu_second"][str(workers)] = cost
         if figures.get("1") and figures.get("2"):
             figures["ratio"] = figures["2"] / figures["1"]
             print(f"       2 workers / 1 worker: {figures['ratio']:.2f}x")
@@ -334,6 +362,9 @@ def print_table(runs: dict[str, list[dict[str, Any]]], options: argparse.Namespa
     for line, key, figure in death_rows(runs.get("death", [])):
         print(line)
         summary[key] = figure
+    for record in runs.get("death", []):
+        if record.get("error"):
+            print(f" death, killed the worker bound {record['killed']}: FAILED: {record['error']}")
     return summary
 
 
@@ -393,7 +424,9 @@ def main() -> None:
                     ]
                 for record in records:
                     runs[record["scenario"]].append(record)
-                    brief = json.dumps({k: v for k, v in record.items() if k != "cpu"})
+                    brief = json.dumps(
+                        {k: v for k, v in record.items() if k not in ("cpu", "records")}
+                    )
                     print(f"  round {round_ + 1}: {brief[:400]}", file=sys.stderr)
 
     summary = print_table(runs, options)

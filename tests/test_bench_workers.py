@@ -80,7 +80,9 @@ def test_bulk_rate_and_a_worker_death_report_checked_figures(tmp_path: Path) -> 
     assert death["survivor_sessions"]["lost"] == 0
     assert death["at_end"]["lost_echoes"] == 0 and death["at_end"]["wrong_echoes"] == 0
     # The worker that bound last was killed: once restarted, it takes back
-    # none of the survivor's original sessions.
+    # none of the survivor's original sessions (the workers bind 0.2 s apart,
+    # so only a stall that long leaves their order in doubt).
     assert death["restart_ms"] is not None
-    assert death["after_restart"]["originals"]["lost"] == 0
+    if death["bind_order_certain"]:
+        assert death["after_restart"]["originals"]["lost"] == 0
     assert "death.killed_last" in reports["death"]["summary"]
