@@ -219,6 +219,7 @@ class Run:
                 "rss_end_trimmed_kib": end["rss_trimmed_kib"],
                 "python_blocks_start": start["python_blocks"],
                 "python_blocks_idle": idle_start["python_blocks"],
+                "python_blocks_after_load": parts["after_load"]["python_blocks"],
                 "python_blocks_end": end["python_blocks"],
                 "bytes_per_idle_session": per_session(idle_start["rss_kib"] - start["rss_kib"]),
                 "bytes_per_session_after_load": per_session(
@@ -300,13 +301,20 @@ def show(report: dict[str, Any]) -> None:
         f" {mib(server['rss_after_load_kib'])} idle after the load"
     )
     trimmed = server["rss_end_trimmed_kib"]
+    blocks = (
+        f"; Python blocks in use {server['python_blocks_start']:,} at start,"
+        f" {server['python_blocks_idle']:,} idle,"
+        f" {server['python_blocks_after_load']:,} idle after the load,"
+        f" {server['python_blocks_end']:,} after"
+        if server["python_blocks_start"]  # none counted without pymalloc
+        else ""
+    )
     print(
         f" after closing all ({server['sessions_open_end']} left open"
         f" {server['seconds_until_all_closed']:.1f} s after the clients closed):"
         f" RSS {mib(server['rss_end_kib'])} ({server['end_over_start'] - 1:+.1%} of the start),"
-        f" {mib(trimmed)} once malloc_trim ran ({trimmed / server['rss_start_kib'] - 1:+.1%});"
-        f" Python blocks in use {server['python_blocks_start']:,} at start,"
-        f" {server['python_blocks_idle']:,} idle, {server['python_blocks_end']:,} after"
+        f" {mib(trimmed)} once malloc_trim ran ({trimmed / server['rss_start_kib'] - 1:+.1%})"
+        f"{blocks}"
     )
     print(
         f" listener CPU idle: {server['idle_cpu_per_second']:.3f} s/s over"
