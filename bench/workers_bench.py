@@ -11,20 +11,29 @@ python bench/_workers_peer.py server``: each listens with
 client session has its own UDP port, so the kernel's reuseport hash spreads
 them; each session learns from the worker's first byte where it landed.
 
-- **bulk**: ``--bulk-clients`` processes times ``--bulk-sessions`` sessions each
-  send ``--bulk-mib`` MiB at once (started together by a signal); the worker
-  answers the SHA-256 of what arrived, which must match.  Aggregate MB/s =
-  all bytes / (last answer - first write).
+- **bulk**: ``--bulk-clients`` processes times ``--bulk-sessions`` sessions
+  each send ``--bulk-mib`` MiB at once (started together by a signal); the
+  worker answers the SHA-256 of what arrived, which must match.  Aggregate
+  MB/s = all bytes / (last answer - first write).
 - **rate**: ``--rate-clients`` processes times ``--rate-parallel`` loops of
   connect, one 64-byte echo (checked), close, for ``--rate-seconds``.
-- **death**: 2 workers under ``--restart``; ``--death-sessions`` sessions
-  (over 2 client processes) echo a 64-byte message every 100 ms; one worker
-  is SIGKILLed (the one that bound first, then the one that bound last: the
-  kernel's reuseport group behaves differently for the two); a lost session
-  is replaced at once.  Reported: sessions lost and how, ms from the kill,
-  whether the survivor's sessions lost anything, how long until the
-  replacements echo, and what the launcher's restart of the worker
-  (1 s later) does to the sessions then open.
+  Bulk, then rate, run on one group of workers per round and worker count.
+- **death**: ``--death-workers`` (2) workers under ``--restart``, binding
+  0.2 s apart so that their order in the kernel's reuseport group is known;
+  ``--death-sessions`` sessions (over 2 client processes) echo a 64-byte
+  message every 100 ms; one worker is SIGKILLed (the one that bound first,
+  then the one that bound last: the group is rearranged differently for
+  the two); a lost session is replaced at once.  Reported: sessions lost
+  and how, ms from the kill, what the other workers' sessions lost, how
+  long until the replacements echo, and what the launcher's restart of the
+  worker (1 s later) does to the sessions then open.
+
+What the kernel does (Linux, UDP, no reuseport BPF program): it picks a
+socket of the group by a hash of the peer's address scaled to the number of
+sockets; a socket that closes is replaced in its slot by the group's last
+one, and a new socket joins at the end.  So a death changes the count (and
+so where peers go) and, for any but the last, moves the last socket; the
+death scenario measures what that does to MNET sessions.
 
 Each scenario reports the CPU seconds of every worker and client process and
 of the whole machine over the measurement: with 2 cores, clients and
