@@ -114,6 +114,13 @@ def trimmed_rss() -> int:
     return rss_kib()
 
 
+def session_config(options: argparse.Namespace) -> Any:
+    """The defaults, but for ``--peer-ack-delay``."""
+    from mnet_twisted.config import SessionConfig
+
+    return SessionConfig(peer_ack_delay=options.peer_ack_delay)
+
+
 def on_signal(reactor: Any, handler: Any, number: int = signal.SIGUSR1) -> None:
     """Run ``handler`` in the reactor on every signal ``number``."""
     signal.signal(number, lambda *_: reactor.callFromThread(handler))
@@ -154,7 +161,9 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
 
         tracemalloc.start(4)
     limits = ListenerLimits(max_sessions=None)
-    endpoint = MNETServerEndpoint(reactor, 0, interface="127.0.0.1", limits=limits)
+    endpoint = MNETServerEndpoint(
+        reactor, 0, interface="127.0.0.1", limits=limits, config=session_config(options)
+    )
     port = await endpoint.listen(Factory.forProtocol(Echo))
     samples = 0
     snapshots: list[Any] = []
@@ -183,6 +192,8 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
             "session_timer_calls": session_timers.calls,
             "delayed_calls": len(reactor.getDelayedCalls()),
             **recovery_totals(port.protocol.demux),
+            # Entries in the demultiplexer's deadline heap, live or superseded.
+            "heap_entries": len(port.protocol.demux._heap),
         }
         if options.tracemalloc and collect:
             fields["top_lines"] = _tracemalloc_top(snapshots, stats.sessions_accepted)
@@ -275,7 +286,12 @@ class Client:
 
         options = self.options
         endpoint = MNETClientEndpoint(
-            self.reactor, "127.0.0.1", options.port, timeout=options.timeout, shareSocket=True
+            self.reactor,
+            "127.0.0.1",
+            options.port,
+            timeout=options.timeout,
+            shareSocket=True,
+            config=session_config(options),
         )
         factory = Factory.forProtocol(lambda: EchoSession(self))
         failures: list[str] = []
@@ -380,6 +396,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=64, help="connects in flight at once")
     parser.add_argument("--timeout", type=float, default=10.0, help="connect timeout, s")
     parser.add_argument("--tracemalloc", action="store_true", help="server: top lines per session")
+    parser.add_argument("--peer-ack-delay", type=float, default=0.0, help="SessionConfig's, s")
     options = parser.parse_args()
 
     from twisted.internet import reactor

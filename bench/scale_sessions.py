@@ -111,7 +111,8 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         options = self.options
-        extra = ["--tracemalloc"] if options.tracemalloc else []
+        config = ["--peer-ack-delay", str(options.peer_ack_delay)]
+        extra = [*config, "--tracemalloc"] if options.tracemalloc else config
         with _listener_environment(options.malloc):
             self.peers.start("server", None, "server", *extra)
         listening = self.peers.wait_for("server", "listening", 30)
@@ -129,7 +130,7 @@ class Run:
                 "client",
                 *("--port", str(listening["port"]), "--sessions", str(count)),
                 *("--duration", str(options.duration), "--parallel", str(options.parallel)),
-                *("--interval", str(options.interval)),
+                *("--interval", str(options.interval), *config),
             )
         began = time.monotonic()
         opened = self.wait_clients("opened", 120 + options.sessions / 200)
@@ -202,6 +203,7 @@ class Run:
             "clients": options.clients,
             "duration": options.duration,
             "interval": options.interval,
+            "peer_ack_delay": options.peer_ack_delay,
             "listener_allocator": "malloc" if options.malloc else "pymalloc",
             "open": {
                 "seconds": parts["open_seconds"],
@@ -230,6 +232,11 @@ class Run:
                 "idle_cpu_per_second": parts["idle_cpu"] / options.idle_seconds,
                 "idle": idle_delta,
                 "loaded_cpu_per_second": parts["loaded_cpu"] / parts["loaded_seconds"],
+                "heap_entries": {
+                    "idle": idle_start["heap_entries"],
+                    "loaded": parts["loaded_sample"]["heap_entries"],
+                    "after_load": parts["after_load"]["heap_entries"],
+                },
                 "delayed_calls_idle": idle_start["delayed_calls"],
                 "delayed_calls_loaded": parts["loaded_sample"]["delayed_calls"],
                 "sessions_open_end": end["sessions_open"],
@@ -281,6 +288,8 @@ def show(report: dict[str, Any]) -> None:
         return f"{kib / 1024:.1f} MiB"
 
     every = "every second" if report["interval"] == 1 else f"every {report['interval']:g} s"
+    if report["peer_ack_delay"]:
+        every += f" (peer_ack_delay {report['peer_ack_delay'] * 1e3:g} ms)"
     print(
         f"{report['sessions']:,} sessions on one listener ({report['listener_allocator']}) from"
         f" {report['clients']} client processes; 64 bytes echoed on each {every}"
@@ -356,6 +365,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--parallel", type=int, default=64, help="connects in flight per client")
+    parser.add_argument(
+        "--peer-ack-delay",
+        type=float,
+        default=0.0,
+        help="SessionConfig.peer_ack_delay on both ends (adds to every probe timeout), s",
+    )
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument(
         "--malloc",
