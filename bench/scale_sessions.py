@@ -335,7 +335,7 @@ def show(report: dict[str, Any]) -> None:
     print(
         f" loaded: listener CPU {server['loaded_cpu_per_second']:.2f} s/s, clients together"
         f" {clients['cpu_per_second']:.2f} s/s; echoes {echo['echoed']:,} of {echo['sent']:,}"
-        f" back ({echo['per_second']:,.0f}/s), {echo['mismatches']} different;"
+        f" back (sent at {echo['per_second']:,.0f}/s), {echo['mismatches']} different;"
         f" p50 {echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms,"
         f" longest {echo['max_ms']:.1f} ms"
     )
