@@ -133,7 +133,8 @@ class ListenerLimits:
 
     #: Sessions accepted and open at once; a peer completing a handshake
     #: beyond it is answered ABORT (its connect fails as refused).  At about
-    #: 6 KiB an idle session, the default bounds idle sessions to ~25 MiB.
+    #: 3.3 KiB an idle session (bench/scale_sessions.py), the default bounds
+    #: idle sessions to ~14 MiB.
     max_sessions: int | None = 4096
     #: Sessions open at once from one IP address (any port).
     max_sessions_per_source: int | None = None
