@@ -87,12 +87,10 @@ class Demultiplexer:
         self._open: dict[Session, None] = {}
         self._sessions: dict[Session, None] = {}
         self._with_output: dict[Session, None] = {}
+        #: Taken from the end: the first key of a dict whose front was
+        #: deleted is found by walking the holes (quadratic over a large
+        #: batch), while popping the last leaves none.
         self._with_events: dict[Session, None] = {}
-        #: The sessions whose events are being handed out, and the position:
-        #: taking them a batch at a time keeps each step O(1) (taking the
-        #: first key of a dict whose front was deleted walks the holes).
-        self._event_round: list[Session] = []
-        self._event_position = 0
         self._stateless: list[tuple[bytes, Address]] = []
         self._heap: list[tuple[float, int, Session]] = []
         self._scheduled: dict[Session, float] = {}
@@ -258,19 +256,14 @@ class Demultiplexer:
     def next_event(self) -> tuple[Session, Event] | None:
         if self._handshakes:
             self._take_handshakes()
-        while True:
-            if self._event_position >= len(self._event_round):
-                if not self._with_events:
-                    self._event_round = []  # hold no closed session
-                    return None
-                self._event_round = list(self._with_events)
-                self._event_position = 0
-                self._with_events = {}
-            session = self._event_round[self._event_position]
+        with_events = self._with_events
+        while with_events:
+            session = next(reversed(with_events))
             event = session.next_event()
             if event is not None:
                 return session, event
-            self._event_position += 1
+            with_events.popitem()
+        return None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         if self._handshakes:
