@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import ctypes
 import gc
-import json
 import os
 import signal
 import sys
@@ -32,16 +31,13 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from _peer_run import emit, quiet_twisted_logs, run_job
 from twisted.internet import defer, task
 from twisted.internet.protocol import Factory, Protocol
 
 MESSAGE_SIZE = 64
 #: How often a client's sender wakes up to send the messages now due.
 TICK = 0.01
-
-
-def emit(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
 
 
 def rss_kib() -> int:
@@ -398,39 +394,11 @@ def main() -> None:
     parser.add_argument("--tracemalloc", action="store_true", help="server: top lines per session")
     parser.add_argument("--peer-ack-delay", type=float, default=0.0, help="SessionConfig's, s")
     options = parser.parse_args()
-
-    from twisted.internet import reactor
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-
-    # Warnings and errors to stderr; without an observer Twisted would keep
-    # the last 65,536 events (one per session opened and closed) in memory.
-    shown = LogLevelFilterPredicate(LogLevel.warn)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [shown])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-
-    def finished(result: object) -> None:
-        if reactor.running:
-            reactor.stop()
-
-    def failed(failure: Any) -> None:
-        emit(event="error", error=repr(failure.value))
-        finished(None)
-
-    def start() -> None:
-        if options.role == "server":
-            job = serve(options, reactor)
-        else:
-            job = Client(options, reactor).run()
-        defer.ensureDeferred(job).addCallbacks(finished, failed)
-
-    reactor.callWhenRunning(start)
-    reactor.run()
+    quiet_twisted_logs()
+    if options.role == "server":
+        run_job(lambda reactor: serve(options, reactor))
+    else:
+        run_job(lambda reactor: Client(options, reactor).run())
 
 
 if __name__ == "__main__":

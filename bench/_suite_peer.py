@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from typing import Any
 
+from _peer_run import emit, run_job
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 
 MESSAGE_SIZE = 64
-
-
-def emit(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
 
 
 class Echo(Protocol):
@@ -163,24 +159,8 @@ def main() -> None:
         "--share-socket", action="store_true", help="MNET clients share one UDP port"
     )
     options = parser.parse_args()
-
-    from twisted.internet import reactor
-
     job = {"server": serve, "echo": echo, "connect": connect}[options.role]
-
-    def finished(result: object) -> None:
-        if reactor.running:
-            reactor.stop()
-
-    def failed(failure: Any) -> None:
-        emit(event="error", error=repr(failure.value))
-        finished(None)
-
-    def start() -> None:
-        defer.ensureDeferred(job(options, reactor)).addCallbacks(finished, failed)
-
-    reactor.callWhenRunning(start)
-    reactor.run()
+    run_job(lambda reactor: job(options, reactor))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import signal
 import sys
@@ -39,6 +38,7 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
+from _peer_run import emit, quiet_twisted_logs, run_job
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -50,13 +50,6 @@ from _netns_peer import stream_chunks, stream_sha256
 
 MESSAGE_SIZE = 64
 DIGEST_SIZE = 32
-
-
-def emit(**fields: Any) -> None:
-    # One write of the whole line: the workers share the launcher's stdout, and
-    # print() writes the line and its end separately, so two lines could mix.
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
 
 
 def cpu_seconds() -> float:
@@ -448,35 +441,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--timeout", type=float, default=5.0, help="connect timeout, s")
     options = parser.parse_args()
-
-    from twisted.internet import reactor
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-
-    # Warnings and errors to stderr; the per-session events would cost time.
-    shown = LogLevelFilterPredicate(LogLevel.warn)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [shown])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-
+    quiet_twisted_logs()
     job = {"server": serve, "bulk": bulk, "rate": rate, "hold": hold}[options.role]
-
-    def finished(result: object) -> None:
-        if reactor.running:
-            reactor.stop()
-
-    def failed(failure: Any) -> None:
-        emit(event="error", error=repr(failure.value))
-        finished(None)
-
-    reactor.callWhenRunning(
-        lambda: defer.ensureDeferred(job(options, reactor)).addCallbacks(finished, failed)
-    )
-    reactor.run()
+    run_job(lambda reactor: job(options, reactor))
 
 
 if __name__ == "__main__":

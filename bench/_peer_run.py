@@ -1,0 +1,52 @@
+"""What the benchmark peers (bench/_*_peer.py) share: JSON lines out, quiet
+Twisted logs, and running one job on the reactor."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet import defer
+
+
+def emit(**fields: Any) -> None:
+    """One JSON line on stdout, in one write: workers may share one stdout."""
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def quiet_twisted_logs() -> None:
+    """Warnings and errors to stderr only: per-session events would cost time,
+    and without an observer Twisted keeps the last 65,536 of them in memory."""
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    shown = LogLevelFilterPredicate(LogLevel.warn)
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [shown])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def run_job(job: Callable[[Any], Awaitable[Any]]) -> None:
+    """Run ``job(reactor)`` on the reactor; a failure is emitted as an error line."""
+    from twisted.internet import reactor
+
+    def finished(result: object) -> None:
+        if reactor.running:
+            reactor.stop()
+
+    def failed(failure: Any) -> None:
+        emit(event="error", error=repr(failure.value))
+        finished(None)
+
+    def start() -> None:
+        defer.ensureDeferred(job(reactor)).addCallbacks(finished, failed)  # type: ignore[arg-type]
+
+    reactor.callWhenRunning(start)
+    reactor.run()
