@@ -1,11 +1,13 @@
 """What the benchmark peers (bench/_*_peer.py) share: JSON lines out, quiet
-Twisted logs, and running one job on the reactor."""
+Twisted logs, the kernel's drop count of a socket, and running one job on
+the reactor."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
@@ -15,6 +17,15 @@ def emit(**fields: Any) -> None:
     """One JSON line on stdout, in one write: workers may share one stdout."""
     sys.stdout.write(json.dumps(fields) + "\n")
     sys.stdout.flush()
+
+
+def socket_drops(port: int) -> int:
+    """Datagrams the kernel dropped for the UDP socket bound to ``port`` (IPv4)."""
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            return int(fields[-1])
+    return 0
 
 
 def quiet_twisted_logs() -> None:

@@ -31,7 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from _peer_run import emit, quiet_twisted_logs, run_job
+from _peer_run import emit, quiet_twisted_logs, run_job, socket_drops
 from twisted.internet import defer, task
 from twisted.internet.protocol import Factory, Protocol
 
@@ -51,15 +51,6 @@ def rss_kib() -> int:
 def cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
-
-
-def socket_drops(port: int) -> int:
-    """Datagrams the kernel dropped for this process's UDP socket on ``port`` (IPv4)."""
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port:
-            return int(fields[-1])
-    return 0
 
 
 def collected_rss() -> int:

@@ -27,6 +27,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _peer_run import socket_drops  # noqa: E402
 
 MESSAGE = 64
 
@@ -119,15 +120,6 @@ def honest(port: int, seconds: float) -> None:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def socket_drops(port: int) -> int:
-    """Datagrams the kernel dropped for the UDP socket bound to ``port`` (IPv4)."""
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port:
-            return int(fields[-1])
-    return 0
 
 
 def phase(port: int, server_pid: int, seconds: float, flooders: int) -> dict[str, Any]:
