@@ -123,12 +123,20 @@ class SizeProbes:
         self.in_flight = (start, end, end - start + self._header)
         self.search.on_probe_sent()
 
-    def acknowledged(self, ack: int) -> bool:
-        """Whether ``ack`` proved the probe in flight (the proven size may have grown)."""
+    def acknowledged(self, ack: int, resent_until: int) -> bool:
+        """Whether ``ack`` proved the probe in flight (the proven size may have grown).
+
+        A probe whose whole range was sent again (a timeout, a go-back pass)
+        is not proven by the ack: the copies may be what arrived.  It counts
+        as lost, as its resending already assumed.
+        """
         probe = self.in_flight
         if probe is None or ack < probe[1]:
             return False
         self.in_flight = None
+        if resent_until >= probe[1]:
+            self.search.on_probe_lost(probe[2])
+            return False
         self.search.on_probe_acknowledged(probe[2])
         return True
 
@@ -155,10 +163,15 @@ class SizeProbes:
         self.in_flight = None
         return probe
 
-    def arrived_late(self, acked: int) -> bool:
-        """The episode was spurious: whether the probe taken for lost got through."""
+    def arrived_late(self, acked: int, resent_until: int) -> bool:
+        """The episode was spurious: whether the probe taken for lost got through.
+
+        As in ``acknowledged``, only an ack past bytes that went in the
+        probe alone proves it (a misjudged undo once proved so a size the
+        peer could not take, and everything sent at it was lost).
+        """
         probe, self.lost = self.lost, None
-        if probe is None or acked < probe[1]:
+        if probe is None or acked < probe[1] or resent_until >= probe[1]:
             return False
         self.search.on_probe_acknowledged(probe[2])
         return True

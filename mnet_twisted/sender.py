@@ -495,7 +495,9 @@ class StreamSender:
                 # during a long recovery, when no other ack gives a sample.
                 self.congestion.on_ack(0, now - repair.sent_at, self.rtt.minimum, False)
         sample = self._release(ack, now)
-        if self._probes.in_flight is not None and self._probes.acknowledged(ack):
+        if self._probes.in_flight is not None and self._probes.acknowledged(
+            ack, self._retransmitted_until
+        ):
             self._grow_segments()
         if self._delivered_beyond:
             # The segment that filled the hole sent no duplicate ack; the rest did.
@@ -652,7 +654,7 @@ class StreamSender:
         self._reorder_steps += 1
         if self._episode_reduced:
             self.congestion.undo()
-        if self._probes.arrived_late(ack):
+        if self._probes.arrived_late(ack, self._retransmitted_until):
             # The probe itself arrived, only late: its size is proven after all.
             self._grow_segments()
         self._end_episode()

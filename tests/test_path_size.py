@@ -115,6 +115,24 @@ def test_a_probe_taken_for_lost_that_was_only_late_still_proves_its_size() -> No
     assert sender.segment_size == 8 * MSS
 
 
+def test_a_lost_probe_resent_in_full_is_not_proven_by_a_quick_ack() -> None:
+    """Once the whole probe range went again at the proven size, a quick ack may be the
+    copies': the undo stands, but the size is not taken as proven."""
+    sender = _sender(initial_window_segments=20)
+    sender.rtt.add_sample(0.010)
+    sender.write(bytes(100 * MSS))
+    assert len(sender.transmit(now=0.0)[0][1]) == 8 * MSS  # the probe
+    sender.transmit(now=0.0)  # segments behind it
+    for _ in range(3):
+        sender.on_ack(wrap(0), now=0.0101, pure=True)
+    resent = sender.transmit(now=0.0101)
+    assert max(end for end, _ in resent) >= 8 * MSS  # the probe range, all of it
+    sender.on_ack(wrap(8 * MSS), now=0.0102, pure=True)
+    assert sender.stats.spurious_undos == 1
+    assert sender.path_size.proven == MSS + DATA_HEADER_SIZE
+    assert sender.segment_size == MSS
+
+
 def test_a_refused_probe_is_taken_back_as_if_never_sent() -> None:
     sender = _sender(initial_window_segments=20)
     sender.write(bytes(100 * MSS))
@@ -198,12 +216,6 @@ async def test_loopback_carries_the_largest_datagrams(mnet) -> None:
     client.transport.loseConnection()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect, seen on 2026-12-02 in 6 of 25 runs on a slow VM: a 2452-byte probe"
-    " counted as proven though the listener truncates reads to 2048 bytes (and once a 30-s"
-    " stall, data over the truncation left unrepaired), or no probe lost before the end",
-)
 @pytest_twisted.ensureDeferred
 async def test_a_peer_reading_small_buffers_is_never_sent_more_than_it_takes(mnet) -> None:
     """A receiver whose reads truncate large datagrams: probes fail, the stream is intact."""
@@ -213,9 +225,15 @@ async def test_a_peer_reading_small_buffers_is_never_sent_more_than_it_takes(mne
 
     client = await _transfer(mnet, 4 * 1024 * 1024, seed=8, prepare=truncate)
     sender = client.transport.session._sender
+    # The last acks may still be on their way when the data is all there:
+    # a probe at the end is resolved by them.
+    await mnet.waitFor(lambda: sender.size_probe_end is None, 5)
     assert 1452 <= sender.path_size.proven <= 2048
-    # How many probes fail before the 4 MiB are through depends on timing
-    # (a loaded machine saw one): at least the first must have.
+    if sender.path_size.probes_sent == 0:
+        # On a slow machine the window may not open wide enough for a probe
+        # within the transfer (seen: 3 runs in 24 on a 2-CPU VM).
+        client.transport.loseConnection()
+        pytest.skip("the window never had room for a size probe")
     assert sender.path_size.probes_lost >= 1
     client.transport.loseConnection()
 
