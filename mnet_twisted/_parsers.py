@@ -16,7 +16,7 @@ only when a string is actually parsed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.interfaces import (
     IStreamClientEndpointStringParserWithReactor,
@@ -26,6 +26,8 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 __all__ = ["MNETClientParser", "MNETServerParser"]
+
+Number = TypeVar("Number", int, float)
 
 
 def _one(name: str, positional: Any, keyword: Any) -> Any:
@@ -43,22 +45,13 @@ def _flag(name: str, text: str | None) -> bool:
     return text.lower() in ("yes", "true", "1")
 
 
-def _bound(text: str | None, default: int | None) -> int | None:
-    """A limit from an endpoint string: a whole number, or ``none`` for no bound."""
+def _bound(text: str | None, default: Number | None, kind: type[Number] = int) -> Number | None:
+    """A limit from an endpoint string: a ``kind`` number, or ``none`` for no bound."""
     if text is None:
         return default
     if text.lower() == "none":
         return None
-    return int(text)
-
-
-def _rate(text: str | None, default: float | None) -> float | None:
-    """A rate from an endpoint string: replies per second, or ``none`` for no bound."""
-    if text is None:
-        return default
-    if text.lower() == "none":
-        return None
-    return float(text)
+    return kind(text)
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
@@ -99,13 +92,13 @@ class MNETServerParser:
             out_of_order_budget=_bound(
                 kwargs.pop("outOfOrderBudget", None), defaults.out_of_order_budget
             ),
-            cookie_rate=_rate(kwargs.pop("cookieRate", None), defaults.cookie_rate),
-            cookie_rate_per_source=_rate(
-                kwargs.pop("cookieRatePerSource", None), defaults.cookie_rate_per_source
+            cookie_rate=_bound(kwargs.pop("cookieRate", None), defaults.cookie_rate, float),
+            cookie_rate_per_source=_bound(
+                kwargs.pop("cookieRatePerSource", None), defaults.cookie_rate_per_source, float
             ),
-            abort_rate=_rate(kwargs.pop("abortRate", None), defaults.abort_rate),
-            abort_rate_per_source=_rate(
-                kwargs.pop("abortRatePerSource", None), defaults.abort_rate_per_source
+            abort_rate=_bound(kwargs.pop("abortRate", None), defaults.abort_rate, float),
+            abort_rate_per_source=_bound(
+                kwargs.pop("abortRatePerSource", None), defaults.abort_rate_per_source, float
             ),
         )
         if kwargs:
