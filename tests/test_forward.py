@@ -235,6 +235,22 @@ TOTAL = 16 * 1024 * 1024
 TCP_READ = 65536
 
 
+async def _forwarded(mnet: Any, forwarder: Any, sinks: list[_PausedSink]) -> tuple[Any, Any]:
+    """Once the far end has its connection: the forwarder's two sides (its transport)."""
+    await mnet.waitFor(lambda: sinks)
+    await within(sinks[0].made)
+    inbound = forwarder.accepted[0]
+    await mnet.waitFor(lambda: inbound.other is not None)
+    return inbound, inbound.other.transport
+
+
+async def _resumeAndCheck(sink: _PausedSink, data: bytes) -> None:
+    """Let the far reader go on: everything arrives, intact."""
+    sink.transport.resumeProducing()
+    await within(sink.complete, 60)
+    assert hashlib.sha256(sink.received).digest() == hashlib.sha256(data).digest()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_paused_mnet_reader_stops_the_forwarder_reading_tcp(mnet: Any) -> None:
     """TCP -> MNET: the forwarder holds its high-water mark plus one read at most; all arrives."""
@@ -251,11 +267,7 @@ async def test_a_paused_mnet_reader_stops_the_forwarder_reading_tcp(mnet: Any) -
                 Factory.forProtocol(lambda: _Firehose(data))
             )
         )
-        await mnet.waitFor(lambda: sinks)
-        await within(sinks[0].made)
-        inbound = forwarder.accepted[0]
-        await mnet.waitFor(lambda: inbound.other is not None)
-        outbound = inbound.other.transport
+        inbound, outbound = await _forwarded(mnet, forwarder, sinks)
         await _settled(mnet, lambda: (client.sent, outbound.getStats().send_buffer))
 
         assert outbound.producerPaused, "the MNET side never paused the TCP side"
@@ -264,9 +276,7 @@ async def test_a_paused_mnet_reader_stops_the_forwarder_reading_tcp(mnet: Any) -
         assert outbound.getStats().send_buffer <= config.send_buffer_high_water + TCP_READ
         assert not sinks[0].received
 
-        sinks[0].transport.resumeProducing()
-        await within(sinks[0].complete, 60)
-        assert hashlib.sha256(sinks[0].received).digest() == hashlib.sha256(data).digest()
+        await _resumeAndCheck(sinks[0], data)
     finally:
         if client is not None:
             client.transport.loseConnection()
@@ -290,11 +300,7 @@ async def test_a_paused_tcp_reader_stops_the_forwarder_reading_mnet(mnet: Any) -
         client = await mnet.connect(
             front, Factory.forProtocol(lambda: _Firehose(data)), config=config
         )
-        await mnet.waitFor(lambda: sinks)
-        await within(sinks[0].made)
-        inbound = forwarder.accepted[0]
-        await mnet.waitFor(lambda: inbound.other is not None)
-        outbound = inbound.other.transport
+        inbound, outbound = await _forwarded(mnet, forwarder, sinks)
         await _settled(mnet, lambda: (client.sent, inbound.transport.getStats().bytes_received))
 
         assert outbound.producerPaused, "the TCP side never paused the MNET side"
@@ -304,9 +310,7 @@ async def test_a_paused_tcp_reader_stops_the_forwarder_reading_mnet(mnet: Any) -
         assert inbound.transport.getStats().bytes_received < TOTAL // 2
         assert not sinks[0].received
 
-        sinks[0].transport.resumeProducing()
-        await within(sinks[0].complete, 60)
-        assert hashlib.sha256(sinks[0].received).digest() == hashlib.sha256(data).digest()
+        await _resumeAndCheck(sinks[0], data)
     finally:
         if client is not None:
             client.transport.loseConnection()
