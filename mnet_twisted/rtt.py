@@ -87,6 +87,29 @@ class RttEstimator:
         self._backoff = 0
         self._update_rto()
 
+    def add_lower_bound(self, rtt: float) -> None:
+        """The round trip now takes at least ``rtt``: fold it in if that is news.
+
+        An ack of bytes last sent ``rtt`` ago cannot have come sooner than
+        a round trip after that, whichever copy it answers, so unlike a
+        sample (Karn) this holds for retransmitted data too.  It is taken
+        only when it exceeds the smoothed estimate: during a long recovery
+        no clean sample comes, and a queue that grew since the last one
+        would otherwise leave the estimate, and every timer built on it,
+        far too short.  The backoff is kept: a bound is no proof that the
+        timeout is now long enough.
+        """
+        smoothed = self.smoothed
+        if smoothed is None or rtt <= smoothed:
+            return
+        self.latest = rtt
+        self.variance = (1 - _BETA) * self.variance + _BETA * (rtt - smoothed)
+        self.smoothed = (1 - _ALPHA) * smoothed + _ALPHA * rtt
+        self._base_rto = (
+            self.smoothed + max(GRANULARITY, _K * self.variance) + self._peer_ack_delay
+        )
+        self._update_rto()
+
     def back_off(self) -> None:
         """Double the timeout after it expired, up to max_rto."""
         self._backoff += 1

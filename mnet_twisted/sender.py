@@ -146,8 +146,11 @@ class StreamSender:
     __slots__ = (
         "_buffer",
         "_delivered_beyond",
+        "_echoes_due",
+        "_echoes_until",
         "_episode_duplicates",
         "_episode_reduced",
+        "_episode_resends",
         "_episode_started_at",
         "_episode_went_back",
         "_first_sent",
@@ -241,6 +244,12 @@ class StreamSender:
         self._go_back_until = self._pass_trusted_until = config.stream_origin
         self._episode_duplicates = 0
         self._episode_went_back = False
+        #: Retransmissions counted when the episode began.
+        self._episode_resends = 0
+        #: Duplicate acks that copies resent in the last episode may still
+        #: draw from the peer (until ``_echoes_until``): no news of a loss.
+        self._echoes_due = 0
+        self._echoes_until = 0.0
 
     # ------------------------------------------------------------------
     # Queries
@@ -454,10 +463,15 @@ class StreamSender:
         return ack - acked, self._on_new_ack(acked, ack, now)
 
     def _on_duplicate_ack(self, now: float) -> list[Segment]:
+        repair = self._repair
+        if repair is None and self._echoes_due and now < self._echoes_until:
+            # A copy of what the peer already had: it answers with the ack
+            # it has, which looks like a report of a later segment.
+            self._echoes_due -= 1
+            return []
         self._episode_duplicates += 1
         outstanding = self.snd_max - self._buffer.start
         self._delivered_beyond = min(self._delivered_beyond + self._mss, outstanding)
-        repair = self._repair
         if repair is None:
             return self._detect_loss(now)
         repair.duplicates += 1
@@ -486,6 +500,7 @@ class StreamSender:
         repair = self._repair
         if repair is not None and ack >= repair.end:
             self._repair = None
+            self.rtt.add_lower_bound(now - repair.sent_at)
             if self._answers_original(now):
                 self._undo_episode(ack)
                 repair = None
@@ -528,6 +543,16 @@ class StreamSender:
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode()
+            # Copies of segments whose originals had arrived are still on
+            # their way; each will draw a duplicate ack within a round trip.
+            # (Not for a peer that discards out-of-order data: it had
+            # thrown the originals away and needed every copy.)
+            self._echoes_due = (
+                0
+                if self.peer_discards_out_of_order
+                else self.stats.retransmissions - self._episode_resends
+            )
+            self._echoes_until = now + self._repair_answer_time()
             return self._detect_loss(now)
         if not self._episode_reduced:
             # The loss was not taken for congestion: keep probing for room.
@@ -603,6 +628,7 @@ class StreamSender:
         self._episode_duplicates = self._delivered_beyond // self._mss
         self._episode_went_back = False
         self._episode_reduced = False
+        self._episode_resends = self.stats.retransmissions
         self._last_loss_event = None
         return self._repair_lost_hole(now, probe=probe)
 
