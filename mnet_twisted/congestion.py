@@ -122,6 +122,10 @@ _QUEUE_SEGMENTS = 4
 #: ignores the queue: someone else keeps it full (a loss-based flow such
 #: as TCP), and holding back would only hand it the link.
 _COMPETING_ROUNDS = 64
+#: Rounds in a row with more queue than twice the allowance while our own
+#: growth waits, after which someone else keeps it full: we hold so little
+#: of that queue that waiting for it to drain would wait forever.
+_STANDING_QUEUE_ROUNDS = 8
 
 
 class Adaptive(NewReno):
@@ -146,6 +150,7 @@ class Adaptive(NewReno):
         "_round_min",
         "_round_samples",
         "_sampled_since_loss",
+        "_standing_rounds",
     )
 
     def __init__(self, mss: int, initial_window_segments: int, max_window: int) -> None:
@@ -160,6 +165,7 @@ class Adaptive(NewReno):
         self._round_samples = 0
         self._last_round_min: float | None = None
         self._competing_rounds = 0
+        self._standing_rounds = 0
         #: Whether an RTT sample came since the last loss event: only a fresh
         #: one may clear a loss.
         self._sampled_since_loss = False
@@ -178,6 +184,13 @@ class Adaptive(NewReno):
             self._round_min, self._round_samples = None, 0
             if self._competing_rounds:
                 self._competing_rounds -= 1
+            elif self._queue_stands(min_rtt):
+                self._standing_rounds += 1
+                if self._standing_rounds >= _STANDING_QUEUE_ROUNDS:
+                    self._standing_rounds = 0
+                    self._competing_rounds = _COMPETING_ROUNDS
+            else:
+                self._standing_rounds = 0
         if rtt_sample is not None:
             self._sampled_since_loss = True
             recent = self._recent
@@ -217,6 +230,10 @@ class Adaptive(NewReno):
             and not self._competing_rounds
             and self._queue_exceeds(min_rtt, _queue_allowance(min_rtt) / 2)
         )
+
+    def _queue_stands(self, min_rtt: float | None) -> bool:
+        """Whether a queue well past what our own holding allows stood all round."""
+        return min_rtt is not None and self._queue_exceeds(min_rtt, 2 * _queue_allowance(min_rtt))
 
     def _rtt_rose(self) -> bool:
         last, current = self._last_round_min, self._round_min

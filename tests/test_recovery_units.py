@@ -91,6 +91,28 @@ def test_probe_timeout_backs_off_and_is_clamped() -> None:
     assert rtt.rto == 0.2 and rtt.backoff_count == 0
 
 
+def test_a_lower_bound_raises_a_stale_estimate_but_never_lowers_it() -> None:
+    """An ack of data last sent R ago proves the round trip is at least R.
+
+    It moves the estimate only upwards (a repair's ack during a long
+    recovery, when no clean sample comes), and keeps the backoff.
+    """
+    rtt = RttEstimator(initial_rto=1.0, min_rto=0.001, max_rto=60.0)
+    rtt.add_lower_bound(0.5)
+    assert rtt.smoothed is None  # nothing to correct yet: the first sample decides
+    rtt.add_sample(0.001)
+    before = (rtt.smoothed, rtt.variance, rtt.rto, rtt.latest)
+    rtt.add_lower_bound(0.0005)
+    assert (rtt.smoothed, rtt.variance, rtt.rto, rtt.latest) == before
+    rtt.back_off()
+    backed_off = rtt.rto
+    for _ in range(30):
+        rtt.add_lower_bound(0.020)
+    assert rtt.smoothed == pytest.approx(0.020, rel=0.05)
+    assert rtt.latest == 0.020 and rtt.minimum == 0.001
+    assert rtt.backoff_count == 1 and rtt.rto > backed_off
+
+
 # -- congestion controllers ---------------------------------------------------------
 
 
@@ -137,6 +159,27 @@ def test_adaptive_keeps_the_window_for_a_loss_without_a_queue() -> None:
     before = cc.cwnd
     assert cc.on_congestion_event(min_rtt=0.010)
     assert cc.cwnd == max(before // 2, 2 * MSS)
+
+
+def test_adaptive_competes_for_a_queue_it_did_not_build() -> None:
+    """A queue far past its own allowance, round after round while it holds: someone else's.
+
+    Waiting for it to drain would hand the link to a loss-based flow that
+    never lets it (one that drops none of our packets gives no loss to
+    learn that from), so growth stops waiting.
+    """
+    cc = Adaptive(MSS, initial_window_segments=10, max_window=10**9)
+    cc.ssthresh = cc.cwnd
+    _feed_round(cc, 0.0101)
+    held = cc.cwnd
+    for _ in range(7):
+        _feed_round(cc, 0.030)
+    assert not cc.competing and cc.cwnd == held
+    for _ in range(2):
+        _feed_round(cc, 0.030)
+    assert cc.competing
+    _feed_round(cc, 0.030)
+    assert cc.cwnd > held
 
 
 def test_adaptive_leaves_slow_start_when_the_rtt_rises() -> None:
@@ -224,6 +267,31 @@ def test_a_lost_repair_is_sent_again_without_waiting_for_a_timeout() -> None:
     assert _dup(sender, 0.2, times=3) == []
     assert _dup(sender, 0.2) == [MSS]
     assert sender.stats.lost_repairs == 1 and sender.stats.timeouts == 0
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["echo", "later"])
+def test_duplicates_drawn_by_a_needless_copy_start_no_new_episode(late: bool) -> None:
+    """A copy of a segment the peer already had comes back as a duplicate ack.
+
+    Within a round trip of the episode's end, as many duplicates as the
+    episode sent copies are no report of a later segment (counted as such,
+    they started the next needless episode, whose copies drew the next
+    duplicates, for ever); later ones count again.
+    """
+    sender = _sender(window=8)
+    _sampled(sender, 0.010)
+    sender.write(bytes(40 * MSS))
+    sender.transmit(now=0.0)
+    assert _dup(sender, 0.010, times=3) == [MSS]
+    sender.on_ack(wrap(8 * MSS), now=0.030, pure=True)  # the original arrived after all
+    assert not sender.in_recovery
+    assert _ends(sender.transmit(now=0.030)) == [9 * MSS, 10 * MSS, 11 * MSS, 12 * MSS]
+    now = 1.0 if late else 0.031
+    if late:
+        assert _dup(sender, now, times=3) == [9 * MSS]
+    else:
+        assert _dup(sender, now, times=3) == []  # the first is the copy's
+        assert _dup(sender, now) == [9 * MSS]
 
 
 def test_an_ack_faster_than_any_round_trip_undoes_the_cut() -> None:
