@@ -343,6 +343,8 @@ class StreamSender:
             )
             if probe:
                 size = probe_wanted
+            elif probe_wanted and self._size_probe_waits(probe_wanted, written, cwnd):
+                break  # in a steady flow the pipe never drains that far by itself
             elif outstanding:
                 if recompute or start < self.snd_max:
                     pipe = self._pipe()
@@ -409,6 +411,21 @@ class StreamSender:
             and written - self.snd_nxt >= payload
             and self._pipe() + payload <= cwnd
             and outstanding + payload <= self._max_outstanding
+        )
+
+    def _size_probe_waits(self, payload: int, written: int, cwnd: int) -> bool:
+        """Whether new segments should wait for the pipe to make room for a size probe.
+
+        The window is large enough for it, but a flow that keeps the pipe
+        full would never leave that room: the next segments wait (about a
+        round trip, once per probe) until the acks have made it.
+        """
+        return (
+            not self.in_recovery
+            and self.snd_nxt == self.snd_max
+            and written - self.snd_nxt >= payload
+            and payload + self._mss <= cwnd
+            and self.snd_max - self._buffer.start + payload <= self._max_outstanding
         )
 
     def size_probe_refused(self) -> bool:

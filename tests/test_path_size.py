@@ -81,6 +81,27 @@ def test_a_probe_waits_for_window_room_and_an_ack_proves_its_size() -> None:
     assert sender.size_probe_end is None
 
 
+def test_a_flow_that_keeps_its_pipe_full_still_makes_room_for_a_probe() -> None:
+    """Once the window can hold a probe, new segments wait for the room to open.
+
+    Acked one segment at a time, a flow that sends whatever the window
+    allows never has 8 KB free at once, and its search would never start.
+    """
+    sender = _sender(initial_window_segments=4)
+    sender.write(bytes(200 * MSS))
+    sender.transmit(now=0.0)
+    now, sizes = 0.0, []
+    for _ in range(20):
+        now += 0.001
+        sender.on_ack(wrap(sender.acked + MSS), now=now, pure=True)
+        sent = sender.transmit(now=now)
+        sizes += [len(p) for _, p in sent]
+        if sender.size_probe_end is not None:
+            break
+    assert sizes[-1] == 8 * MSS, sizes
+    assert sender.congestion.cwnd < 16 * MSS  # it went as soon as the window held it
+
+
 def test_a_lost_probe_is_no_congestion_and_its_range_goes_again_in_proven_segments() -> None:
     sender = _sender(initial_window_segments=20)
     sender.write(bytes(100 * MSS))
