@@ -29,6 +29,8 @@ from .trace import SessionTracer
 _DATA = int(wire.PacketType.DATA)
 #: INITs and COOKIE-ECHOs taken per drain (one read batch, in the adapter).
 HANDSHAKES_PER_DRAIN = 1024
+#: Per-session tables that never held this many sessions are not rebuilt.
+SHRINK_TABLES_FROM = 1024
 
 __all__ = ["Demultiplexer"]
 
@@ -98,6 +100,8 @@ class Demultiplexer:
         #: when a deadline is next asked for, after the datagrams have left.
         self._unscheduled: dict[Session, None] = {}
         self._tiebreak = itertools.count()
+        #: The most sessions the tables have held since they were last rebuilt.
+        self._tables_peak = 0
 
     @property
     def limits_hit(self) -> int:
@@ -450,6 +454,9 @@ class Demultiplexer:
         return per_source is not None and self._accepted_by_source.get(address[0], 0) >= per_source
 
     def _forget(self, session: Session) -> None:
+        held = len(self._sessions)
+        if held > self._tables_peak:
+            self._tables_peak = held
         self._unscheduled.pop(session, None)
         self._sessions.pop(session, None)
         self._closed(session)
@@ -461,6 +468,25 @@ class Demultiplexer:
         ):
             if tag is not None and table.get((address, tag)) is session:
                 del table[(address, tag)]
+        if self._tables_peak >= SHRINK_TABLES_FROM and held * 8 <= self._tables_peak:
+            self._shrink_tables()
+
+    def _shrink_tables(self) -> None:
+        """Rebuild the per-session tables at their present size.
+
+        A dict never gives back the room it grew to: after ten thousand
+        sessions closed, the empty tables would still hold their memory
+        (and keep the C heap from shrinking).  Rebuilt once the sessions
+        fall to an eighth of the peak, the copying costs O(1) per session.
+        """
+        self._by_peer_tag = dict(self._by_peer_tag)
+        self._by_local_tag = dict(self._by_local_tag)
+        self._open = dict(self._open)
+        self._sessions = dict(self._sessions)
+        self._with_events = dict(self._with_events)
+        self._scheduled = dict(self._scheduled)
+        self._unscheduled = dict(self._unscheduled)
+        self._tables_peak = len(self._sessions)
 
 
 #: What identifies a pure ack for batching: (sender's tag, its sequence

@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from twisted.python.log import ILogContext
 
 from .config import ListenerLimits, SessionConfig
+from .demux import SHRINK_TABLES_FROM
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
@@ -148,6 +149,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._sendMany: Any = None
         self._fragmentation: FragmentationControl | None = None
         self._transports: dict[Any, MNETTransport] = {}
+        self._transportsPeak = 0
         self._pending: dict[Any, _PendingConnect] = {}
         # Transports whose pull producer wants another low-water notification,
         # armed after the event loop so a producer that writes nothing cannot
@@ -668,7 +670,14 @@ class MNETDatagramProtocol(DatagramProtocol):
         pending = self._pending.pop(session, None)
         if pending is not None:
             pending.deferred.errback(Failure(_connectFailure(session, event, lost)))
+        held = len(self._transports)
+        if held > self._transportsPeak:
+            self._transportsPeak = held
         transport = self._transports.pop(session, None)
+        if held * 8 <= self._transportsPeak and self._transportsPeak >= SHRINK_TABLES_FROM:
+            # A dict keeps the room of its peak: give it back (see the demux).
+            self._transports = dict(self._transports)
+            self._transportsPeak = held
         if transport is not None:
             self._logClosed(transport, event, lost)
             transport._closed(event, lost)

@@ -7,6 +7,7 @@ are, and what a session holds while idle.
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -214,3 +215,31 @@ async def test_a_timer_reads_the_socket_before_acting(mnet) -> None:  # type: ig
     await mnet.waitFor(lambda: client.received == b"m" * 64)
     assert client.transport.getStats().retransmissions == 0
     client.transport.loseConnection()
+
+
+def test_tables_give_back_their_room_once_most_sessions_are_gone() -> None:
+    """Two thousand sessions closed: the listener's per-session tables shrink again.
+
+    A dict keeps the room of its peak, so empty tables would still hold it
+    (and keep the C heap from shrinking); they are rebuilt once the sessions
+    fall to an eighth of the peak, and the listener goes on serving.
+    """
+    pair = Pair()
+    empty = sys.getsizeof({})
+    sessions = [pair.client.connect(SERVER, pair.now) for _ in range(2000)]
+    pair.run_until(pair.now + 5)  # beyond a drain's handshakes, the connectors retry
+    assert pair.server.open_sessions == 2000
+    tables = ("_by_peer_tag", "_by_local_tag", "_open", "_sessions", "_scheduled")
+    peak = {name: sys.getsizeof(getattr(pair.server, name)) for name in tables}
+    assert all(size > 50 * empty for size in peak.values())
+    for session in sessions:
+        session.close(pair.now)
+    pair.run_until(pair.now + 60)
+    assert pair.server.open_sessions == 0
+    after = {name: sys.getsizeof(getattr(pair.server, name)) for name in tables}
+    assert all(after[name] * 4 <= peak[name] for name in tables), (peak, after)
+    again = pair.client.connect(SERVER, pair.now)
+    pair.exchange()
+    again.send(b"still here")
+    pair.exchange()
+    assert pair.received[again.local_tag] == b"still here"
