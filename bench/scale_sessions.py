@@ -197,6 +197,16 @@ class Run:
             for key in ("timer_wakeups", "session_timer_calls", "datagrams_received")
         }
         idle_delta["datagrams_sent"] = idle_end["datagrams_sent"] - idle_start["datagrams_sent"]
+        # While loaded: how often the one timer woke the listener, per echo.
+        loaded_delta = {
+            key: parts["after_load"][key] - idle_end[key]
+            for key in (
+                "timer_wakeups",
+                "session_timer_calls",
+                "datagrams_received",
+                "datagrams_sent",
+            )
+        }
         return {
             "sessions": sessions,
             "requested_sessions": options.sessions,
@@ -232,6 +242,7 @@ class Run:
                 "idle_cpu_per_second": parts["idle_cpu"] / options.idle_seconds,
                 "idle": idle_delta,
                 "loaded_cpu_per_second": parts["loaded_cpu"] / parts["loaded_seconds"],
+                "loaded": loaded_delta,
                 "heap_entries": {
                     "idle": idle_start["heap_entries"],
                     "loaded": parts["loaded_sample"]["heap_entries"],
@@ -338,6 +349,12 @@ def show(report: dict[str, Any]) -> None:
         f" back (sent at {echo['per_second']:,.0f}/s), {echo['mismatches']} different;"
         f" p50 {echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms,"
         f" longest {echo['max_ms']:.1f} ms"
+    )
+    busy = server["loaded"]
+    print(
+        f" loaded: the listener's timer woke {busy['timer_wakeups']:,} times"
+        f" ({busy['session_timer_calls']:,} session timers acted) for"
+        f" {busy['datagrams_received']:,} datagrams in and {busy['datagrams_sent']:,} out"
     )
     print(
         f" loaded: socket drops {server['socket_drops_loaded']} at the listener,"
