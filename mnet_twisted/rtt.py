@@ -75,15 +75,7 @@ class RttEstimator:
         self.latest = rtt
         if self.minimum is None or rtt < self.minimum:
             self.minimum = rtt
-        if self.smoothed is None:
-            self.smoothed = rtt
-            self.variance = rtt / 2
-        else:
-            self.variance = (1 - _BETA) * self.variance + _BETA * abs(self.smoothed - rtt)
-            self.smoothed = (1 - _ALPHA) * self.smoothed + _ALPHA * rtt
-        self._base_rto = (
-            self.smoothed + max(GRANULARITY, _K * self.variance) + self._peer_ack_delay
-        )
+        self._smooth(rtt)
         self._backoff = 0
         self._update_rto()
 
@@ -99,16 +91,24 @@ class RttEstimator:
         far too short.  The backoff is kept: a bound is no proof that the
         timeout is now long enough.
         """
-        smoothed = self.smoothed
-        if smoothed is None or rtt <= smoothed:
+        if self.smoothed is None or rtt <= self.smoothed:
             return
         self.latest = rtt
-        self.variance = (1 - _BETA) * self.variance + _BETA * (rtt - smoothed)
-        self.smoothed = (1 - _ALPHA) * smoothed + _ALPHA * rtt
+        self._smooth(rtt)
+        self._update_rto()
+
+    def _smooth(self, rtt: float) -> None:
+        """RFC 6298's SRTT and RTTVAR with ``rtt`` folded in, and the timeout they give."""
+        smoothed = self.smoothed
+        if smoothed is None:
+            self.smoothed = rtt
+            self.variance = rtt / 2
+        else:
+            self.variance = (1 - _BETA) * self.variance + _BETA * abs(smoothed - rtt)
+            self.smoothed = (1 - _ALPHA) * smoothed + _ALPHA * rtt
         self._base_rto = (
             self.smoothed + max(GRANULARITY, _K * self.variance) + self._peer_ack_delay
         )
-        self._update_rto()
 
     def back_off(self) -> None:
         """Double the timeout after it expired, up to max_rto."""
