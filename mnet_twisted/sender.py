@@ -338,13 +338,19 @@ class StreamSender:
                 continue
             size = mss if written - start > mss else written - start
             outstanding = start - buffer.start
-            probe = probe_wanted and self._size_probe_fits(
-                probe_wanted, written, outstanding, cwnd
-            )
+            probe = False
+            if probe_wanted and self._size_probe_may_go(probe_wanted, written, outstanding):
+                # A probe waits until the window has room for it: on a path
+                # too slow to open the window that far, larger datagrams
+                # would gain little.  Once the window could hold it, new
+                # segments wait for the acks to make that room, which a
+                # flow that keeps its pipe full would never leave.
+                if self._pipe() + probe_wanted <= cwnd:
+                    probe = True
+                elif probe_wanted + mss <= cwnd:
+                    break
             if probe:
                 size = probe_wanted
-            elif probe_wanted and self._size_probe_waits(probe_wanted, written, cwnd):
-                break  # in a steady flow the pipe never drains that far by itself
             elif outstanding:
                 if recompute or start < self.snd_max:
                     pipe = self._pipe()
@@ -401,31 +407,13 @@ class StreamSender:
         """Payload bytes of a full segment at the datagram size proven so far."""
         return self._mss
 
-    def _size_probe_fits(self, payload: int, written: int, outstanding: int, cwnd: int) -> bool:
-        """Whether a size probe of ``payload`` bytes may be the next segment."""
-        # A probe waits until the window has room for it: on a path too slow
-        # to open the window that far, larger datagrams would gain little.
+    def _size_probe_may_go(self, payload: int, written: int, outstanding: int) -> bool:
+        """Whether a size probe of ``payload`` bytes may be the next segment, the window aside."""
         return (
             not self.in_recovery
             and self.snd_nxt == self.snd_max
             and written - self.snd_nxt >= payload
-            and self._pipe() + payload <= cwnd
             and outstanding + payload <= self._max_outstanding
-        )
-
-    def _size_probe_waits(self, payload: int, written: int, cwnd: int) -> bool:
-        """Whether new segments should wait for the pipe to make room for a size probe.
-
-        The window is large enough for it, but a flow that keeps the pipe
-        full would never leave that room: the next segments wait (about a
-        round trip, once per probe) until the acks have made it.
-        """
-        return (
-            not self.in_recovery
-            and self.snd_nxt == self.snd_max
-            and written - self.snd_nxt >= payload
-            and payload + self._mss <= cwnd
-            and self.snd_max - self._buffer.start + payload <= self._max_outstanding
         )
 
     def size_probe_refused(self) -> bool:
