@@ -32,6 +32,18 @@ HANDSHAKES_PER_DRAIN = 1024
 #: Per-session tables that never held this many sessions are not rebuilt.
 SHRINK_TABLES_FROM = 1024
 
+
+def table_oversized(held: int, peak: int) -> bool:
+    """Whether a per-session table that held ``peak`` and holds ``held`` should be rebuilt.
+
+    A dict never gives back the room it grew to: after ten thousand
+    sessions closed, the empty tables would still hold their memory (and
+    keep the C heap from shrinking).  Rebuilt once the sessions fall to an
+    eighth of the peak, the copying costs O(1) per session.
+    """
+    return peak >= SHRINK_TABLES_FROM and held * 8 <= peak
+
+
 __all__ = ["Demultiplexer"]
 
 Address = tuple[str, int]
@@ -468,17 +480,11 @@ class Demultiplexer:
         ):
             if tag is not None and table.get((address, tag)) is session:
                 del table[(address, tag)]
-        if self._tables_peak >= SHRINK_TABLES_FROM and held * 8 <= self._tables_peak:
+        if table_oversized(held, self._tables_peak):
             self._shrink_tables()
 
     def _shrink_tables(self) -> None:
-        """Rebuild the per-session tables at their present size.
-
-        A dict never gives back the room it grew to: after ten thousand
-        sessions closed, the empty tables would still hold their memory
-        (and keep the C heap from shrinking).  Rebuilt once the sessions
-        fall to an eighth of the peak, the copying costs O(1) per session.
-        """
+        """Rebuild the per-session tables at their present size (see ``table_oversized``)."""
         self._by_peer_tag = dict(self._by_peer_tag)
         self._by_local_tag = dict(self._by_local_tag)
         self._open = dict(self._open)

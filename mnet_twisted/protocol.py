@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from twisted.python.log import ILogContext
 
 from .config import ListenerLimits, SessionConfig
-from .demux import SHRINK_TABLES_FROM
+from .demux import table_oversized
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
@@ -674,8 +674,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         if held > self._transportsPeak:
             self._transportsPeak = held
         transport = self._transports.pop(session, None)
-        if held * 8 <= self._transportsPeak and self._transportsPeak >= SHRINK_TABLES_FROM:
-            # A dict keeps the room of its peak: give it back (see the demux).
+        if table_oversized(held, self._transportsPeak):
             self._transports = dict(self._transports)
             self._transportsPeak = held
         if transport is not None:
