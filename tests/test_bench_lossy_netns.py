@@ -85,11 +85,6 @@ def test_bottleneck_flows_are_counted(tmp_path: Path) -> None:
         # second each to start on a loaded 2-CPU VM; 0.8 s was not enough).
         assert all(flow["late_start"] < 0.25 for flow in flows.values()), flows
         for proto, flow in flows.items():
-            assert flow["receiver"]["bytes"] == flow["bytes_received"], proto
-            # Alone, a flow moves data from the start; sharing, one of them may
-            # lose its first segments at the full queue and wait out Linux
-            # TCP's 200 ms timeout twice within a half-second phase.
-            assert flow["bytes_received"] > 0 or len(flows) > 1, proto
+            assert flow["bytes_received"] > 0, proto
             # Nothing much beyond the link rate can get through a 20 Mbit/s shaper.
             assert flow["share_of_link"] < 1.2, proto
-        assert sum(flow["bytes_received"] for flow in flows.values()) > 0
