@@ -113,8 +113,6 @@ _HYSTART_MAX_ETA = 0.016
 #: than that did not overflow anything.
 _QUEUE_MIN = 0.001
 _QUEUE_MAX = 0.010
-#: RTT samples (the latest) whose least tells the standing queue.
-_RECENT_SAMPLES = 8
 #: A queue of fewer segments than this never stops growth (Vegas's beta): at
 #: low rates a few segments are worth many milliseconds.
 _QUEUE_SEGMENTS = 4
@@ -145,8 +143,6 @@ class Adaptive(NewReno):
     __slots__ = (
         "_competing_rounds",
         "_last_round_min",
-        "_least_recent",
-        "_recent",
         "_round_min",
         "_round_samples",
         "_sampled_since_loss",
@@ -155,12 +151,8 @@ class Adaptive(NewReno):
 
     def __init__(self, mss: int, initial_window_segments: int, max_window: int) -> None:
         super().__init__(mss, initial_window_segments, max_window)
-        #: The latest RTT samples, at most ``_RECENT_SAMPLES`` (a list: an
-        #: empty deque would cost each session 760 bytes).
-        self._recent: list[float] = []
-        #: The least of ``_recent``, kept as samples come (acks ask for it far
-        #: more often than samples arrive).
-        self._least_recent: float | None = None
+        #: The least RTT sample of the current round and of the last whole
+        #: one: together they tell the standing queue (below).
         self._round_min: float | None = None
         self._round_samples = 0
         self._last_round_min: float | None = None
@@ -193,11 +185,6 @@ class Adaptive(NewReno):
                 self._standing_rounds = 0
         if rtt_sample is not None:
             self._sampled_since_loss = True
-            recent = self._recent
-            recent.append(rtt_sample)
-            if len(recent) > _RECENT_SAMPLES:
-                del recent[0]
-            self._least_recent = min(recent)
             if self._round_min is None or rtt_sample < self._round_min:
                 self._round_min = rtt_sample
             self._round_samples += 1
@@ -243,9 +230,14 @@ class Adaptive(NewReno):
         return current >= last + eta
 
     def _queue_exceeds(self, min_rtt: float, delay: float) -> bool:
-        # The least of the last few samples: one slow ack is jitter, several
-        # in a row are a standing queue (as CoDel judges one).
-        recent = self._least_recent
+        # A standing queue is one that did not drain for a whole round (as
+        # CoDel judges one over its interval).  The samples within a round
+        # rise and fall with the receiver's and our own read batching: on a
+        # busy host the acks of one burst wait milliseconds for their turn
+        # while the network holds no queue at all, so the latest few samples
+        # alone would take that wait for congestion.
+        last, current = self._last_round_min, self._round_min
+        recent = current if last is None else last if current is None else min(last, current)
         if recent is None:
             return False
         queueing = recent - min_rtt

@@ -100,9 +100,12 @@ def test_adaptive_growth_stops_at_its_own_short_queue() -> None:
     cc = Adaptive(MSS, initial_window_segments=40, max_window=10**9)
     cc.ssthresh = cc.cwnd
     _acks(cc, 0.0101, count=200)
+    assert cc.cwnd > 40 * MSS
+    # 10 ms above the minimum, more than half the allowance: once that queue
+    # has stood for a whole round, growth stops.
+    _acks(cc, 0.020, count=200)
     grown = cc.cwnd
-    assert grown > 40 * MSS
-    _acks(cc, 0.020, count=200)  # 10 ms above the minimum: more than half the allowance
+    _acks(cc, 0.020, count=200)
     assert cc.cwnd == grown
 
 
