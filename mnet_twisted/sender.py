@@ -507,7 +507,10 @@ class StreamSender:
             self._repair = None
             self.rtt.add_lower_bound(now - repair.sent_at)
             if self._answers_original(now):
-                self._undo_episode(ack)
+                self._undo_episode(ack, now)
+                repair = None
+            elif self._timeout_was_spurious(ack, repair):
+                self._undo_episode(ack, now, reordering=False)
                 repair = None
             elif not (repair.in_pass or repair.resent or repair.probe):
                 # Too ambiguous for the timeout (Karn), but the round trip of
@@ -547,17 +550,7 @@ class StreamSender:
             self._learn_ack_habit(newly)
             return self._detect_loss(now)
         if ack >= self._recover:
-            self._end_episode()
-            # Copies of segments whose originals had arrived are still on
-            # their way; each will draw a duplicate ack within a round trip.
-            # (Not for a peer that discards out-of-order data: it had
-            # thrown the originals away and needed every copy.)
-            self._echoes_due = (
-                0
-                if self.peer_discards_out_of_order
-                else self.stats.retransmissions - self._episode_resends
-            )
-            self._echoes_until = now + self._repair_answer_time()
+            self._end_episode(now)
             return self._detect_loss(now)
         if not self._episode_reduced:
             # The loss was not taken for congestion: keep probing for room.
@@ -664,7 +657,17 @@ class StreamSender:
             self._episode_reduced = True
             self.stats.congestion_reductions += 1
 
-    def _end_episode(self) -> None:
+    def _end_episode(self, now: float) -> None:
+        # Copies of segments whose originals had arrived are still on their
+        # way; each will draw a duplicate ack within a round trip.  (Not for
+        # a peer that discards out-of-order data: it had thrown the
+        # originals away and needed every copy.)
+        self._echoes_due = (
+            0
+            if self.peer_discards_out_of_order
+            else self.stats.retransmissions - self._episode_resends
+        )
+        self._echoes_until = now + self._repair_answer_time()
         self._probes.lost = None
         self.in_recovery = False
         self._repair = None
@@ -679,16 +682,34 @@ class StreamSender:
             and now - repaired_at < _SPURIOUS_SHARE * minimum
         )
 
-    def _undo_episode(self, ack: int) -> None:
-        """The episode's first repair was needless: the path reorders, it did not lose."""
+    def _timeout_was_spurious(self, ack: int, repair: _Repair) -> bool:
+        """Whether the ack after a timeout shows the flight was only late (F-RTO's test).
+
+        Had the segment at the hole been lost, the ones after it would have
+        drawn duplicate acks, which every MNET receiver sends at once; an
+        ack that instead covers segments sent only once, with no duplicate
+        before it, answers the originals: the path (or a peer's process)
+        stalled for longer than the timeout, and nothing was lost.
+        """
+        return (
+            repair.probe
+            and not repair.in_pass
+            and not self._episode_duplicates
+            and not self._episode_went_back
+            and ack > repair.end
+        )
+
+    def _undo_episode(self, ack: int, now: float, *, reordering: bool = True) -> None:
+        """The episode's first repair was needless: the path reordered or stalled."""
         self.stats.spurious_undos += 1
-        self._reorder_steps += 1
+        if reordering:
+            self._reorder_steps += 1
         if self._episode_reduced:
             self.congestion.undo()
         if self._probes.arrived_late(ack, self._retransmitted_until):
             # The probe itself arrived, only late: its size is proven after all.
             self._grow_segments()
-        self._end_episode()
+        self._end_episode(now)
 
     def _pass_end(self, ack: int, repair: _Repair | None, now: float) -> int | None:
         """Where a go-back pass after this partial ack should stop, if one is due."""

@@ -383,6 +383,8 @@ class SimNet:
         self._counter = itertools.count()
         self._link_free_at: dict[tuple[Address, Address], float] = {}
         self._last_arrival: dict[tuple[Address, Address], float] = {}
+        #: Per host, the intervals during which arriving datagrams wait (``hold_arrivals``).
+        self._holds: dict[Address, list[tuple[float, float]]] = {}
         self.stats = Stats()
         #: Targeted loss: return True to drop this datagram (before link impairments).
         self.drop: Callable[[bytes, Address, Address], bool] | None = None
@@ -459,7 +461,19 @@ class SimNet:
         self.stats.injected += 1
         self._schedule(self.now + delay, src, _addr(dst), bytes(data))
 
+    def hold_arrivals(self, host: Host | Address, start: float, length: float) -> None:
+        """Datagrams reaching ``host`` in [start, start + length) wait until its end.
+
+        As when the host's process is descheduled and its socket fills: they
+        are then read in the order they came, all at once.  (Its timers still
+        fire on time.)
+        """
+        self._holds.setdefault(_addr(host), []).append((start, start + length))
+
     def _schedule(self, when: float, src: Address, dst: Address, data: bytes) -> None:
+        for start, end in self._holds.get(dst, ()):
+            if start <= when < end:
+                when = end
         heapq.heappush(self._queue, (when, next(self._counter), src, dst, data))
         if data[:1] == b"\x00" and len(data) > wire.DATA_HEADER_SIZE:
             key = (src, dst)

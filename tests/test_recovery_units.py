@@ -161,6 +161,30 @@ def test_adaptive_keeps_the_window_for_a_loss_without_a_queue() -> None:
     assert cc.cwnd == max(before // 2, 2 * MSS)
 
 
+def test_adaptive_judges_the_queue_by_whole_rounds() -> None:
+    """Acks that wait for a busy process within a round are no standing queue.
+
+    On a host whose processes read in batches, each round's first ack comes
+    at the path's minimum and the rest of the burst's acks wait their turn;
+    the queue drained in that round, so a loss with it is random.  Only a
+    queue that stood all round long (and the round before) makes one
+    congestion.
+    """
+    cc = Adaptive(MSS, initial_window_segments=10, max_window=10**9)
+    cc.ssthresh = cc.cwnd
+    for _ in range(2):
+        cc.on_ack(MSS, 0.0101, 0.010, round_start=True)
+        for _ in range(9):
+            cc.on_ack(MSS, 0.020, 0.010, round_start=False)
+    before = cc.cwnd
+    assert not cc.on_congestion_event(min_rtt=0.010)
+    assert cc.cwnd == before
+    for _ in range(2):
+        _feed_round(cc, 0.020)
+    assert cc.on_congestion_event(min_rtt=0.010)
+    assert cc.cwnd < before
+
+
 def test_adaptive_competes_for_a_queue_it_did_not_build() -> None:
     """A queue far past its own allowance, round after round while it holds: someone else's.
 
@@ -217,6 +241,49 @@ def test_probe_timeout_resends_only_the_first_segment_with_one_reduction() -> No
     newly, _ = sender.on_ack(wrap(MSS), now=1.1, pure=True)
     assert newly == MSS
     assert sender.rtt.smoothed is None  # Karn: no sample from a retransmitted segment
+
+
+def _timed_out_sender() -> StreamSender:
+    """Four segments in flight, then a probe timeout resent the first and halved the window."""
+    sender = _sender(window=4)
+    sender.write(bytes(10 * MSS))
+    sender.transmit(now=0.0)
+    resent, timed_out = sender.on_timer(now=1.0)
+    assert timed_out and _ends(resent) == [MSS] and sender.congestion.cwnd == 2 * MSS
+    return sender
+
+
+def test_an_ack_of_segments_sent_once_after_a_timeout_undoes_it() -> None:
+    """F-RTO's test: the originals beyond the resent segment arrived, so none was lost.
+
+    Had the first segment been lost, the later ones would have drawn
+    duplicate acks (every MNET receiver sends them at once); an ack past
+    the resent segment with none before it means the flight was only late.
+    """
+    sender = _timed_out_sender()
+    _, resent = sender.on_ack(wrap(3 * MSS), now=1.001, pure=True)
+    assert resent == []
+    assert sender.stats.spurious_undos == 1
+    assert not sender.in_recovery
+    assert sender.congestion.cwnd >= 4 * MSS  # the cut is taken back (and the ack grows it)
+    assert sender.reorder_window == 0  # a stall is no reordering
+
+
+def test_a_timeout_after_duplicate_acks_is_not_undone() -> None:
+    """A duplicate ack before the ack says a segment beyond the hole arrived first: a loss."""
+    sender = _timed_out_sender()
+    _dup(sender, 1.001)
+    sender.on_ack(wrap(3 * MSS), now=1.002, pure=True)
+    assert sender.stats.spurious_undos == 0
+    assert sender.congestion.cwnd == 2 * MSS
+
+
+def test_an_ack_of_only_the_resent_segment_after_a_timeout_is_not_undone() -> None:
+    """An ack that ends where the resent segment ends may answer the copy: no proof."""
+    sender = _timed_out_sender()
+    sender.on_ack(wrap(MSS), now=1.001, pure=True)
+    assert sender.stats.spurious_undos == 0
+    assert sender.congestion.cwnd == 2 * MSS
 
 
 def test_duplicate_acks_let_new_segments_out() -> None:
@@ -319,6 +386,7 @@ def test_after_reordering_a_hole_must_also_be_old_enough() -> None:
     sender.on_ack(wrap(10 * MSS), now=0.011, pure=True)  # spurious: the window opens
     sender.transmit(now=0.011)
     hole_sent = 0.011
+    assert _dup(sender, 0.0115) == []  # the needless repair's echo
     assert _dup(sender, 0.012, times=3) == []
     assert sender.loss_deadline is not None
     assert sender.loss_deadline >= hole_sent + sender.reorder_window

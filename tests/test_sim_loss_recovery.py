@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pytest
 from sim_scenarios import (
+    MB,
     Row,
     clean_path,
     fast_path,
@@ -24,6 +25,7 @@ from sim_scenarios import (
     path_50ms_lossy,
     reordering,
 )
+from simnet import Link, connected_pair, payload
 
 #: One-way delays: 0.1 ms, 10 ms and 50 ms round trips.
 RTT_0_1_MS, RTT_10_MS, RTT_50_MS = 0.00005, 0.005, 0.025
@@ -82,3 +84,29 @@ def test_clean_path_sends_at_most_5_percent_more_than_needed(delay: float) -> No
 def test_clean_path_retransmits_nothing(delay: float) -> None:
     """Loss-free: neither the timer nor the loss detector fires, nothing is sent twice."""
     _assert_target(clean_path(delay), "retransmissions")
+
+
+@pytest.mark.parametrize("stall", [0.006, 0.020], ids=["6ms", "20ms"])
+def test_a_receiver_that_stalls_past_the_timeout_costs_no_resend_pass(stall: float) -> None:
+    """A peer's process descheduled for milliseconds on a fast path is a delay, not a loss.
+
+    The probe timeout fires during the stall and resends the first segment;
+    the acks that follow cover segments sent once, with no duplicate before
+    them, so the timeout was spurious (F-RTO's test): the window cut is
+    undone and nothing else is resent.  (Before that rule, the sender took
+    the late acks for a burst loss and resent about 40 segments.)
+    """
+    size = 2 * MB
+    net, client, server, conn, peer = connected_pair(
+        1, Link(delay=RTT_0_1_MS, rate=40e6, queue_limit=1.0)
+    )
+    net.hold_arrivals(server, net.now + 0.02, stall)
+    cwnd_before = conn.session._sender.congestion.cwnd
+    client.write(conn, payload(size))
+    net.run_until(lambda: len(peer.received) >= size, max_time=10, what="transfer")
+    assert bytes(peer.received) == payload(size)
+    stats = conn.session.recovery_stats()
+    assert stats["timeouts"] >= 1  # the stall did outlast the timeout
+    assert stats["spurious_undos"] >= 1
+    assert stats["retransmissions"] <= stats["timeouts"]
+    assert conn.session._sender.congestion.cwnd >= cwnd_before
