@@ -138,6 +138,10 @@ class Adaptive(NewReno):
     - After such a congestion loss, growth ignores the queue for a while: a
       competing loss-based flow keeps the queue full, and a delay-bounded
       window would starve beside it.
+    - A whole round without a queue outside that while reopens slow start:
+      nothing shows a bottleneck near, and whatever ended the last one (a
+      receiver's slow first reads, a queue that has drained since) no
+      longer holds.  HyStart and the queue end it again.
     """
 
     __slots__ = (
@@ -173,6 +177,14 @@ class Adaptive(NewReno):
         if round_start:
             if self._round_min is not None:
                 self._last_round_min = self._round_min
+                if (
+                    not self._competing_rounds
+                    and self._round_samples >= _HYSTART_MIN_SAMPLES
+                    and self.cwnd >= self.ssthresh
+                    and min_rtt is not None
+                    and self._round_min - min_rtt < _queue_allowance(min_rtt) / 4
+                ):
+                    self.ssthresh = self._max_window
             self._round_min, self._round_samples = None, 0
             if self._competing_rounds:
                 self._competing_rounds -= 1
@@ -237,7 +249,10 @@ class Adaptive(NewReno):
         # while the network holds no queue at all, so the latest few samples
         # alone would take that wait for congestion.
         last, current = self._last_round_min, self._round_min
-        recent = current if last is None else last if current is None else min(last, current)
+        if current is not None and self._round_samples >= _HYSTART_MIN_SAMPLES:
+            recent: float | None = current  # enough of this round to judge it alone
+        else:
+            recent = current if last is None else last if current is None else min(last, current)
         if recent is None:
             return False
         queueing = recent - min_rtt

@@ -185,6 +185,35 @@ def test_adaptive_judges_the_queue_by_whole_rounds() -> None:
     assert cc.cwnd < before
 
 
+def test_adaptive_reopens_slow_start_after_a_round_without_a_queue() -> None:
+    """What ended slow start (a receiver's slow first reads, say) is gone: grow fast again.
+
+    Without this, a flow whose first acks came late grew by one segment a
+    round from ten for the rest of a transfer (a quarter second of the
+    namespace bench's 1 %-loss runs).
+    """
+    cc = Adaptive(MSS, initial_window_segments=10, max_window=10**9)
+    cc.ssthresh = cc.cwnd  # slow start ended early
+    _feed_round(cc, 0.0101)
+    assert cc.cwnd == 11 * MSS  # avoidance: a segment a round
+    _feed_round(cc, 0.0101)  # this round starts after a whole round with no queue
+    assert cc.in_slow_start and cc.cwnd == 21 * MSS  # a segment an acked segment
+
+    queued = Adaptive(MSS, initial_window_segments=10, max_window=10**9)
+    queued.ssthresh = queued.cwnd
+    for _ in range(3):
+        _feed_round(queued, 0.012)  # 2 ms of queue: more than a quarter of the allowance
+    assert not queued.in_slow_start
+
+    competing = Adaptive(MSS, initial_window_segments=10, max_window=10**9)
+    _feed_round(competing, 0.030)
+    _feed_round(competing, 0.030)
+    assert competing.on_congestion_event(min_rtt=0.010)
+    for _ in range(3):
+        _feed_round(competing, 0.0101)
+    assert competing.competing and not competing.in_slow_start
+
+
 def test_adaptive_competes_for_a_queue_it_did_not_build() -> None:
     """A queue far past its own allowance, round after round while it holds: someone else's.
 
@@ -195,8 +224,9 @@ def test_adaptive_competes_for_a_queue_it_did_not_build() -> None:
     cc = Adaptive(MSS, initial_window_segments=10, max_window=10**9)
     cc.ssthresh = cc.cwnd
     _feed_round(cc, 0.0101)
+    _feed_round(cc, 0.030)  # growth stops once this round has shown its queue
     held = cc.cwnd
-    for _ in range(7):
+    for _ in range(6):
         _feed_round(cc, 0.030)
     assert not cc.competing and cc.cwnd == held
     for _ in range(2):
