@@ -169,6 +169,7 @@ class StreamSender:
         "_repair",
         "_retransmitted_until",
         "_round_end",
+        "_second_ack_due",
         "_stops_in_a_row",
         "_timeouts_in_a_row",
         "congestion",
@@ -250,6 +251,9 @@ class StreamSender:
         #: draw from the peer (until ``_echoes_until``): no news of a loss.
         self._echoes_due = 0
         self._echoes_until = 0.0
+        #: After a timeout, the first ack ended at the resent segment: the
+        #: next one tells a late flight from a lost one (F-RTO).
+        self._second_ack_due = False
 
     # ------------------------------------------------------------------
     # Queries
@@ -478,6 +482,11 @@ class StreamSender:
         outstanding = self.snd_max - self._buffer.start
         self._delivered_beyond = min(self._delivered_beyond + self._mss, outstanding)
         if repair is None:
+            if self._second_ack_due:
+                # A segment beyond the hole arrived and the hole did not:
+                # after all, the flight was lost, not late.
+                self._second_ack_due = False
+                return self._retransmit_first(now)
             return self._detect_loss(now)
         repair.duplicates += 1
         if now >= repair.sent_at + self._repair_answer_time():
@@ -502,6 +511,12 @@ class StreamSender:
 
     def _on_new_ack(self, old: int, ack: int, now: float) -> list[Segment]:
         newly = ack - old
+        if self._second_ack_due:
+            self._second_ack_due = False
+            if self.in_recovery and ack > self._retransmitted_until:
+                # F-RTO's second ack covers segments sent only once: the
+                # flight the timeout gave up on was only late.
+                self._undo_episode(ack, now, reordering=False)
         repair = self._repair
         if repair is not None and ack >= repair.end:
             self._repair = None
@@ -561,6 +576,12 @@ class StreamSender:
             # the repair, and acks walking through the pass are no stops.
             end = min(ack + self._mss, self.snd_max)
             self._repair = _Repair(end, now, self._unreported_beyond(end), in_pass=True)
+            return []
+        if repair is not None and self._after_timeout_in_silence(repair) and ack == repair.end:
+            # The ack may answer the resent segment alone, the flight beyond
+            # it lost, or be the first of that flight, only late: the next
+            # ack (or duplicate, or timeout) tells which.
+            self._second_ack_due = True
             return []
         lost_probe = self._size_probe_lost_at_hole()
         if lost_probe is not None:
@@ -658,6 +679,7 @@ class StreamSender:
             self.stats.congestion_reductions += 1
 
     def _end_episode(self, now: float) -> None:
+        self._second_ack_due = False
         # Copies of segments whose originals had arrived are still on their
         # way; each will draw a duplicate ack within a round trip.  (Not for
         # a peer that discards out-of-order data: it had thrown the
@@ -691,12 +713,15 @@ class StreamSender:
         before it, answers the originals: the path (or a peer's process)
         stalled for longer than the timeout, and nothing was lost.
         """
+        return self._after_timeout_in_silence(repair) and ack > repair.end
+
+    def _after_timeout_in_silence(self, repair: _Repair) -> bool:
+        """Whether a timeout sent ``repair`` and nothing was heard of the flight beyond."""
         return (
             repair.probe
             and not repair.in_pass
             and not self._episode_duplicates
             and not self._episode_went_back
-            and ack > repair.end
         )
 
     def _undo_episode(self, ack: int, now: float, *, reordering: bool = True) -> None:
@@ -861,4 +886,11 @@ class StreamSender:
             self.congestion.on_persistent_congestion()
         if not self.in_recovery:
             return self._enter_recovery(now, probe=True), True
+        if self._second_ack_due:
+            # Silence after the first ack: the flight beyond the resent
+            # segment was lost; resend what of it is old enough.
+            self._second_ack_due = False
+            self._loss_event(now)
+            old_enough = self._sent_before(now - self._repair_answer_time())
+            return self._retransmit_first(now, probe=True, pass_end=old_enough), True
         return self._repair_lost_hole(now, probe=True), True

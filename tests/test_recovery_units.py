@@ -299,6 +299,26 @@ def test_an_ack_of_segments_sent_once_after_a_timeout_undoes_it() -> None:
     assert sender.reorder_window == 0  # a stall is no reordering
 
 
+def test_a_late_flight_whose_first_ack_ends_at_the_resent_segment_is_undone() -> None:
+    """F-RTO's two acks: the first may answer the copy, the second covers originals only."""
+    sender = _timed_out_sender()
+    assert sender.on_ack(wrap(MSS), now=1.001, pure=True)[1] == []
+    assert sender.stats.spurious_undos == 0
+    assert sender.on_ack(wrap(2 * MSS), now=1.0011, pure=True)[1] == []
+    assert sender.stats.spurious_undos == 1
+    assert not sender.in_recovery and sender.congestion.cwnd >= 4 * MSS
+    assert sender.stats.retransmissions == 1
+
+
+def test_a_duplicate_after_the_first_ack_after_a_timeout_repairs_the_next_hole() -> None:
+    """The segment after the resent one is missing while a later one arrived: a real loss."""
+    sender = _timed_out_sender()
+    assert sender.on_ack(wrap(MSS), now=1.001, pure=True)[1] == []
+    assert _dup(sender, 1.002) == [2 * MSS]
+    assert sender.stats.spurious_undos == 0
+    assert sender.congestion.cwnd == 2 * MSS
+
+
 def test_a_timeout_after_duplicate_acks_is_not_undone() -> None:
     """A duplicate ack before the ack says a segment beyond the hole arrived first: a loss."""
     sender = _timed_out_sender()
@@ -477,9 +497,13 @@ def test_a_whole_lost_flight_is_resent_in_one_pass() -> None:
     resent, _ = sender.on_timer(now=2.0)
     assert _ends(resent) == [MSS]
     _, resent = sender.on_ack(wrap(MSS), now=2.1, pure=True)
-    assert _ends(resent) == [2 * MSS]
+    assert resent == []  # it may be the first ack of a late flight: the next one tells
+    deadline = sender.deadline
+    assert deadline is not None
+    resent, timed_out = sender.on_timer(now=deadline)
+    assert timed_out and _ends(resent) == [2 * MSS]
     assert sender.stats.go_back_passes == 1
-    assert _ends(sender.transmit(now=2.1))[0] == 3 * MSS
+    assert _ends(sender.transmit(now=deadline))[0] == 3 * MSS
 
 
 def test_outstanding_bytes_never_exceed_the_peer_buffer_bound() -> None:

@@ -87,20 +87,24 @@ def test_clean_path_retransmits_nothing(delay: float) -> None:
 
 
 @pytest.mark.parametrize("stall", [0.006, 0.020], ids=["6ms", "20ms"])
-def test_a_receiver_that_stalls_past_the_timeout_costs_no_resend_pass(stall: float) -> None:
-    """A peer's process descheduled for milliseconds on a fast path is a delay, not a loss.
+@pytest.mark.parametrize("held", ["data", "acks"])
+def test_a_stall_past_the_timeout_costs_no_resend_pass(stall: float, held: str) -> None:
+    """A process descheduled for milliseconds on a fast path is a delay, not a loss.
 
     The probe timeout fires during the stall and resends the first segment;
     the acks that follow cover segments sent once, with no duplicate before
     them, so the timeout was spurious (F-RTO's test): the window cut is
-    undone and nothing else is resent.  (Before that rule, the sender took
-    the late acks for a burst loss and resent about 40 segments.)
+    undone and nothing else is resent.  Held data (the receiver stalled)
+    comes back as acks of two segments; held acks as one ack per segment,
+    the first ending where the resent segment ends, so there the second
+    ack decides.  (Before these rules the sender took the late acks for a
+    burst loss and resent 20-40 segments.)
     """
     size = 2 * MB
     net, client, server, conn, peer = connected_pair(
         1, Link(delay=RTT_0_1_MS, rate=40e6, queue_limit=1.0)
     )
-    net.hold_arrivals(server, net.now + 0.02, stall)
+    net.hold_arrivals(server if held == "data" else client, net.now + 0.02, stall)
     cwnd_before = conn.session._sender.congestion.cwnd
     client.write(conn, payload(size))
     net.run_until(lambda: len(peer.received) >= size, max_time=10, what="transfer")
