@@ -888,9 +888,13 @@ class StreamSender:
             return self._enter_recovery(now, probe=True), True
         if self._second_ack_due:
             # Silence after the first ack: the flight beyond the resent
-            # segment was lost; resend what of it is old enough.
+            # segment was lost, or the peer stalled again.  Resend what of
+            # it is old enough, from a window of two segments as TCP does
+            # after its timeout: if the flight was only late, its acks cut
+            # the pass short before much of it went.
             self._second_ack_due = False
             self._loss_event(now)
+            self.congestion.on_persistent_congestion()
             old_enough = self._sent_before(now - self._repair_answer_time())
             return self._retransmit_first(now, probe=True, pass_end=old_enough), True
         return self._repair_lost_hole(now, probe=True), True
