@@ -175,26 +175,7 @@ class Adaptive(NewReno):
         self, acked: int, rtt_sample: float | None, min_rtt: float | None, round_start: bool
     ) -> None:
         if round_start:
-            if self._round_min is not None:
-                self._last_round_min = self._round_min
-                if (
-                    not self._competing_rounds
-                    and self._round_samples >= _HYSTART_MIN_SAMPLES
-                    and self.cwnd >= self.ssthresh
-                    and min_rtt is not None
-                    and self._round_min - min_rtt < _queue_allowance(min_rtt) / 4
-                ):
-                    self.ssthresh = self._max_window
-            self._round_min, self._round_samples = None, 0
-            if self._competing_rounds:
-                self._competing_rounds -= 1
-            elif self._queue_stands(min_rtt):
-                self._standing_rounds += 1
-                if self._standing_rounds >= _STANDING_QUEUE_ROUNDS:
-                    self._standing_rounds = 0
-                    self._competing_rounds = _COMPETING_ROUNDS
-            else:
-                self._standing_rounds = 0
+            self._start_round(min_rtt)
         if rtt_sample is not None:
             self._sampled_since_loss = True
             if self._round_min is None or rtt_sample < self._round_min:
@@ -207,6 +188,30 @@ class Adaptive(NewReno):
                 self.ssthresh = self.cwnd
             return
         NewReno.on_ack(self, acked, rtt_sample, min_rtt, round_start)
+
+    def _start_round(self, min_rtt: float | None) -> None:
+        """A round ended: remember its least RTT and judge the queue it showed."""
+        ended = self._round_min
+        if ended is not None:
+            self._last_round_min = ended
+            if (
+                self.cwnd >= self.ssthresh
+                and not self._competing_rounds
+                and self._round_samples >= _HYSTART_MIN_SAMPLES
+                and min_rtt is not None
+                and ended - min_rtt < _queue_allowance(min_rtt) / 4
+            ):
+                self.ssthresh = self._max_window  # no queue all round: slow start again
+        self._round_min, self._round_samples = None, 0
+        if self._competing_rounds:
+            self._competing_rounds -= 1
+        elif self._queue_stands(min_rtt):
+            self._standing_rounds += 1
+            if self._standing_rounds >= _STANDING_QUEUE_ROUNDS:
+                self._standing_rounds = 0
+                self._competing_rounds = _COMPETING_ROUNDS
+        else:
+            self._standing_rounds = 0
 
     def on_congestion_event(self, min_rtt: float | None) -> bool:
         fresh, self._sampled_since_loss = self._sampled_since_loss, False
@@ -248,16 +253,21 @@ class Adaptive(NewReno):
         # busy host the acks of one burst wait milliseconds for their turn
         # while the network holds no queue at all, so the latest few samples
         # alone would take that wait for congestion.
-        last, current = self._last_round_min, self._round_min
-        if current is not None and self._round_samples >= _HYSTART_MIN_SAMPLES:
-            recent: float | None = current  # enough of this round to judge it alone
-        else:
-            recent = current if last is None else last if current is None else min(last, current)
+        recent = self._standing_rtt()
         if recent is None:
             return False
         queueing = recent - min_rtt
         queued_bytes = self.cwnd * queueing / recent if recent > 0 else 0.0
         return queueing > delay and queued_bytes > _QUEUE_SEGMENTS * self._mss
+
+    def _standing_rtt(self) -> float | None:
+        """The least RTT of this round once it has enough samples, else of it and the last."""
+        current, last = self._round_min, self._last_round_min
+        if current is None:
+            return last
+        if last is None or self._round_samples >= _HYSTART_MIN_SAMPLES:
+            return current
+        return min(current, last)
 
 
 def _queue_allowance(min_rtt: float) -> float:

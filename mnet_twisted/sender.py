@@ -512,8 +512,9 @@ class StreamSender:
     def _on_new_ack(self, old: int, ack: int, now: float) -> list[Segment]:
         newly = ack - old
         if self._second_ack_due:
+            # (Set only within an episode; its end clears it.)
             self._second_ack_due = False
-            if self.in_recovery and ack > self._retransmitted_until:
+            if ack > self._retransmitted_until:
                 # F-RTO's second ack covers segments sent only once: the
                 # flight the timeout gave up on was only late.
                 self._undo_episode(ack, now, reordering=False)
@@ -524,7 +525,8 @@ class StreamSender:
             if self._answers_original(now):
                 self._undo_episode(ack, now)
                 repair = None
-            elif self._timeout_was_spurious(ack, repair):
+            elif ack > repair.end and self._after_timeout_in_silence(repair):
+                # The ack covers segments sent once: the flight was late.
                 self._undo_episode(ack, now, reordering=False)
                 repair = None
             elif not (repair.in_pass or repair.resent or repair.probe):
@@ -704,19 +706,16 @@ class StreamSender:
             and now - repaired_at < _SPURIOUS_SHARE * minimum
         )
 
-    def _timeout_was_spurious(self, ack: int, repair: _Repair) -> bool:
-        """Whether the ack after a timeout shows the flight was only late (F-RTO's test).
-
-        Had the segment at the hole been lost, the ones after it would have
-        drawn duplicate acks, which every MNET receiver sends at once; an
-        ack that instead covers segments sent only once, with no duplicate
-        before it, answers the originals: the path (or a peer's process)
-        stalled for longer than the timeout, and nothing was lost.
-        """
-        return self._after_timeout_in_silence(repair) and ack > repair.end
-
     def _after_timeout_in_silence(self, repair: _Repair) -> bool:
-        """Whether a timeout sent ``repair`` and nothing was heard of the flight beyond."""
+        """Whether a timeout sent ``repair`` and nothing was heard of the flight beyond.
+
+        Then an ack past the repair tells a late flight from a lost one
+        (F-RTO's test): had the segment at the hole been lost, the ones
+        after it would have drawn duplicate acks, which every MNET receiver
+        sends at once; an ack that covers segments sent only once, with no
+        duplicate before it, answers the originals.  The path, or a peer's
+        process, stalled for longer than the timeout, and nothing was lost.
+        """
         return (
             repair.probe
             and not repair.in_pass
