@@ -86,8 +86,9 @@ KEPT_JUMP_SEGMENTS = 8
 #: In-order segments acked, with at most 3 acks per 4 of them, that show a
 #: receiver coalescing its acks, as ours do and the references never do.
 HABIT_SEGMENTS = 32
-#: Duplicate acks arriving after a repair's ack was due that prove it lost
-#: (two, so that one segment of the old flight delayed in a queue does not).
+#: Duplicate acks that prove a repair lost: ones beyond what the segments
+#: sent before it can draw, arriving after its ack was due (two, so that one
+#: segment reordered past it does not).
 LATE_DUPLICATES_FOR_LOST_REPAIR = 2
 #: Repairs in a row whose ack stopped exactly at their end although later
 #: segments were reported arrived, before the sender stops believing those
@@ -128,7 +129,9 @@ class _Repair:
     #: Duplicate acks the segments sent before the repair may still produce.
     allowance: int
     duplicates: int = 0
-    #: Duplicates that came when the repair's own ack was already due.
+    #: Duplicates beyond the allowance that came when the repair's own ack
+    #: was already due.  (The allowance's own may come any time later: on a
+    #: busy host the old flight waits in the receiver's queue.)
     late_duplicates: int = 0
     #: Whether it was sent as part of a go-back pass rather than on its own.
     in_pass: bool = False
@@ -489,7 +492,10 @@ class StreamSender:
                 return self._retransmit_first(now)
             return self._detect_loss(now)
         repair.duplicates += 1
-        if now >= repair.sent_at + self._repair_answer_time():
+        if (
+            repair.duplicates > repair.allowance
+            and now >= repair.sent_at + self._repair_answer_time()
+        ):
             # The repair would have moved this ack by now (acks are cumulative,
             # so even a lost ack of it would show here).
             repair.late_duplicates += 1
@@ -650,7 +656,12 @@ class StreamSender:
         self._episode_went_back = False
         self._episode_reduced = False
         self._episode_resends = self.stats.retransmissions
-        self._last_loss_event = None
+        last = self._last_loss_event
+        if last is not None and self._hole_sent_at(now) > last:
+            # Only a hole in data sent after the last loss event is news: one
+            # in the flight before it is part of the loss that event answered
+            # (RFC 9002's recovery period), however the episodes split it.
+            self._last_loss_event = None
         return self._repair_lost_hole(now, probe=probe)
 
     def _repair_lost_hole(self, now: float, *, probe: bool) -> list[Segment]:

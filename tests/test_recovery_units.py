@@ -386,6 +386,55 @@ def test_a_lost_repair_is_sent_again_without_waiting_for_a_timeout() -> None:
     assert sender.stats.lost_repairs == 1 and sender.stats.timeouts == 0
 
 
+def test_late_duplicates_of_the_flight_before_a_repair_do_not_prove_it_lost() -> None:
+    """Duplicates of segments sent before a repair say nothing of it, however late.
+
+    On a busy host the rest of the old flight may wait in the receiver's
+    queue past the time the repair's ack was due; only duplicates beyond
+    what that flight can draw come from segments sent after the repair.
+    """
+    sender = _sender(window=10)
+    _sampled(sender, 0.010)
+    sender.write(bytes(40 * MSS))
+    sender.transmit(now=0.0)
+    assert _dup(sender, 0.020, times=3) == [MSS]
+    # Long after the repair's ack was due, the six left of the old flight report.
+    assert _dup(sender, 0.050, times=6) == []
+    assert sender.stats.lost_repairs == 0 and sender.stats.retransmissions == 1
+    # Two more, late, can only come from segments sent after the repair.
+    assert _dup(sender, 0.050, times=2) == [MSS]
+    assert sender.stats.lost_repairs == 1
+
+
+def test_a_hole_in_the_flight_a_loss_event_answered_is_no_new_event() -> None:
+    """RFC 9002's recovery period: losses of data sent before a reduction are that reduction's.
+
+    A lost repair ends in a second reduction; the episode then ends, and a
+    hole in data sent before that reduction starts a new episode, which
+    repairs it without a third.
+    """
+    sender = _sender(window=10)
+    _sampled(sender, 0.010)
+    sender.write(bytes(60 * MSS))
+    sender.transmit(now=0.0)
+    assert _dup(sender, 0.020, times=3) == [MSS]  # the first segment was lost
+    assert sender.stats.congestion_reductions == 1
+    assert _dup(sender, 0.021, times=6) == []  # the rest of the flight arrived
+    fresh = _ends(sender.transmit(now=0.021))
+    assert fresh and fresh[0] == 11 * MSS
+    # The repair was lost: the segments after it report, long after its ack was due.
+    assert _dup(sender, 0.040) == []
+    assert _dup(sender, 0.040) == [MSS]
+    assert sender.stats.lost_repairs == 1 and sender.stats.congestion_reductions == 2
+    # Its second copy fills the hole; the segment after the first new one
+    # (sent before the second reduction) is missing, and the later ones
+    # report (after the two duplicates the episode's copies draw).
+    sender.on_ack(wrap(11 * MSS), now=0.041, pure=True)
+    assert not sender.in_recovery
+    assert _dup(sender, 0.042, times=5) == [12 * MSS]
+    assert sender.in_recovery and sender.stats.congestion_reductions == 2
+
+
 @pytest.mark.parametrize("late", [False, True], ids=["echo", "later"])
 def test_duplicates_drawn_by_a_needless_copy_start_no_new_episode(late: bool) -> None:
     """A copy of a segment the peer already had comes back as a duplicate ack.
