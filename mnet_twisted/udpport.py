@@ -72,6 +72,13 @@ class MNETPort(udp.Port):
     """
 
     gso = sys.platform == "linux"
+    #: Bytes one read batch takes before the protocol answers it (Twisted's
+    #: default is 256 KiB).  Every ack waits for the end of its batch, so
+    #: a quarter MiB of segments (milliseconds of work on a busy host) went
+    #: into every RTT sample: the sender saw a queue where there was none,
+    #: took random losses for congestion and waited longer for its acks.
+    #: 64 KiB is one or two GRO reads.
+    maxThroughput = 65536
     #: Whether reads take coalesced batches (UDP_GRO); set in startListening.
     gro = False
     #: Reads that brought several datagrams at once, and sendmsg calls that
