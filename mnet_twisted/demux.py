@@ -210,18 +210,32 @@ class Demultiplexer:
         between the first and the last are skipped: each carries nothing
         the next does not, and an ack burst is mostly such acks.  The first
         is kept (it may be a duplicate for the sender) and so is every
-        repeated value: each duplicate says one more segment arrived.
+        repeated value: each duplicate says one more segment arrived.  Copies
+        of one pure ack in a row (a peer reporting segments past a hole) go
+        to their session together after the first.
         """
         acks = [_pure_ack(data) for data in datagrams]
         last = len(datagrams) - 1
-        for index, data in enumerate(datagrams):
+        index = 0
+        while index <= last:
+            data, key = datagrams[index], acks[index]
             if (
                 0 < index < last
-                and _grows(acks[index - 1], acks[index])
-                and _grows(acks[index], acks[index + 1])
+                and _grows(acks[index - 1], key)
+                and _grows(key, acks[index + 1])
             ):
+                index += 1
                 continue
             self.receive_datagram(data, address, now)
+            copies = 0
+            if key is not None:
+                while index + copies < last and datagrams[index + copies + 1] == data:
+                    copies += 1
+            if copies:
+                session = self._by_peer_tag.get((address, key[0]))  # type: ignore[index]
+                if session is not None:
+                    session.receive_repeated_ack(data, copies, now)
+            index += copies + 1
 
     def destination_unreachable(self, address: Address, now: float) -> None:
         """The network says nothing listens at ``address``: refuse our attempts there."""

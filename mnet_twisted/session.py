@@ -433,6 +433,26 @@ class Session:
             self._heard(now)  # control packets show life by moving the session on
         self._notify(self)
 
+    def receive_repeated_ack(self, datagram: bytes, copies: int, now: float) -> None:
+        """``copies`` more of the pure ack ``datagram``, which ``receive_datagram`` just took.
+
+        A peer sends one for each segment it got past a hole, and the
+        sender counts every one; a run of them is taken in one call.
+        """
+        fields = wire.parse_data(datagram)
+        if self.tracer is not None or fields is None or self.state is not _S.ESTABLISHED:
+            for _ in range(copies):
+                self.receive_datagram(datagram, now)
+            return
+        self.datagrams_received += copies
+        seq, ack, _ = fields
+        progress = False
+        for _ in range(copies):
+            progress = self._on_data(seq, ack, b"", now) or progress
+        if progress:
+            self._heard(now)
+        self._notify(self)
+
     def _heard(self, now: float) -> None:
         """The peer showed progress: the dead-peer rule starts counting afresh.
 

@@ -382,6 +382,46 @@ def test_a_batch_skips_pure_acks_that_a_later_one_supersedes() -> None:
         wire.encode_data(tag, 7, 95, b"data"), ack(100),
         ack(2**32 - 2), ack(2**32 - 1), ack(5),  # wrap-around
     ]  # fmt: skip
+    repeated: list[tuple[bytes, int]] = []
+
+    class Session:
+        def receive_repeated_ack(self, data: bytes, copies: int, now: float) -> None:
+            repeated.append((data, copies))
+            seen.extend([data] * copies)
+
+    demux._by_peer_tag[(("127.0.0.1", 9), tag)] = Session()  # type: ignore[assignment]
     demux.receive_batch(batch, ("127.0.0.1", 9), now=0.0)
     kept = [wire.parse_data(d)[1] for d in seen]  # type: ignore[index]
     assert kept == [10, 40, 40, 40, 50, 60, 70, 80, 90, 95, 100, 2**32 - 2, 5]
+    assert repeated == [(ack(40), 2)]  # after the first, the copies go together
+
+
+def test_a_run_of_one_duplicate_ack_taken_at_once_acts_as_one_at_a_time() -> None:
+    """``receive_repeated_ack`` is a shortcut, not another rule: same repairs, same state."""
+    from simnet import connected_pair
+
+    from mnet_twisted.config import SessionConfig
+    from mnet_twisted.seqnum import wrap
+
+    def after_duplicates(together: bool) -> tuple[object, ...]:
+        config = SessionConfig(initial_window_segments=32, pacing=False)
+        _, _, _, conn, served = connected_pair(config=config)
+        session = conn.session
+        session.send(b"x" * 100_000)
+        sent = session.datagrams_to_send(1.0)
+        duplicate = wire.encode_data(
+            session.peer_tag, wrap(served.session._sender.snd_max), wrap(session._sender.acked), b""
+        )
+        session.receive_datagram(duplicate, 1.01)
+        if together:
+            session.receive_repeated_ack(duplicate, 20, 1.01)
+        else:
+            for _ in range(20):
+                session.receive_datagram(duplicate, 1.01)
+        out = session.datagrams_to_send(1.01)
+        stats = session.recovery_stats()
+        return (len(sent), out, stats, session.datagrams_received, session.congestion_window)
+
+    one_by_one = after_duplicates(together=False)
+    assert one_by_one[2]["retransmissions"] == 1  # the run did start a repair
+    assert after_duplicates(together=True) == one_by_one
