@@ -531,8 +531,9 @@ class StreamSender:
             if self._answers_original(now):
                 self._undo_episode(ack, now)
                 repair = None
-            elif ack > repair.end and self._after_timeout_in_silence(repair):
-                # The ack covers segments sent once: the flight was late.
+            elif ack > self._retransmitted_until and self._after_timeout_in_silence(repair):
+                # The ack covers segments sent once: the flight was late (even
+                # if a pass after a second timeout resent part of it).
                 self._undo_episode(ack, now, reordering=False)
                 repair = None
             elif not (repair.in_pass or repair.resent or repair.probe):
@@ -585,7 +586,12 @@ class StreamSender:
             end = min(ack + self._mss, self.snd_max)
             self._repair = _Repair(end, now, self._unreported_beyond(end), in_pass=True)
             return []
-        if repair is not None and self._after_timeout_in_silence(repair) and ack == repair.end:
+        if (
+            repair is not None
+            and ack == repair.end
+            and not self._episode_went_back
+            and self._after_timeout_in_silence(repair)
+        ):
             # The ack may answer the resent segment alone, the flight beyond
             # it lost, or be the first of that flight, only late: the next
             # ack (or duplicate, or timeout) tells which.
@@ -727,12 +733,7 @@ class StreamSender:
         duplicate before it, answers the originals.  The path, or a peer's
         process, stalled for longer than the timeout, and nothing was lost.
         """
-        return (
-            repair.probe
-            and not repair.in_pass
-            and not self._episode_duplicates
-            and not self._episode_went_back
-        )
+        return repair.probe and not repair.in_pass and not self._episode_duplicates
 
     def _undo_episode(self, ack: int, now: float, *, reordering: bool = True) -> None:
         """The episode's first repair was needless: the path reordered or stalled."""
@@ -741,6 +742,8 @@ class StreamSender:
             self._reorder_steps += 1
         if self._episode_reduced:
             self.congestion.undo()
+        # What a go-back pass has not resent yet arrived the first time.
+        self._go_back_until = min(self._go_back_until, self.snd_nxt)
         if self._probes.arrived_late(ack, self._retransmitted_until):
             # The probe itself arrived, only late: its size is proven after all.
             self._grow_segments()

@@ -319,6 +319,31 @@ def test_a_duplicate_after_the_first_ack_after_a_timeout_repairs_the_next_hole()
     assert sender.congestion.cwnd == 2 * MSS
 
 
+def test_an_ack_of_originals_beyond_a_pass_after_a_second_timeout_ends_it() -> None:
+    """The peer stalled past two timeouts: the pass the second started stops at the first ack past it.
+
+    Before, the pass went on resending the whole flight, which the peer
+    had, as fast as acks of the originals opened the window: tens to
+    hundreds of needless copies per stall on a busy host.
+    """
+    sender = _sender(window=10)
+    _sampled(sender, 0.010)
+    sender.write(bytes(40 * MSS))
+    sender.transmit(now=0.0)
+    assert _ends(sender.on_timer(now=sender.pto_deadline)[0]) == [MSS]
+    sender.on_ack(wrap(MSS), now=sender.pto_deadline - 0.01, pure=True)  # the copy's, or late?
+    now = sender.pto_deadline  # silence: the second timeout starts a pass
+    assert _ends(sender.on_timer(now=now)[0]) == [2 * MSS]
+    assert _ends(sender.transmit(now=now)) == [3 * MSS]
+    # An ack of segments sent only once: the flight was on its way all along.
+    assert sender.on_ack(wrap(5 * MSS), now=now + 0.001, pure=True)[1] == []
+    assert sender.stats.spurious_undos == 1 and not sender.in_recovery
+    assert all(end > 10 * MSS for end in _ends(sender.transmit(now=now + 0.001)))
+    sender.on_ack(wrap(10 * MSS), now=now + 0.002, pure=True)
+    assert _ends(sender.transmit(now=now + 0.002))[0] == 11 * MSS
+    assert sender.stats.retransmissions == 3
+
+
 def test_a_timeout_after_duplicate_acks_is_not_undone() -> None:
     """A duplicate ack before the ack says a segment beyond the hole arrived first: a loss."""
     sender = _timed_out_sender()
