@@ -37,7 +37,7 @@ class CongestionController(Protocol):
         """Several timeouts in a row: nothing gets through at this rate."""
 
     def undo(self) -> None:
-        """The last reduction answered a loss that was not one: take it back."""
+        """The reductions since the window last grew answered no loss: take them back."""
 
     def set_segment_size(self, mss: int) -> None:
         """The path was found to carry larger segments of ``mss`` payload bytes."""
@@ -70,6 +70,8 @@ class NewReno:
     def on_ack(
         self, acked: int, rtt_sample: float | None, min_rtt: float | None, round_start: bool
     ) -> None:
+        if acked:
+            self._before_reduction = None  # the window grows again: no undo now
         if self.cwnd < self.ssthresh:
             self.cwnd += acked
         else:
@@ -81,7 +83,10 @@ class NewReno:
             self.cwnd = self._max_window
 
     def on_congestion_event(self, min_rtt: float | None) -> bool:
-        self._before_reduction = (self.cwnd, self.ssthresh)
+        if self._before_reduction is None:
+            # Reductions in a row with no growth between (timeouts through a
+            # long stall) are undone together, back to the window before them.
+            self._before_reduction = (self.cwnd, self.ssthresh)
         self.ssthresh = max(self.cwnd // 2, 2 * self._mss)
         self.cwnd = self.ssthresh
         self._avoidance_credit = 0

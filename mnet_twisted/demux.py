@@ -219,11 +219,7 @@ class Demultiplexer:
         index = 0
         while index <= last:
             data, key = datagrams[index], acks[index]
-            if (
-                0 < index < last
-                and _grows(acks[index - 1], key)
-                and _grows(key, acks[index + 1])
-            ):
+            if 0 < index < last and _grows(acks[index - 1], key) and _grows(key, acks[index + 1]):
                 index += 1
                 continue
             self.receive_datagram(data, address, now)

@@ -409,9 +409,8 @@ def test_a_run_of_one_duplicate_ack_taken_at_once_acts_as_one_at_a_time() -> Non
         session = conn.session
         session.send(b"x" * 100_000)
         sent = session.datagrams_to_send(1.0)
-        duplicate = wire.encode_data(
-            session.peer_tag, wrap(served.session._sender.snd_max), wrap(session._sender.acked), b""
-        )
+        peer_seq = wrap(served.session._sender.snd_max)
+        duplicate = wire.encode_data(session.peer_tag, peer_seq, wrap(session._sender.acked), b"")
         session.receive_datagram(duplicate, 1.01)
         if together:
             session.receive_repeated_ack(duplicate, 20, 1.01)

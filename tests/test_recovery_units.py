@@ -139,6 +139,25 @@ def test_newreno_halves_once_and_undo_restores() -> None:
     assert cc.cwnd == 2 * MSS
 
 
+@pytest.mark.parametrize("controller", [NewReno, Adaptive])
+def test_undo_takes_back_every_reduction_since_the_window_last_grew(
+    controller: type[NewReno],
+) -> None:
+    """Timeouts through one long stall reduce again and again; one undo takes all back."""
+    cc = controller(MSS, initial_window_segments=16, max_window=10**9)
+    for _ in range(3):
+        assert cc.on_congestion_event(min_rtt=None)  # no RTT known: always a reduction
+    cc.on_persistent_congestion()
+    cc.undo()
+    assert (cc.cwnd, cc.ssthresh) == (16 * MSS, 10**9)
+    # Once the window grew after a reduction, that one stands.
+    cc.on_congestion_event(min_rtt=None)
+    cc.on_ack(MSS, None, None, round_start=False)
+    cc.on_congestion_event(min_rtt=None)
+    cc.undo()
+    assert (cc.cwnd, cc.ssthresh) == (8 * MSS, 8 * MSS)  # not (16, 10**9)
+
+
 def _feed_round(cc: Adaptive, rtt: float, samples: int = 10) -> None:
     cc.on_ack(MSS, rtt, 0.010, round_start=True)
     for _ in range(samples - 1):
@@ -320,7 +339,7 @@ def test_a_duplicate_after_the_first_ack_after_a_timeout_repairs_the_next_hole()
 
 
 def test_an_ack_of_originals_beyond_a_pass_after_a_second_timeout_ends_it() -> None:
-    """The peer stalled past two timeouts: the pass the second started stops at the first ack past it.
+    """A peer stalled past two timeouts: the second one's pass stops at an ack past it.
 
     Before, the pass went on resending the whole flight, which the peer
     had, as fast as acks of the originals opened the window: tens to
@@ -338,9 +357,10 @@ def test_an_ack_of_originals_beyond_a_pass_after_a_second_timeout_ends_it() -> N
     # An ack of segments sent only once: the flight was on its way all along.
     assert sender.on_ack(wrap(5 * MSS), now=now + 0.001, pure=True)[1] == []
     assert sender.stats.spurious_undos == 1 and not sender.in_recovery
-    assert all(end > 10 * MSS for end in _ends(sender.transmit(now=now + 0.001)))
+    sent = _ends(sender.transmit(now=now + 0.001))
     sender.on_ack(wrap(10 * MSS), now=now + 0.002, pure=True)
-    assert _ends(sender.transmit(now=now + 0.002))[0] == 11 * MSS
+    sent += _ends(sender.transmit(now=now + 0.002))
+    assert sent and min(sent) == 11 * MSS  # new data only, from the end of the flight on
     assert sender.stats.retransmissions == 3
 
 
