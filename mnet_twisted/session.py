@@ -624,6 +624,9 @@ class Session:
         self._receiver.on_ack_sent()
 
     def _pure_ack(self) -> bytes:
+        # It acknowledges all in-order data so far: one still pending would
+        # repeat it, which the peer counts as a report of a later segment.
+        self._ack_pending = False
         self._receiver.on_ack_sent()
         seq = wrap(self._sender.snd_max)
         return wire.encode_data(self.local_tag, seq, wrap(self._receiver.rcv_nxt), b"")

@@ -424,3 +424,22 @@ def test_a_run_of_one_duplicate_ack_taken_at_once_acts_as_one_at_a_time() -> Non
     one_by_one = after_duplicates(together=False)
     assert one_by_one[2]["retransmissions"] == 1  # the run did start a repair
     assert after_duplicates(together=True) == one_by_one
+
+
+def test_an_ack_sent_at_once_leaves_no_pending_one_to_repeat_it() -> None:
+    """In-order data, then a duplicate segment in the same batch: one ack, not two.
+
+    The second, identical ack reached the sender as a duplicate, a report
+    of a segment past a hole that never was (at a transfer's tail it set
+    off an early retransmission).
+    """
+    from simnet import connected_pair
+
+    _, _, _, conn, served = connected_pair()
+    conn.session.send(b"x" * 100)
+    (datagram,) = conn.session.datagrams_to_send(1.0)
+    receiver = served.session
+    receiver.receive_datagram(datagram, 1.001)  # in order: acked at the drain
+    receiver.receive_datagram(datagram, 1.001)  # a copy: acked at once
+    acks = receiver.datagrams_to_send(1.001)
+    assert len(acks) == 1 and wire.parse_data(acks[0])[2] == b""  # type: ignore[index]
