@@ -80,6 +80,11 @@ class Pacer:
         if self._rate is not None:
             self.tokens -= size
 
+    def refund(self, size: int) -> None:
+        """``size`` bytes spent did not leave after all (a size probe the stack refused)."""
+        if self._rate is not None:
+            self.tokens += size
+
     def ready_at(self, now: float, size: int) -> float:
         """When the bucket will hold ``size`` bytes, at the current rate."""
         if self._rate is None or self.tokens >= size:

@@ -435,6 +435,11 @@ class StreamSender:
         start, end, _ = probe
         if self._first_sent and self._first_sent[-1][0] == end:
             self._first_sent.pop()
+        if self.pacer is not None:
+            # Each refusal is followed by a smaller probe at once: the pacing
+            # of a whole search's refused probes, charged, held the stream
+            # back for milliseconds and tripped the probe timeout.
+            self.pacer.refund(end - start)
         self.snd_nxt = self.snd_max = start
         self.stats.data_datagrams_sent -= 1
         if self.snd_max <= self._buffer.start:

@@ -58,10 +58,10 @@ MSS = 1000
 
 def _sender(**options: Any) -> StreamSender:
     options.setdefault("initial_window_segments", 10)
+    options.setdefault("pacing", False)
     config = SessionConfig(
         max_datagram_size=DATA_HEADER_SIZE + MSS,
         max_probe_datagram_size=DATA_HEADER_SIZE + 8 * MSS,
-        pacing=False,
         **options,
     )
     return StreamSender(config)
@@ -165,6 +165,19 @@ def test_a_refused_probe_is_taken_back_as_if_never_sent() -> None:
     assert (
         segments[0][0] == (2 * DATA_HEADER_SIZE + 9 * MSS) // 2 - DATA_HEADER_SIZE
     )  # the next, smaller probe
+
+
+def test_a_refused_probe_gives_back_the_pacing_it_used() -> None:
+    """A refused probe never left: the stream behind it must not wait for its pacing."""
+    sender = _sender(initial_window_segments=20, pacing=True)
+    sender.rtt.add_sample(0.010)
+    sender.write(bytes(100 * MSS))
+    sent = sender.transmit(now=0.0)
+    assert sent and len(sent[-1][1]) == 8 * MSS  # the probe ends the batch
+    assert sender.pacer is not None
+    tokens = sender.pacer.tokens
+    assert sender.size_probe_refused()
+    assert sender.pacer.tokens == tokens + 8 * MSS
 
 
 # -- a simulated path -------------------------------------------------------------------
