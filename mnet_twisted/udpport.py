@@ -72,13 +72,14 @@ class MNETPort(udp.Port):
     """
 
     gso = sys.platform == "linux"
-    #: Bytes one read batch takes before the protocol answers it (Twisted's
-    #: default is 256 KiB).  Every ack waits for the end of its batch, so
-    #: a quarter MiB of segments (milliseconds of work on a busy host) went
-    #: into every RTT sample: the sender saw a queue where there was none,
-    #: took random losses for congestion and waited longer for its acks.
-    #: 64 KiB is one or two GRO reads.
-    maxThroughput = 65536
+    #: Datagrams one coalesced read batch takes before the protocol answers
+    #: it.  Every ack waits for the end of its batch, and Twisted's quota of
+    #: 256 KiB is some 180 full-size datagrams, milliseconds of work on a
+    #: busy host: that wait went into every RTT sample, so the sender saw a
+    #: queue where there was none, took random losses for congestion and
+    #: waited longer for its acks.  (A count, not bytes: four 64 KiB
+    #: datagrams take little time.)
+    maxDatagramsPerRead = 64
     #: Whether reads take coalesced batches (UDP_GRO); set in startListening.
     gro = False
     #: Reads that brought several datagrams at once, and sendmsg calls that
@@ -137,12 +138,12 @@ class MNETPort(udp.Port):
         """
         if quiet:
             self.quietReads += 1
-        read = 0
+        read = datagrams = 0
         receive = self.protocol.datagramReceived
         largest = self.maxPacketSize
         buffer_size = max(largest, _GRO_BUFFER)
         ipv6 = self.addressFamily == socket.AF_INET6
-        while read < self.maxThroughput:
+        while read < self.maxThroughput and datagrams < self.maxDatagramsPerRead:
             try:
                 data, ancillary, _, addr = self.socket.recvmsg(buffer_size, 64)
             except OSError as error:
@@ -159,6 +160,7 @@ class MNETPort(udp.Port):
             segment = _segment_size(ancillary) if ancillary else 0
             if 0 < segment < len(data):
                 self.coalescedReads += 1
+                datagrams += -(-len(data) // segment)
                 pieces = [
                     data[at : at + min(segment, largest)] for at in range(0, len(data), segment)
                 ]
@@ -175,6 +177,7 @@ class MNETPort(udp.Port):
                         except BaseException:
                             log.err()
             else:
+                datagrams += 1
                 # What recvfrom(maxPacketSize) would have returned.
                 try:
                     receive(data if len(data) <= largest else data[:largest], addr)
