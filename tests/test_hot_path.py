@@ -8,7 +8,9 @@ reactor turn that read it, with no ``callLater(0)`` turn per message.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -252,8 +254,9 @@ class _BatchRecorder(DatagramProtocol):
         self.batches[-1].append(data)
 
 
-def test_a_read_after_a_quiet_spell_takes_one_datagram_then_reads_drain(monkeypatch) -> None:
-    """One datagram when the socket was quiet; what waits behind it comes at the next read."""
+@contextlib.contextmanager
+def _recorded_gro_port(why: str) -> Iterator[tuple[Any, _BatchRecorder, socket.socket]]:
+    """An ``MNETPort`` on loopback that records its read batches, and a socket to feed it."""
     from twisted.internet import reactor
 
     from mnet_twisted import udpport
@@ -263,7 +266,22 @@ def test_a_read_after_a_quiet_spell_takes_one_datagram_then_reads_drain(monkeypa
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         if not port.gro:
-            pytest.skip("quiet reads are part of the GRO read path (Linux)")
+            pytest.skip(why)
+        yield port, recorder, sender
+    finally:
+        sender.close()
+        port.stopListening()
+
+
+def test_a_read_after_a_quiet_spell_takes_one_datagram_then_reads_drain(monkeypatch) -> None:
+    """One datagram when the socket was quiet; what waits behind it comes at the next read."""
+    from mnet_twisted import udpport
+
+    with _recorded_gro_port("quiet reads are part of the GRO read path (Linux)") as (
+        port,
+        recorder,
+        sender,
+    ):
         clock = [100.0]
         monkeypatch.setattr(udpport, "perf_counter", lambda: clock[0])
         address = port.getHost().host, port.getHost().port
@@ -281,9 +299,6 @@ def test_a_read_after_a_quiet_spell_takes_one_datagram_then_reads_drain(monkeypa
         sender.sendto(b"and again", address)
         port.doRead()
         assert recorder.batches[-1] == [b"again"]
-    finally:
-        sender.close()
-        port.stopListening()
 
 
 def test_a_busy_read_is_answered_every_64_datagrams(monkeypatch) -> None:
@@ -292,16 +307,13 @@ def test_a_busy_read_is_answered_every_64_datagrams(monkeypatch) -> None:
     Twisted reads up to 256 KiB before returning; every RTT sample then
     included that much processing, which looked like a queue.
     """
-    from twisted.internet import reactor
-
     from mnet_twisted import udpport
 
-    recorder = _BatchRecorder()
-    port = udpport.listenMNETUDP(reactor, 0, recorder, "127.0.0.1", 65535)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        if not port.gro:
-            pytest.skip("the count bounds the GRO read path (Linux)")
+    with _recorded_gro_port("the count bounds the GRO read path (Linux)") as (
+        port,
+        recorder,
+        sender,
+    ):
         monkeypatch.setattr(udpport, "perf_counter", lambda: 100.0)  # one quiet read, then busy
         address = port.getHost().host, port.getHost().port
         # Sizes that differ one to the next, so that GRO joins none of them
@@ -313,9 +325,6 @@ def test_a_busy_read_is_answered_every_64_datagrams(monkeypatch) -> None:
             port.doRead()
         assert [d for batch in recorder.batches for d in batch] == sent
         assert max(map(len, recorder.batches)) == port.maxDatagramsPerRead == 64
-    finally:
-        sender.close()
-        port.stopListening()
 
 
 # -- a shared client socket ----------------------------------------------------------------
