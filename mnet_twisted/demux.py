@@ -227,8 +227,7 @@ class Demultiplexer:
             if key is not None:
                 while index + copies < last and datagrams[index + copies + 1] == data:
                     copies += 1
-            if copies:
-                session = self._by_peer_tag.get((address, key[0]))  # type: ignore[index]
+                session = self._by_peer_tag.get((address, key[0])) if copies else None
                 if session is not None:
                     session.receive_repeated_ack(data, copies, now)
             index += copies + 1
