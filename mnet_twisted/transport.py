@@ -261,6 +261,11 @@ class MNETTransport:
         except Exception:
             self._mnet.stats["applicationErrors"] += 1
             self._log.failure("Unhandled error in {protocol}.connectionLost", protocol=protocol)
+        # As Twisted's TCP connections do: the protocol's reference back to
+        # its transport makes a cycle, and a cycle waits for the collector,
+        # which with thousands of sessions closing is a long pause later.
+        self.protocol = None
+        self._logContext = None
 
     def _reason(self, event: Closed, lost: bool) -> Failure:
         if self._failure is not None:

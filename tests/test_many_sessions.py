@@ -6,8 +6,10 @@ are, and what a session holds while idle.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -243,3 +245,38 @@ def test_tables_give_back_their_room_once_most_sessions_are_gone() -> None:
     again.send(b"still here")
     pair.exchange()
     assert pair.received[again.local_tag] == b"still here"
+
+
+class _Kept(Protocol):
+    """A protocol that records itself, so a test can watch it go away."""
+
+    built: list[weakref.ref[_Kept]] = []
+
+    def connectionMade(self) -> None:
+        _Kept.built.append(weakref.ref(self))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_closed_session_goes_away_without_the_collector(mnet) -> None:  # type: ignore[no-untyped-def]
+    """Once a session closes, nothing keeps its transport and protocol in a cycle.
+
+    As with Twisted's TCP connections: the collector would free them only
+    at its next full pass, which with thousands of closed sessions is a
+    long pause (and their memory is held until then).
+    """
+    _Kept.built = []
+    port = await mnet.listen(Factory.forProtocol(_Kept))
+    client = await mnet.connect(port, Factory.forProtocol(_Kept))
+    await mnet.waitFor(lambda: len(_Kept.built) == 2)
+    transports = [weakref.ref(client.transport)]
+    gc.collect()
+    gc.disable()
+    try:
+        client.transport.loseConnection()
+        del client
+        await mnet.waitFor(lambda: port.protocol.demux.open_sessions == 0)
+        await mnet.sleep(0.05)  # the client's half of the close
+        assert [kept() for kept in _Kept.built] == [None, None]
+        assert transports[0]() is None
+    finally:
+        gc.enable()
