@@ -175,6 +175,7 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
             "datagrams_received": stats.datagrams_received,
             "datagrams_sent": stats.datagrams_sent,
             "send_errors": stats.send_errors,
+            "memory_trims": port.protocol.stats["memoryTrims"],
             "timer_wakeups": wakeups.calls,
             "session_timer_calls": session_timers.calls,
             "delayed_calls": len(reactor.getDelayedCalls()),

@@ -40,6 +40,8 @@ sys.path.insert(0, str(HERE))
 
 from _netns_runner import Peers  # noqa: E402
 
+from mnet_twisted.protocol import MNETDatagramProtocol  # noqa: E402
+
 PEER = str(HERE / "_scale_peer.py")
 
 
@@ -158,6 +160,9 @@ class Run:
         while self.sample(collect=False)["sessions_open"] and time.monotonic() - began < 60:
             time.sleep(0.5)  # a lost SHUTDOWN-COMPLETE: the listener resends its ack
         drained_seconds = time.monotonic() - began
+        # The listener gives its free heap back a while after a wave of
+        # closes (MNETDatagramProtocol.releaseMemoryDelay): measure after it.
+        time.sleep(MNETDatagramProtocol.releaseMemoryDelay + 0.5)
         end = self.sample(trim=True)
         return self.report(
             start=start,
@@ -266,6 +271,7 @@ class Run:
                 "send_errors": end["send_errors"],
                 "top_lines": idle_start.get("top_lines"),
                 "top_lines_end": end.get("top_lines"),
+                "memory_trims": end["memory_trims"],
             },
             "clients_report": {
                 "bytes_per_session": per_session(
@@ -332,8 +338,9 @@ def show(report: dict[str, Any]) -> None:
     print(
         f" after closing all ({server['sessions_open_end']} left open"
         f" {server['seconds_until_all_closed']:.1f} s after the clients closed):"
-        f" RSS {mib(server['rss_end_kib'])} ({server['end_over_start'] - 1:+.1%} of the start),"
-        f" {mib(trimmed)} once malloc_trim ran ({trimmed / server['rss_start_kib'] - 1:+.1%})"
+        f" RSS {mib(server['rss_end_kib'])} ({server['end_over_start'] - 1:+.1%} of the start)"
+        f" once the listener trimmed its heap ({server['memory_trims']} time(s)),"
+        f" {mib(trimmed)} after another malloc_trim ({trimmed / server['rss_start_kib'] - 1:+.1%})"
         f"{blocks}"
     )
     print(

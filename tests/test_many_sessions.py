@@ -20,6 +20,7 @@ from mnet_twisted.config import ListenerLimits, SessionConfig
 from mnet_twisted.cookie import CookieMinter
 from mnet_twisted.demux import Demultiplexer
 from mnet_twisted.events import DataReceived
+from mnet_twisted.heap import can_release_free_memory
 from mnet_twisted.session import Session, SessionState
 
 CLIENT, SERVER = ("10.0.0.1", 4000), ("10.0.0.2", 5000)
@@ -280,3 +281,34 @@ async def test_a_closed_session_goes_away_without_the_collector(mnet) -> None:  
         assert transports[0]() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.skipif(not can_release_free_memory(), reason="the C library has no malloc_trim")
+@pytest_twisted.ensureDeferred
+async def test_a_wave_of_closed_sessions_is_followed_by_one_trim_of_the_heap(mnet) -> None:  # type: ignore[no-untyped-def]
+    """The listener gives its free heap back once, when the wave of closes is over."""
+    port = await mnet.listen(Factory.forProtocol(_Echo))
+    listener = port.protocol
+    listener.releaseMemoryAfter = 4
+    listener.releaseMemoryDelay = 0.5
+    endpoint = mnet.client(port, shareSocket=True)
+    factory = Factory.forProtocol(Protocol)
+    clients = [await mnet.within(endpoint.connect(factory)) for _ in range(11)]
+    await mnet.waitFor(lambda: port.protocol.demux.open_sessions == 11)
+    # Fewer closes than the count: no trim, however long the wait.
+    for client in clients[:3]:
+        client.transport.loseConnection()
+    await mnet.waitFor(lambda: port.protocol.demux.open_sessions == 8)
+    await mnet.sleep(0.75)
+    assert listener.stats["memoryTrims"] == 0
+    # The count is reached at the fourth close, but closes go on every 0.1 s
+    # for longer than the delay: the trim waits for them to stop.
+    for still_open in range(7, 0, -1):
+        clients[10 - still_open].transport.loseConnection()
+        await mnet.waitFor(lambda n=still_open: listener.demux.open_sessions == n)
+        await mnet.sleep(0.1)
+    assert listener.stats["memoryTrims"] == 0
+    await mnet.waitFor(lambda: listener.stats["memoryTrims"] == 1)
+    await mnet.sleep(0.75)
+    assert listener.stats["memoryTrims"] == 1
+    clients[10].transport.loseConnection()
