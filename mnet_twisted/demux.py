@@ -31,6 +31,8 @@ _DATA = int(wire.PacketType.DATA)
 HANDSHAKES_PER_DRAIN = 1024
 #: Per-session tables that never held this many sessions are not rebuilt.
 SHRINK_TABLES_FROM = 1024
+#: Superseded entries the deadline heap may hold beyond as many as are live.
+STALE_DEADLINES_KEPT = 64
 
 
 def table_oversized(held: int, peak: int) -> bool:
@@ -247,9 +249,9 @@ class Demultiplexer:
     def handle_timers(self, now: float) -> None:
         """Let every session whose deadline has passed act on it."""
         self._schedule_drained()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, _, session = heapq.heappop(heap)
+        # self._heap each time: rescheduling may rebuild it.
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, session = heapq.heappop(self._heap)
             if self._scheduled.get(session) != deadline:
                 continue  # superseded by an earlier entry, or forgotten
             del self._scheduled[session]
@@ -452,6 +454,23 @@ class Demultiplexer:
             self._scheduled[session] = deadline
             heapq.heappush(self._heap, (deadline, next(self._tiebreak), session))
 
+    def _drop_stale_deadlines(self) -> None:
+        """Rebuild the deadline heap once most of its entries are superseded.
+
+        Entries are left in place when a deadline moves earlier or a session
+        is forgotten, and each holds its session: a closed session's memory
+        would stay until its old deadline (a keep-alive, seconds away) came
+        up.  Checked when a session is forgotten and rebuilt when they are
+        over half, the heap costs O(1) per entry.  (Entries superseded while
+        sessions live are popped as their time comes, a little at a time.)
+        """
+        heap = self._heap
+        if len(heap) <= 2 * len(self._scheduled) + STALE_DEADLINES_KEPT:
+            return
+        scheduled = self._scheduled
+        self._heap = [entry for entry in heap if scheduled.get(entry[2]) == entry[0]]
+        heapq.heapify(self._heap)
+
     def _closed(self, session: Session) -> None:
         """``session`` is no longer open (closed, or forgotten)."""
         if session not in self._open:
@@ -491,6 +510,7 @@ class Demultiplexer:
                 del table[(address, tag)]
         if table_oversized(held, self._tables_peak):
             self._shrink_tables()
+        self._drop_stale_deadlines()
 
     def _shrink_tables(self) -> None:
         """Rebuild the per-session tables at their present size (see ``table_oversized``)."""

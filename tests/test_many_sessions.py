@@ -248,6 +248,33 @@ def test_tables_give_back_their_room_once_most_sessions_are_gone() -> None:
     assert pair.received[again.local_tag] == b"still here"
 
 
+def test_a_forgotten_session_is_let_go_before_its_old_deadlines_come() -> None:
+    """Closed sessions are freed at once, not when their old keep-alive time comes.
+
+    The deadline heap leaves superseded entries in place, and each holds
+    its session; it is rebuilt once they are most of it.
+    """
+    pair = Pair()
+    sessions = [pair.client.connect(SERVER, pair.now) for _ in range(500)]
+    pair.run_until(pair.now + 1)
+    assert pair.server.open_sessions == 500
+    gc.collect()
+    gc.disable()  # freed by their counts alone, with no cycle to collect
+    try:
+        for session in sessions[100:]:
+            session.close(pair.now)
+        pair.exchange()
+        assert pair.server.open_sessions == 100
+        # Well before any keep-alive (15 s) or idle deadline of theirs.
+        pair.run_until(pair.now + 0.5)
+        assert len(pair.server._heap) <= 2 * 100 + 64
+        accepted = [o for o in gc.get_objects() if type(o) is Session and not o.is_connector]
+        # The heap keeps at most as many superseded entries as live ones, plus 64.
+        assert len(accepted) <= 2 * 100 + 64
+    finally:
+        gc.enable()
+
+
 class _Kept(Protocol):
     """A protocol that records itself, so a test can watch it go away."""
 
@@ -312,3 +339,4 @@ async def test_a_wave_of_closed_sessions_is_followed_by_one_trim_of_the_heap(mne
     await mnet.sleep(0.75)
     assert listener.stats["memoryTrims"] == 1
     clients[10].transport.loseConnection()
+
