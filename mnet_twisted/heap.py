@@ -18,10 +18,16 @@ them; only the larger blocks (tables, buffers) are trimmed.
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["can_release_free_memory", "release_free_memory"]
+__all__ = [
+    "can_release_free_memory",
+    "release_after_next_full_collection",
+    "release_free_memory",
+]
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
@@ -49,3 +55,36 @@ def release_free_memory() -> bool:
     if _malloc_trim is None:
         return False
     return bool(_malloc_trim(0))
+
+
+class _AfterFullCollection:
+    """Trims once after the collector's next full pass, which frees more.
+
+    A full collection empties the interpreter's free lists (thousands of
+    spare tuples, floats, frames) and whatever cycles were left: after a
+    wave of sessions, megabytes that a trim before it cannot reach.
+    """
+
+    def __init__(self) -> None:
+        self.owed = False
+        self.installed = False
+
+    def want(self) -> None:
+        self.owed = True
+        if not self.installed:
+            gc.callbacks.append(self.collected)
+            self.installed = True
+
+    def collected(self, phase: str, info: dict[str, Any]) -> None:
+        if self.owed and phase == "stop" and info["generation"] == 2:
+            self.owed = False
+            release_free_memory()
+
+
+_after_full_collection = _AfterFullCollection()
+
+
+def release_after_next_full_collection() -> None:
+    """Give the free heap back once more, after the collector's next full pass."""
+    if _malloc_trim is not None:
+        _after_full_collection.want()

@@ -39,7 +39,11 @@ from twisted.python.log import ILogContext
 from .config import ListenerLimits, SessionConfig
 from .demux import table_oversized
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
-from .heap import can_release_free_memory, release_free_memory
+from .heap import (
+    can_release_free_memory,
+    release_after_next_full_collection,
+    release_free_memory,
+)
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
 from .trace import SessionTracer
@@ -103,10 +107,11 @@ class MNETDatagramProtocol(DatagramProtocol):
     _log = Logger()
     _sessionCounter = 0
     #: Give the C heap's free pages back to the system (L{mnet_twisted.heap})
-    #: once this many sessions closed since the last time, when no session
+    #: once this many sessions closed since the last time, or the port's
+    #: last session closed after it held this many at once: when no session
     #: has closed for C{releaseMemoryDelay} seconds (or ten times that after
-    #: the count was reached, so that steady churn costs one trim in ten
-    #: seconds); C{None}: never.  A trim after thousands of sessions takes
+    #: it was due, so that steady churn costs one trim in ten seconds);
+    #: C{None}: never.  A trim after thousands of sessions takes
     #: milliseconds (with C{PYTHONMALLOC=malloc}, up to about 20).
     releaseMemoryAfter: int | None = 256
     releaseMemoryDelay = 1.0
@@ -160,6 +165,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._transports: dict[Any, MNETTransport] = {}
         self._transportsPeak = 0
         self._closedSinceRelease = 0
+        self._heldSinceEmpty = 0
         self._lastClose = 0.0
         self._releaseWanted = 0.0
         self._releaseCall: Any = None
@@ -692,12 +698,29 @@ class MNETDatagramProtocol(DatagramProtocol):
         if table_oversized(held, self._transportsPeak):
             self._transports = dict(self._transports)
             self._transportsPeak = held
+        self._wantRelease(held)
+        if transport is not None:
+            self._logClosed(transport, event, lost)
+            transport._closed(event, lost)
+        trace_file = self._traceFiles.pop(session, None)
+        if trace_file is not None:
+            trace_file.close()
+
+    def _wantRelease(self, held: int) -> None:
+        """A session closed (of C{held}): is a trim of the heap due after it?"""
         self._closedSinceRelease += 1
         self._lastClose = self._reactor.seconds()
+        self._heldSinceEmpty = max(self._heldSinceEmpty, held)
         after = self.releaseMemoryAfter
+        if after is None:
+            return
+        # A trim while some of a wave's sessions live frees little of their
+        # pages, so the close that empties the port trims again.
+        emptied = not self._transports and self._heldSinceEmpty >= after
+        if not self._transports:
+            self._heldSinceEmpty = 0
         if (
-            after is not None
-            and self._closedSinceRelease >= after
+            (self._closedSinceRelease >= after or emptied)
             and self._releaseCall is None
             and can_release_free_memory()
         ):
@@ -705,12 +728,6 @@ class MNETDatagramProtocol(DatagramProtocol):
             self._releaseCall = self._reactor.callLater(
                 self.releaseMemoryDelay, self._releaseMemory
             )
-        if transport is not None:
-            self._logClosed(transport, event, lost)
-            transport._closed(event, lost)
-        trace_file = self._traceFiles.pop(session, None)
-        if trace_file is not None:
-            trace_file.close()
 
     def _releaseMemory(self) -> None:
         now = self._reactor.seconds()
@@ -723,6 +740,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._releaseCall = None
         self._closedSinceRelease = 0
         release_free_memory()
+        release_after_next_full_collection()
         self.stats["memoryTrims"] += 1
 
     def _openTrace(self, session: Any, now: float) -> SessionTracer | None:
