@@ -320,10 +320,23 @@ class Demultiplexer:
 
     def next_deadline(self) -> float | None:
         self._schedule_drained()
-        heap = self._heap
-        while heap and self._scheduled.get(heap[0][2]) != heap[0][0]:
+        heap, scheduled = self._heap, self._scheduled
+        while heap:
+            deadline, _, session = heap[0]
+            if scheduled.get(session) != deadline:
+                heapq.heappop(heap)  # superseded, or forgotten
+                continue
+            actual = session.next_deadline()
+            if actual == deadline:
+                return deadline
+            # The first deadline moved later (each ack pushes a probe
+            # timeout back): answered with the registered one, the adapter
+            # would wake for nothing, which costs it more than this.
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+            del scheduled[session]
+            if actual is not None:
+                self._schedule(session, actual)
+        return None
 
     # ------------------------------------------------------------------
     # The handshake, answered without state until the cookie comes back

@@ -487,10 +487,10 @@ class MNETDatagramProtocol(DatagramProtocol):
             return
         delay = max(0.0, deadline - now)
         if call is not None and call.active():
-            # Only an earlier deadline moves the timer: one that fires early
-            # finds nothing due and is armed again, which is cheaper than
-            # resetting a DelayedCall for every packet that pushes it back.
-            if deadline < call.getTime():
+            # Moving a DelayedCall later is cheap (Twisted only notes the
+            # delay, and re-files it when the first time comes), and far
+            # cheaper than waking this port for nothing.
+            if deadline != call.getTime():
                 call.reset(delay)
         else:
             self._timerCall = self._reactor.callLater(delay, self._onTimer)
