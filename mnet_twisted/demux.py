@@ -112,7 +112,7 @@ class Demultiplexer:
         self._scheduled: dict[Session, float] = {}
         #: Sessions drained since their deadline was last taken: it is taken
         #: when a deadline is next asked for, after the datagrams have left.
-        self._unscheduled: dict[Session, None] = {}
+        self._unscheduled: dict[Session, float | None] = {}
         self._tiebreak = itertools.count()
         #: The most sessions the tables have held since they were last rebuilt.
         self._tables_peak = 0
@@ -309,24 +309,30 @@ class Demultiplexer:
                 self._unscheduled[session] = None
         return out
 
-    def _schedule_drained(self) -> None:
+    def _schedule_drained(self) -> dict[Session, float | None] | None:
+        """Register the deadlines of the sessions touched since; returns them, if any."""
         drained = self._unscheduled
-        if drained:
-            self._unscheduled = {}
-            for session in drained:
-                deadline = session.next_deadline()
-                if deadline is not None:
-                    self._schedule(session, deadline)
+        if not drained:
+            return None
+        self._unscheduled = {}
+        for session in drained:  # the dict is ours now: it carries the answers back
+            deadline = drained[session] = session.next_deadline()
+            if deadline is not None:
+                self._schedule(session, deadline)
+        return drained
 
     def next_deadline(self) -> float | None:
-        self._schedule_drained()
+        fresh = self._schedule_drained()
         heap, scheduled = self._heap, self._scheduled
         while heap:
             deadline, _, session = heap[0]
             if scheduled.get(session) != deadline:
                 heapq.heappop(heap)  # superseded, or forgotten
                 continue
-            actual = session.next_deadline()
+            if fresh is not None and session in fresh:
+                actual = fresh[session]
+            else:
+                actual = session.next_deadline()
             if actual == deadline:
                 return deadline
             # The first deadline moved later (each ack pushes a probe
@@ -336,6 +342,8 @@ class Demultiplexer:
             del scheduled[session]
             if actual is not None:
                 self._schedule(session, actual)
+                if heap[0][2] is session:
+                    return actual
         return None
 
     # ------------------------------------------------------------------
