@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "WaveTrimmer",
     "can_release_free_memory",
     "release_after_next_full_collection",
     "release_free_memory",
@@ -88,3 +89,59 @@ def release_after_next_full_collection() -> None:
     """Give the free heap back once more, after the collector's next full pass."""
     if _malloc_trim is not None:
         _after_full_collection.want()
+
+
+class WaveTrimmer:
+    """
+    Trims the heap of one port once a wave of closed sessions is over.
+
+    A trim is due once ``after`` sessions closed since the last one, or
+    the port's last session closed after it held ``after`` at once (a
+    trim while some of a wave's sessions live frees little of the pages
+    they share).  It is made when no session closed for ``delay``
+    seconds, or ten delays after it fell due, so that steady churn costs
+    one trim in ten delays; and once more after the collector's next full
+    pass.  ``reactor`` gives ``seconds()`` and ``callLater()``.
+    """
+
+    def __init__(self, reactor: Any, trimmed: Callable[[], object]) -> None:
+        self._reactor = reactor
+        self._trimmed = trimmed
+        self._closed = 0
+        self._held_peak = 0
+        self._last_close = 0.0
+        self._due_since = 0.0
+        self._call: Any = None
+
+    def session_closed(self, held: int, remaining: int, after: int | None, delay: float) -> None:
+        """A session of the ``held`` the port had closed; ``remaining`` are left."""
+        self._closed += 1
+        self._last_close = self._reactor.seconds()
+        self._held_peak = max(self._held_peak, held)
+        if after is None:
+            return
+        emptied = not remaining and self._held_peak >= after
+        if not remaining:
+            self._held_peak = 0
+        if (self._closed >= after or emptied) and self._call is None and can_release_free_memory():
+            self._due_since = self._last_close
+            self._call = self._reactor.callLater(delay, self._trim, delay)
+
+    def stop(self) -> None:
+        """The port is closing: no trim is waiting any more."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _trim(self, delay: float) -> None:
+        now = self._reactor.seconds()
+        quiet = now - self._last_close
+        if quiet < delay and now - self._due_since < 10 * delay:
+            # Sessions are still closing: one trim after the wave, not one in it.
+            self._call = self._reactor.callLater(delay - quiet, self._trim, delay)
+            return
+        self._call = None
+        self._closed = 0
+        release_free_memory()
+        release_after_next_full_collection()
+        self._trimmed()

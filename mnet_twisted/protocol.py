@@ -39,11 +39,7 @@ from twisted.python.log import ILogContext
 from .config import ListenerLimits, SessionConfig
 from .demux import table_oversized
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
-from .heap import (
-    can_release_free_memory,
-    release_after_next_full_collection,
-    release_free_memory,
-)
+from .heap import WaveTrimmer
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
 from .trace import SessionTracer
@@ -106,13 +102,11 @@ class MNETDatagramProtocol(DatagramProtocol):
 
     _log = Logger()
     _sessionCounter = 0
-    #: Give the C heap's free pages back to the system (L{mnet_twisted.heap})
-    #: once this many sessions closed since the last time, or the port's
-    #: last session closed after it held this many at once: when no session
-    #: has closed for C{releaseMemoryDelay} seconds (or ten times that after
-    #: it was due, so that steady churn costs one trim in ten seconds);
-    #: C{None}: never.  A trim after thousands of sessions takes
-    #: milliseconds (with C{PYTHONMALLOC=malloc}, up to about 20).
+    #: Give the C heap's free pages back to the system after a wave of
+    #: closed sessions: once this many closed (C{None}: never), when none has
+    #: closed for C{releaseMemoryDelay} seconds (L{mnet_twisted.heap.WaveTrimmer}).
+    #: A trim after thousands of sessions takes milliseconds (with
+    #: C{PYTHONMALLOC=malloc}, up to about 20).
     releaseMemoryAfter: int | None = 256
     releaseMemoryDelay = 1.0
 
@@ -164,11 +158,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._fragmentation: FragmentationControl | None = None
         self._transports: dict[Any, MNETTransport] = {}
         self._transportsPeak = 0
-        self._closedSinceRelease = 0
-        self._heldSinceEmpty = 0
-        self._lastClose = 0.0
-        self._releaseWanted = 0.0
-        self._releaseCall: Any = None
+        self._trimmer = WaveTrimmer(reactor, self._heapTrimmed)
         self._pending: dict[Any, _PendingConnect] = {}
         # Transports whose pull producer wants another low-water notification,
         # armed after the event loop so a producer that writes nothing cannot
@@ -285,10 +275,11 @@ class MNETDatagramProtocol(DatagramProtocol):
     def stopProtocol(self) -> None:
         """The UDP port is going away: every session is lost."""
         self._stopped = True
-        for call in (self._flushCall, self._timerCall, self._idleCall, self._releaseCall):
+        for call in (self._flushCall, self._timerCall, self._idleCall):
             if call is not None and call.active():
                 call.cancel()
-        self._flushCall = self._timerCall = self._idleCall = self._releaseCall = None
+        self._flushCall = self._timerCall = self._idleCall = None
+        self._trimmer.stop()
         demux = self.demux
         if demux is not None:
             if not self._closing:
@@ -698,7 +689,9 @@ class MNETDatagramProtocol(DatagramProtocol):
         if table_oversized(held, self._transportsPeak):
             self._transports = dict(self._transports)
             self._transportsPeak = held
-        self._wantRelease(held)
+        self._trimmer.session_closed(
+            held, len(self._transports), self.releaseMemoryAfter, self.releaseMemoryDelay
+        )
         if transport is not None:
             self._logClosed(transport, event, lost)
             transport._closed(event, lost)
@@ -706,41 +699,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         if trace_file is not None:
             trace_file.close()
 
-    def _wantRelease(self, held: int) -> None:
-        """A session closed (of C{held}): is a trim of the heap due after it?"""
-        self._closedSinceRelease += 1
-        self._lastClose = self._reactor.seconds()
-        self._heldSinceEmpty = max(self._heldSinceEmpty, held)
-        after = self.releaseMemoryAfter
-        if after is None:
-            return
-        # A trim while some of a wave's sessions live frees little of their
-        # pages, so the close that empties the port trims again.
-        emptied = not self._transports and self._heldSinceEmpty >= after
-        if not self._transports:
-            self._heldSinceEmpty = 0
-        if (
-            (self._closedSinceRelease >= after or emptied)
-            and self._releaseCall is None
-            and can_release_free_memory()
-        ):
-            self._releaseWanted = self._lastClose
-            self._releaseCall = self._reactor.callLater(
-                self.releaseMemoryDelay, self._releaseMemory
-            )
-
-    def _releaseMemory(self) -> None:
-        now = self._reactor.seconds()
-        delay = self.releaseMemoryDelay
-        quiet = now - self._lastClose
-        if quiet < delay and now - self._releaseWanted < 10 * delay:
-            # Sessions are still closing: one trim after the wave, not one in it.
-            self._releaseCall = self._reactor.callLater(delay - quiet, self._releaseMemory)
-            return
-        self._releaseCall = None
-        self._closedSinceRelease = 0
-        release_free_memory()
-        release_after_next_full_collection()
+    def _heapTrimmed(self) -> None:
         self.stats["memoryTrims"] += 1
 
     def _openTrace(self, session: Any, now: float) -> SessionTracer | None:
