@@ -3,9 +3,9 @@ Give the C heap's free memory back to the operating system.
 
 When thousands of sessions close, the memory they held is free but stays
 in the process: glibc keeps freed pages in its heap for reuse unless they
-sit at its very top.  ``malloc_trim`` hands every free page back.  The
-port calls :func:`release_free_memory` when its sessions fall to an eighth
-of their peak, so a server that held a wave of sessions shrinks after it.
+sit at its very top.  ``malloc_trim`` hands every free page back.  Each
+port has a :class:`WaveTrimmer` that calls it once a wave of closed
+sessions is over, so a server that held a wave of sessions shrinks after it.
 
 What this reaches depends on the allocator Python uses for small objects.
 With ``PYTHONMALLOC=malloc`` every object lives in the C heap, and a server
