@@ -226,12 +226,16 @@ class Demultiplexer:
                 continue
             self.receive_datagram(data, address, now)
             copies = 0
-            if key is not None:
-                while index + copies < last and datagrams[index + copies + 1] == data:
-                    copies += 1
-                session = self._by_peer_tag.get((address, key[0])) if copies else None
-                if session is not None:
-                    session.receive_repeated_ack(data, copies, now)
+            while (
+                key is not None and index + copies < last and datagrams[index + copies + 1] == data
+            ):
+                copies += 1
+            session = self._by_peer_tag.get((address, data[1:4])) if copies else None
+            if session is not None:
+                session.receive_repeated_ack(data, copies, now)
+            else:  # none, or a stranger's copies: each answered as one alone
+                for _ in range(copies):
+                    self.receive_datagram(data, address, now)
             index += copies + 1
 
     def destination_unreachable(self, address: Address, now: float) -> None:

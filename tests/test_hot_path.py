@@ -407,6 +407,25 @@ def test_a_batch_skips_pure_acks_that_a_later_one_supersedes() -> None:
     assert repeated == [(ack(40), 2)]  # after the first, the copies go together
 
 
+def test_copies_of_a_strangers_pure_ack_are_answered_as_one_at_a_time() -> None:
+    """Copies in a batch with no session behind them each get what one alone gets."""
+    from mnet_twisted.cookie import CookieMinter
+    from mnet_twisted.demux import Demultiplexer
+
+    def aborts(together: bool) -> int:
+        demux = Demultiplexer(local_port=1, cookies=CookieMinter(b"k" * 16))
+        stray = wire.encode_data(b"abc", 7, 40, b"")
+        if together:
+            demux.receive_batch([stray] * 5, ("127.0.0.1", 9), now=0.0)
+        else:
+            for _ in range(5):
+                demux.receive_datagram(stray, ("127.0.0.1", 9), now=0.0)
+        return len(demux.datagrams_to_send(0.0))
+
+    assert aborts(together=False) == 5
+    assert aborts(together=True) == 5
+
+
 def test_a_run_of_one_duplicate_ack_taken_at_once_acts_as_one_at_a_time() -> None:
     """``receive_repeated_ack`` is a shortcut, not another rule: same repairs, same state."""
     from simnet import connected_pair
