@@ -176,6 +176,7 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
             "datagrams_sent": stats.datagrams_sent,
             "send_errors": stats.send_errors,
             "memory_trims": port.protocol.stats["memoryTrims"],
+            "memory_trim_longest_ms": port.protocol.longestMemoryTrim * 1e3,
             "timer_wakeups": wakeups.calls,
             "session_timer_calls": session_timers.calls,
             "delayed_calls": len(reactor.getDelayedCalls()),

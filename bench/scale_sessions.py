@@ -272,6 +272,7 @@ class Run:
                 "top_lines": idle_start.get("top_lines"),
                 "top_lines_end": end.get("top_lines"),
                 "memory_trims": end["memory_trims"],
+                "memory_trim_longest_ms": end["memory_trim_longest_ms"],
             },
             "clients_report": {
                 "bytes_per_session": per_session(
@@ -339,7 +340,8 @@ def show(report: dict[str, Any]) -> None:
         f" after closing all ({server['sessions_open_end']} left open"
         f" {server['seconds_until_all_closed']:.1f} s after the clients closed):"
         f" RSS {mib(server['rss_end_kib'])} ({server['end_over_start'] - 1:+.1%} of the start)"
-        f" once the listener trimmed its heap ({server['memory_trims']} time(s)),"
+        f" once the listener trimmed its heap ({server['memory_trims']} time(s), the longest"
+        f" {server['memory_trim_longest_ms']:.1f} ms),"
         f" {mib(trimmed)} after another malloc_trim ({trimmed / server['rss_start_kib'] - 1:+.1%})"
         f"{blocks}"
     )

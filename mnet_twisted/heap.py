@@ -21,6 +21,7 @@ import ctypes
 import gc
 import sys
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 __all__ = [
@@ -101,10 +102,11 @@ class WaveTrimmer:
     they share).  It is made when no session closed for ``delay``
     seconds, or ten delays after it fell due, so that steady churn costs
     one trim in ten delays; and once more after the collector's next full
-    pass.  ``reactor`` gives ``seconds()`` and ``callLater()``.
+    pass.  ``reactor`` gives ``seconds()`` and ``callLater()``; ``trimmed``
+    is told how long each trim took.
     """
 
-    def __init__(self, reactor: Any, trimmed: Callable[[], object]) -> None:
+    def __init__(self, reactor: Any, trimmed: Callable[[float], object]) -> None:
         self._reactor = reactor
         self._trimmed = trimmed
         self._closed = 0
@@ -142,6 +144,7 @@ class WaveTrimmer:
             return
         self._call = None
         self._closed = 0
+        started = perf_counter()
         release_free_memory()
+        self._trimmed(perf_counter() - started)
         release_after_next_full_collection()
-        self._trimmed()

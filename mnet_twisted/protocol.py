@@ -105,10 +105,12 @@ class MNETDatagramProtocol(DatagramProtocol):
     #: Give the C heap's free pages back to the system after a wave of
     #: closed sessions: once this many closed (C{None}: never), when none has
     #: closed for C{releaseMemoryDelay} seconds (L{mnet_twisted.heap.WaveTrimmer}).
-    #: A trim after thousands of sessions takes milliseconds (with
-    #: C{PYTHONMALLOC=malloc}, up to about 20).
+    #: The trim after 10,000 sessions took 4.4 ms with C{PYTHONMALLOC=malloc}
+    #: (L{longestMemoryTrim}; C{bench/scale_sessions.py} reports it).
     releaseMemoryAfter: int | None = 256
     releaseMemoryDelay = 1.0
+    #: The longest of those trims so far, in seconds (the reactor waits for it).
+    longestMemoryTrim = 0.0
 
     def __init__(
         self,
@@ -699,8 +701,9 @@ class MNETDatagramProtocol(DatagramProtocol):
         if trace_file is not None:
             trace_file.close()
 
-    def _heapTrimmed(self) -> None:
+    def _heapTrimmed(self, seconds: float) -> None:
         self.stats["memoryTrims"] += 1
+        self.longestMemoryTrim = max(self.longestMemoryTrim, seconds)
 
     def _openTrace(self, session: Any, now: float) -> SessionTracer | None:
         """A trace file for a new session: DIR/mnet-<time>-<port>-<tag>.jsonl (if tracing)."""
