@@ -75,12 +75,11 @@ class MNETPort(udp.Port):
     #: Datagrams after which a coalesced read batch ends and the protocol
     #: answers it (the last GRO read may carry it past by up to 63; reads
     #: without GRO keep Twisted's quota).  Every ack waits for the end of
-    #: its batch, and Twisted's quota of
-    #: 256 KiB is some 180 full-size datagrams, milliseconds of work on a
-    #: busy host: that wait went into every RTT sample, so the sender saw a
-    #: queue where there was none, took random losses for congestion and
-    #: waited longer for its acks.  (A count, not bytes: four 64 KiB
-    #: datagrams take little time.)
+    #: its batch, and Twisted's quota of 256 KiB is some 180 full-size
+    #: datagrams, milliseconds of work on a busy host: that wait went into
+    #: every RTT sample, so the sender saw a queue where there was none,
+    #: took random losses for congestion and waited longer for its acks.
+    #: (A count, not bytes: four 64 KiB datagrams take little time.)
     maxDatagramsPerRead = 64
     #: Whether reads take coalesced batches (UDP_GRO); set in startListening.
     gro = False
