@@ -86,6 +86,9 @@ class Demultiplexer:
         self.sessions_accepted = 0
         self.cookies_rejected = 0
         self.aborts_sent = 0
+        #: Pure acks of a batch passed over because a later one in the same
+        #: batch acknowledges more (``receive_batch``).
+        self.acks_passed_over = 0
         #: Stateless replies (COOKIE, and ABORT to strangers) within their rates.
         limits = self.limits
         self._cookie_replies = ReplyLimiter(limits.cookie_rate, limits.cookie_rate_per_source)
@@ -222,6 +225,7 @@ class Demultiplexer:
         while index <= last:
             data, key = datagrams[index], acks[index]
             if 0 < index < last and _grows(acks[index - 1], key) and _grows(key, acks[index + 1]):
+                self.acks_passed_over += 1
                 index += 1
                 continue
             self.receive_datagram(data, address, now)

@@ -89,6 +89,8 @@ class MNETPort(udp.Port):
     batchedWrites = 0
     #: Reads that took one datagram (or batch) after a quiet spell.
     quietReads = 0
+    #: Read batches (readiness events handled), the unit the protocol answers in.
+    readBatches = 0
     _lastReadEnded = 0.0
     #: Bind with SO_REUSEPORT, so several processes can serve one port.
     reusePort = False
@@ -123,6 +125,7 @@ class MNETPort(udp.Port):
         if started is None:
             return super().doRead()
         started()
+        self.readBatches += 1
         try:
             if self.gro:
                 quiet = not drain and perf_counter() - self._lastReadEnded > _QUIET_GAP
@@ -135,57 +138,75 @@ class MNETPort(udp.Port):
     def _readCoalesced(self, quiet: bool = False) -> None:
         """``doRead`` with GRO: each read may hold many datagrams of one sender.
 
-        A ``quiet`` read stops after the first one (see the module's notes).
+        Consecutive datagrams from one address, whether the kernel
+        coalesced them or they came one ``recvmsg`` at a time, reach the
+        protocol as one ``datagramsReceived`` batch (when it has that
+        method), so that it can take a run of acks as a whole.  A ``quiet``
+        read stops after the first one (see the module's notes).
         """
         if quiet:
             self.quietReads += 1
         read = datagrams = 0
-        receive = self.protocol.datagramReceived
         largest = self.maxPacketSize
         buffer_size = max(largest, _GRO_BUFFER)
         ipv6 = self.addressFamily == socket.AF_INET6
-        while read < self.maxThroughput and datagrams < self.maxDatagramsPerRead:
-            try:
-                data, ancillary, _, addr = self.socket.recvmsg(buffer_size, 64)
-            except OSError as error:
-                if error.args[0] in udp._sockErrReadIgnore:
-                    return
-                if error.args[0] in udp._sockErrReadRefuse:
-                    if self._connectedAddr:
-                        self.protocol.connectionRefused()
-                    return
-                raise
-            read += len(data)
-            if ipv6:
-                addr = addr[:2]
-            segment = _segment_size(ancillary) if ancillary else 0
-            if 0 < segment < len(data):
-                self.coalescedReads += 1
-                datagrams += -(-len(data) // segment)
-                pieces = [
-                    data[at : at + min(segment, largest)] for at in range(0, len(data), segment)
-                ]
-                batch = getattr(self.protocol, "datagramsReceived", None)
-                if batch is not None:
-                    try:
-                        batch(pieces, addr)
-                    except BaseException:
-                        log.err()
-                else:
-                    for piece in pieces:
-                        try:
-                            receive(piece, addr)
-                        except BaseException:
-                            log.err()
-            else:
-                datagrams += 1
-                # What recvfrom(maxPacketSize) would have returned.
+        run: list[bytes] = []
+        run_from: Any = None
+        try:
+            while read < self.maxThroughput and datagrams < self.maxDatagramsPerRead:
                 try:
-                    receive(data if len(data) <= largest else data[:largest], addr)
-                except BaseException:
-                    log.err()
-            if quiet:
-                return
+                    data, ancillary, _, addr = self.socket.recvmsg(buffer_size, 64)
+                except OSError as error:
+                    if error.args[0] in udp._sockErrReadIgnore:
+                        return
+                    if error.args[0] in udp._sockErrReadRefuse:
+                        if run:
+                            self._handRun(run, run_from)
+                            run = []
+                        if self._connectedAddr:
+                            self.protocol.connectionRefused()
+                        return
+                    raise
+                read += len(data)
+                if ipv6:
+                    addr = addr[:2]
+                if addr != run_from and run:
+                    self._handRun(run, run_from)
+                    run = []
+                run_from = addr
+                segment = _segment_size(ancillary) if ancillary else 0
+                if 0 < segment < len(data):
+                    self.coalescedReads += 1
+                    datagrams += -(-len(data) // segment)
+                    run += [
+                        data[at : at + min(segment, largest)]
+                        for at in range(0, len(data), segment)
+                    ]
+                else:
+                    datagrams += 1
+                    # What recvfrom(maxPacketSize) would have returned.
+                    run.append(data if len(data) <= largest else data[:largest])
+                if quiet:
+                    return
+        finally:
+            if run:
+                self._handRun(run, run_from)
+
+    def _handRun(self, run: list[bytes], addr: Any) -> None:
+        """Give the protocol datagrams that came in a row from ``addr``."""
+        batch = getattr(self.protocol, "datagramsReceived", None)
+        if batch is not None and len(run) > 1:
+            try:
+                batch(run, addr)
+            except BaseException:
+                log.err()
+            return
+        receive = self.protocol.datagramReceived
+        for datagram in run:
+            try:
+                receive(datagram, addr)
+            except BaseException:
+                log.err()
 
     def writeDatagram(self, datagram: bytes, addr: tuple[str, int]) -> None:
         """``write()`` for an address the socket itself reported or connected to.

@@ -327,6 +327,76 @@ def test_a_busy_read_is_answered_every_64_datagrams(monkeypatch) -> None:
         assert max(map(len, recorder.batches)) == port.maxDatagramsPerRead == 64
 
 
+class _RunRecorder(_BatchRecorder):
+    """Also takes runs of datagrams from one sender, as ``MNETDatagramProtocol`` does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[tuple[list[bytes], Any]] = []
+
+    def datagramsReceived(self, datagrams: list[bytes], addr: Any) -> None:
+        self.batches[-1].extend(datagrams)
+        self.runs.append((list(datagrams), addr))
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        super().datagramReceived(data, addr)
+        self.runs.append(([data], addr))
+
+
+def test_datagrams_read_in_a_row_from_one_sender_are_handed_over_together(monkeypatch) -> None:
+    """Without GRO coalescing (no GSO at the sender), a read batch still reaches the
+    protocol in runs, one per sender in turn, in order: the demux takes a run of
+    acks as a whole."""
+    from twisted.internet import reactor
+
+    from mnet_twisted import udpport
+
+    recorder = _RunRecorder()
+    port = udpport.listenMNETUDP(reactor, 0, recorder, "127.0.0.1", 65535)
+    first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    second = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if not port.gro:
+            pytest.skip("runs are formed by the GRO read path (Linux)")
+        monkeypatch.setattr(udpport, "perf_counter", lambda: 100.0)  # one quiet read, then busy
+        address = port.getHost().host, port.getHost().port
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        plan = [(first, 0), (first, 1), (first, 2), (second, 3), (second, 4), (first, 5)]
+        for sock, index in [(first, 99), *plan]:
+            sock.sendto(bytes([index]) * (20 + index % 2), address)
+        port.doRead()  # quiet: the first datagram alone
+        port.doRead()  # busy: the rest, in three runs
+        runs = [([d[0] for d in run], addr) for run, addr in recorder.runs]
+        assert runs == [
+            ([99], first.getsockname()),
+            ([0, 1, 2], first.getsockname()),
+            ([3, 4], second.getsockname()),
+            ([5], first.getsockname()),
+        ]
+        assert recorder.batches == [
+            [bytes([99]) * 21],
+            [bytes([i]) * (20 + i % 2) for i in range(6)],
+        ]
+    finally:
+        first.close()
+        second.close()
+        port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sender_passes_over_acks_that_came_one_per_read(mnet) -> None:
+    """The receiver's acks leave one per datagram (no GSO) and arrive one per
+    ``recvmsg``; the sender still takes each read's run of them as a whole."""
+
+    def acksUncoalesced(sender: Any, receiver: Any) -> None:
+        receiver.gso = False
+
+    sender, _, _ = await _pinnedTransfer(mnet, 4 * 1024 * 1024, acksUncoalesced)
+    assert sender.coalescedReads == 0  # nothing for GRO to join
+    assert sender.protocol.demux.acks_passed_over > 0
+
+
 # -- a shared client socket ----------------------------------------------------------------
 
 
