@@ -66,6 +66,20 @@ def stream_sha256(length: int) -> str:
     return digest.hexdigest()
 
 
+def port_counters(transport: Any) -> dict[str, int] | None:
+    """What the MNET port under ``transport`` did: reads, writes, offloads."""
+    mnet = getattr(transport, "_mnet", None)
+    port = getattr(mnet, "transport", None)
+    if mnet is None or port is None:
+        return None
+    names = ("readBatches", "quietReads", "coalescedReads", "batchedWrites")
+    counters = {name: int(getattr(port, name, 0)) for name in names}
+    counters["datagramsSent"] = mnet.stats["datagramsSent"]
+    counters["datagramsReceived"] = mnet.stats["datagramsReceived"]
+    counters["acksPassedOver"] = getattr(mnet.demux, "acks_passed_over", 0)
+    return counters
+
+
 def emit(**fields: Any) -> None:
     print(json.dumps(fields, default=str), flush=True)
 
@@ -88,9 +102,11 @@ class Receiving(Protocol):
         self.last_byte: float | None = None
         self.reported = False
         self.closing = False
+        self.cpu_at_connect = 0.0
 
     def connectionMade(self) -> None:
         self.connected = time.monotonic()
+        self.cpu_at_connect = time.process_time()
         self.options.connections += 1
         reactor = reactor_()
         if self.options.until is not None:
@@ -126,6 +142,8 @@ class Receiving(Protocol):
             first_byte=self.first_byte,
             last_byte=self.last_byte,
             ended=time.monotonic(),
+            cpu_seconds=time.process_time() - self.cpu_at_connect,
+            port=port_counters(self.transport),
             complete=how == "complete",
             timed_out=how == "timeout",
             how=how,
@@ -154,6 +172,7 @@ class Sending(Protocol):
         self.first_write: float | None = None
         self.paused = True
         self.reported = False
+        self.cpu_at_first_write = 0.0
 
     def connectionMade(self) -> None:
         emit(event="connected", role="sender", at=time.monotonic())
@@ -170,6 +189,7 @@ class Sending(Protocol):
 
     def start(self) -> None:
         self.first_write = time.monotonic()
+        self.cpu_at_first_write = time.process_time()
         self.transport.registerProducer(self, True)
         self.resumeProducing()
 
@@ -205,6 +225,8 @@ class Sending(Protocol):
             sha256=self.digest.hexdigest(),
             first_write=self.first_write,
             ended=time.monotonic(),
+            cpu_seconds=time.process_time() - self.cpu_at_first_write,
+            port=port_counters(self.transport),
             timed_out=how == "timeout",
             how=how,
             recovery_stats=stats_of() if callable(stats_of) else None,

@@ -191,11 +191,36 @@ def summarize(levels: list[float], transfers: list[dict[str, Any]]) -> list[dict
             dropped = sum(t["nft"]["dropped"] for t in runs if t["proto"] == proto)
             seen = dropped + sum(t["nft"]["passed"] for t in runs if t["proto"] == proto)
             row[f"{proto}_measured_drop_rate"] = dropped / seen if seen else None
+        mnet_runs = [t for t in runs if t["proto"] == "mnet"]
+        for role in ("sender", "receiver"):
+            row[f"mnet_{role}_cpu"] = median_or_none(
+                (t[role] or {}).get("cpu_seconds") for t in mnet_runs
+            )
+        row["mnet_acks_per_data"] = median_or_none(
+            ack_ratio(t["receiver"], t["sender"]) for t in mnet_runs
+        )
         row["udp_rcvbuf_errors"] = sum(
             t["counters"].get("Udp.RcvbufErrors", 0) for t in runs if t["proto"] == "mnet"
         )
         rows.append(row)
     return rows
+
+
+def ack_ratio(receiver: dict[str, Any] | None, sender: dict[str, Any] | None) -> float | None:
+    """Datagrams the MNET receiver sent (its acks) per DATA datagram the sender sent."""
+    sent = ((receiver or {}).get("port") or {}).get("datagramsSent")
+    data = ((sender or {}).get("recovery_stats") or {}).get("data_datagrams_sent")
+    return sent / data if sent is not None and data else None
+
+
+def cpu_steal() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs so far: time the hypervisor gave to others."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    values = [int(value) for value in fields[:8]]
+    return (values[7], sum(values)) if len(values) == 8 else None
 
 
 def median_or_none(values: Iterable[float | None]) -> float | None:
@@ -210,10 +235,16 @@ def print_loss_table(options: argparse.Namespace, rows: list[dict[str, Any]]) ->
     def count(value: float | None) -> str:
         return "-" if value is None else f"{value:g}"
 
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    def ratio(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     print(f"\nRandom loss, {options.mib} MiB one way, median of {options.rounds} round(s):")
     print(
         " loss | MNET MB/s   share | TCP MB/s   share | checksums  | timeouts M/T"
-        " | retransmits M/T | UDP rcvbuf"
+        " | retransmits M/T | UDP rcvbuf | MNET CPU s tx/rx | acks/data"
     )
     for r in rows:
         bad = f", {r['checksums_bad']} BAD" if r["checksums_bad"] else ""
@@ -223,14 +254,25 @@ def print_loss_table(options: argparse.Namespace, rows: list[dict[str, Any]]) ->
             f" {r['tcp_goodput']:8.3f} {share(r['tcp_share'])} | {checks:10} |"
             f" {r['mnet_timeouts']:>6}/{r['tcp_timeouts']:<5} |"
             f" {count(r['mnet_retransmissions']):>7}/{count(r['tcp_retransmissions']):<7} |"
-            f" {r['udp_rcvbuf_errors']:>10}"
+            f" {r['udp_rcvbuf_errors']:>10} |"
+            f" {seconds(r['mnet_sender_cpu']):>7}/{seconds(r['mnet_receiver_cpu']):<8} |"
+            f" {ratio(r['mnet_acks_per_data'])}"
         )
     print(
         "(share: of the same protocol's goodput at 0 % loss; retransmits: medians of the MNET"
         " sender's recovery_stats and of the kernel's Tcp.RetransSegs; UDP rcvbuf: datagrams"
-        " the kernel dropped for a full socket buffer in the MNET runs, on top of nft's)",
+        " the kernel dropped for a full socket buffer in the MNET runs, on top of nft's;"
+        " MNET CPU: process CPU seconds of the sending and receiving peer per transfer;"
+        " acks/data: datagrams the MNET receiver sent per DATA datagram)",
         flush=True,
     )
+    steal = options.steal_share
+    if steal is not None:
+        print(
+            f"(the hypervisor took {steal:.0%} of this VM's CPU time while it ran:"
+            " goodput varies with it, CPU seconds less so)",
+            flush=True,
+        )
 
 
 # -- scenario B: bottleneck --------------------------------------------------
@@ -420,9 +462,15 @@ def main() -> int:
     try:
         preflight()
         if not options.bottleneck:
-            started = time.monotonic()
+            started, steal_before = time.monotonic(), cpu_steal()
             report["loss"] = loss_scenario(options)
             report["loss"]["wall_seconds"] = time.monotonic() - started
+            steal_after = cpu_steal()
+            options.steal_share = None
+            if steal_before is not None and steal_after is not None:
+                total = steal_after[1] - steal_before[1]
+                options.steal_share = (steal_after[0] - steal_before[0]) / total if total else None
+            report["loss"]["cpu_steal_share"] = options.steal_share
             print_loss_table(options, report["loss"]["summary"])
             transfers = report["loss"]["transfers"]
             if any(t["checksum_ok"] is False or t["prefix_ok"] is False for t in transfers):
