@@ -479,6 +479,23 @@ class StreamSender:
             return 0, []
         return ack - acked, self._on_new_ack(acked, ack, now)
 
+    def on_repeated_acks(self, wire_ack: int, copies: int, now: float) -> list[Segment]:
+        """``copies`` more of the pure ack ``on_ack`` just took; returns what to resend.
+
+        Each is a duplicate if that one acknowledged everything before the
+        hole (or was one itself): the same as ``copies`` calls of ``on_ack``,
+        with the checks made once.
+        """
+        acked = self._buffer.start
+        if unwrap(wire_ack, acked) != acked or self.snd_max <= acked:
+            return []
+        out: list[Segment] = []
+        for _ in range(copies):
+            resend = self._on_duplicate_ack(now)
+            if resend:
+                out += resend
+        return out
+
     def _on_duplicate_ack(self, now: float) -> list[Segment]:
         repair = self._repair
         if repair is None and self._echoes_due and now < self._echoes_until:

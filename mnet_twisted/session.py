@@ -445,11 +445,11 @@ class Session:
                 self.receive_datagram(datagram, now)
             return
         self.datagrams_received += copies
-        seq, ack, _ = fields
-        progress = False
-        for _ in range(copies):
-            progress = self._on_data(seq, ack, b"", now) or progress
-        if progress:
+        resend = self._sender.on_repeated_acks(fields[1], copies, now)
+        if resend:
+            self._emit(resend, self._outbox)
+        # Progress as _on_data judges a duplicate: none is due while data waits.
+        if not self._sender.awaiting_ack and self._control_retry_at is None:
             self._heard(now)
         self._notify(self)
 
