@@ -123,16 +123,20 @@ class ReassemblyBuffer:
         """Remove and return the held bytes that continue the stream at ``expected``."""
         out: list[bytes] = []
         segments, nearest = self._segments, self._nearest
+        freed = 0
         while nearest and nearest[0] <= expected:
             start = heapq.heappop(nearest)
             data = segments.pop(start, None)
             if data is None:
                 continue  # evicted already
-            self._release(len(data) + SEGMENT_OVERHEAD)
-            end = start + len(data)
+            size = len(data)
+            freed += size + SEGMENT_OVERHEAD
+            end = start + size
             if end > expected:
-                out.append(data[expected - start :])
+                out.append(data if start == expected else data[expected - start :])
                 expected = end
+        if freed:
+            self._release(freed)
         self._compact()
         return out
 

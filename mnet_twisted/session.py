@@ -127,6 +127,9 @@ class Session:
         "_notify",
         "_outbox",
         "_probe_retry_at",
+        "_pure_ack_bytes",
+        "_pure_ack_received",
+        "_pure_ack_sent",
         "_reading_paused",
         "_receiver",
         "_sender",
@@ -180,6 +183,9 @@ class Session:
         # coalesces), and an empty deque costs 760 bytes per session.
         self._events: list[Event | _PendingData] = []
         self._outbox: list[bytes] = []
+        #: The last pure ack built, and the offsets it carries.
+        self._pure_ack_bytes = b""
+        self._pure_ack_sent = self._pure_ack_received = -1
 
         self._last_heard = now
         self._unanswered_timeouts = 0
@@ -627,9 +633,16 @@ class Session:
         # It acknowledges all in-order data so far: one still pending would
         # repeat it, which the peer counts as a report of a later segment.
         self._ack_pending = False
-        self._receiver.on_ack_sent()
-        seq = wrap(self._sender.snd_max)
-        return wire.encode_data(self.local_tag, seq, wrap(self._receiver.rcv_nxt), b"")
+        receiver = self._receiver
+        receiver.on_ack_sent()
+        sent, received = self._sender.snd_max, receiver.rcv_nxt
+        # Past a hole every segment is answered by the same ack: build it once.
+        if sent != self._pure_ack_sent or received != self._pure_ack_received:
+            self._pure_ack_sent, self._pure_ack_received = sent, received
+            self._pure_ack_bytes = wire.encode_data(
+                self.local_tag, wrap(sent), wrap(received), b""
+            )
+        return self._pure_ack_bytes
 
     def _keepalive_deadline(self) -> float | None:
         interval = self.config.keepalive_interval
