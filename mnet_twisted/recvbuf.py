@@ -133,7 +133,7 @@ class ReassemblyBuffer:
             freed += size + SEGMENT_OVERHEAD
             end = start + size
             if end > expected:
-                out.append(data if start == expected else data[expected - start :])
+                out.append(data[expected - start :])
                 expected = end
         if freed:
             self._release(freed)

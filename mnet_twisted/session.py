@@ -454,8 +454,7 @@ class Session:
         resend = self._sender.on_repeated_acks(fields[1], copies, now)
         if resend:
             self._emit(resend, self._outbox)
-        # Progress as _on_data judges a duplicate: none is due while data waits.
-        if not self._sender.awaiting_ack and self._control_retry_at is None:
+        if self._awaits_no_answer():  # as _on_data judges a duplicate ack
             self._heard(now)
         self._notify(self)
 
@@ -588,9 +587,11 @@ class Session:
                 self._outbox.append(self._pure_ack())
             else:
                 self._ack_pending = True
-        return bool(newly_acked or delivered) or (
-            not self._sender.awaiting_ack and self._control_retry_at is None
-        )
+        return bool(newly_acked or delivered) or self._awaits_no_answer()
+
+    def _awaits_no_answer(self) -> bool:
+        """Nothing of ours is unacknowledged: any packet from the peer shows life."""
+        return not self._sender.awaiting_ack and self._control_retry_at is None
 
     def _process_ack(self, wire_ack: int, now: float, *, pure: bool) -> int:
         """Take an acknowledgement field; returns the bytes it newly acknowledged."""

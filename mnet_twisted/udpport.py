@@ -152,6 +152,7 @@ class MNETPort(udp.Port):
         ipv6 = self.addressFamily == socket.AF_INET6
         run: list[bytes] = []
         run_from: Any = None
+        batch = getattr(self.protocol, "datagramsReceived", None)
         try:
             while read < self.maxThroughput and datagrams < self.maxDatagramsPerRead:
                 try:
@@ -161,7 +162,7 @@ class MNETPort(udp.Port):
                         return
                     if error.args[0] in udp._sockErrReadRefuse:
                         if run:
-                            self._handRun(run, run_from)
+                            self._handRun(run, run_from, batch)
                             run = []
                         if self._connectedAddr:
                             self.protocol.connectionRefused()
@@ -171,7 +172,7 @@ class MNETPort(udp.Port):
                 if ipv6:
                     addr = addr[:2]
                 if addr != run_from and run:
-                    self._handRun(run, run_from)
+                    self._handRun(run, run_from, batch)
                     run = []
                 run_from = addr
                 segment = _segment_size(ancillary) if ancillary else 0
@@ -190,11 +191,13 @@ class MNETPort(udp.Port):
                     return
         finally:
             if run:
-                self._handRun(run, run_from)
+                self._handRun(run, run_from, batch)
 
-    def _handRun(self, run: list[bytes], addr: Any) -> None:
-        """Give the protocol datagrams that came in a row from ``addr``."""
-        batch = getattr(self.protocol, "datagramsReceived", None)
+    def _handRun(self, run: list[bytes], addr: Any, batch: Any) -> None:
+        """Give the protocol datagrams that came in a row from ``addr``.
+
+        ``batch`` is its ``datagramsReceived``, if it has one.
+        """
         if batch is not None and len(run) > 1:
             try:
                 batch(run, addr)
