@@ -223,12 +223,21 @@ def cpu_steal() -> tuple[int, int] | None:
     return (values[7], sum(values)) if len(values) == 8 else None
 
 
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time the hypervisor took between two ``cpu_steal`` readings."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def median_or_none(values: Iterable[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
 
 
-def print_loss_table(options: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+def print_loss_table(
+    options: argparse.Namespace, rows: list[dict[str, Any]], steal: float | None
+) -> None:
     def share(value: float | None) -> str:
         return "   n/a" if value is None else f"{value:6.1%}"
 
@@ -266,7 +275,6 @@ def print_loss_table(options: argparse.Namespace, rows: list[dict[str, Any]]) ->
         " acks/data: datagrams the MNET receiver sent per DATA datagram)",
         flush=True,
     )
-    steal = options.steal_share
     if steal is not None:
         print(
             f"(the hypervisor took {steal:.0%} of this VM's CPU time while it ran:"
@@ -465,13 +473,9 @@ def main() -> int:
             started, steal_before = time.monotonic(), cpu_steal()
             report["loss"] = loss_scenario(options)
             report["loss"]["wall_seconds"] = time.monotonic() - started
-            steal_after = cpu_steal()
-            options.steal_share = None
-            if steal_before is not None and steal_after is not None:
-                total = steal_after[1] - steal_before[1]
-                options.steal_share = (steal_after[0] - steal_before[0]) / total if total else None
-            report["loss"]["cpu_steal_share"] = options.steal_share
-            print_loss_table(options, report["loss"]["summary"])
+            steal = steal_share(steal_before, cpu_steal())
+            report["loss"]["cpu_steal_share"] = steal
+            print_loss_table(options, report["loss"]["summary"], steal)
             transfers = report["loss"]["transfers"]
             if any(t["checksum_ok"] is False or t["prefix_ok"] is False for t in transfers):
                 status = 1

@@ -65,8 +65,15 @@ def test_random_loss_transfers_are_intact(tmp_path: Path) -> None:
             assert t["goodput"] > 0, where
         else:
             assert t["timed_out"], where
+        if t["proto"] == "mnet":
+            # Each peer reports its CPU time and its port's counters.
+            assert t["sender"]["cpu_seconds"] > 0 and t["receiver"]["cpu_seconds"] > 0, where
+            assert t["receiver"]["port"]["datagramsSent"] > 0, where
     for row in report["loss"]["summary"]:
         assert row["checksums_bad"] == 0
+    loss_free = report["loss"]["summary"][0]
+    # Loss-free, our receiver acks every second full segment.
+    assert 0.4 < loss_free["mnet_acks_per_data"] < 0.7, loss_free
 
 
 def test_bottleneck_flows_are_counted(tmp_path: Path) -> None:
