@@ -1,0 +1,99 @@
+"""
+What holes cost a receiving session, without sockets: microseconds per segment.
+
+    .venv/bin/python bench/receiver_holes.py [--segments 20000] [--repeats 5]
+
+Feeds one established session (the sans-IO core, no Twisted) full-size DATA
+segments: in order, then with every 100th (and every 20th) held back for 90
+segments, as a lost segment's repair arrives on a busy path.  The session
+drains its acks every 40 segments, as a read batch would, and its
+application takes every byte, which is checked.  Prints the best of the
+repeats, and the acks sent per segment (one per segment past a hole).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(_ROOT / "tests"), str(_ROOT)]
+
+from simnet import connected_pair  # noqa: E402  (needs the sys.path entries above)
+
+from mnet_twisted import wire  # noqa: E402
+from mnet_twisted.events import DataReceived  # noqa: E402
+from mnet_twisted.seqnum import wrap  # noqa: E402
+
+SEGMENT = 1438
+#: A read batch: the session is drained this often.
+BATCH = 40
+#: How many segments later a held-back segment arrives.
+REPAIR_AFTER = 90
+
+
+def arrival_order(count: int, hole_every: int) -> list[int]:
+    """Segment indexes in arrival order: every ``hole_every``-th comes late."""
+    if not hole_every:
+        return list(range(count))
+    order: list[int] = []
+    late: list[tuple[int, int]] = []
+    for index in range(count):
+        if index % hole_every == hole_every // 2:
+            late.append((index + REPAIR_AFTER, index))
+            continue
+        order.append(index)
+        while late and late[0][0] <= index:
+            order.append(late.pop(0)[1])
+    return order + [index for _, index in late]
+
+
+def run(count: int, hole_every: int) -> tuple[float, float]:
+    """(microseconds per segment, acks sent per segment) for one pass."""
+    _, _, _, _, served = connected_pair()
+    session = served.session
+    origin, ack = session._receiver.rcv_nxt, wrap(session._sender.acked)
+    payload = bytes(SEGMENT)
+    datagrams = [
+        wire.encode_data(session.peer_tag, wrap(origin + (index + 1) * SEGMENT), ack, payload)
+        for index in range(count)
+    ]
+    order = arrival_order(count, hole_every)
+    acks = delivered = 0
+
+    def drain(now: float) -> None:
+        nonlocal acks, delivered
+        acks += len(session.datagrams_to_send(now))
+        while (event := session.next_event()) is not None:
+            if isinstance(event, DataReceived):
+                delivered += len(event.data)
+
+    now = 1.0
+    started = time.perf_counter()
+    for position, index in enumerate(order):
+        session.receive_datagram(datagrams[index], now)
+        if position % BATCH == BATCH - 1:
+            drain(now)
+    drain(now)
+    elapsed = time.perf_counter() - started
+    if delivered != count * SEGMENT:
+        raise AssertionError(f"delivered {delivered} bytes of {count * SEGMENT}")
+    return elapsed / count * 1e6, acks / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--segments", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    options = parser.parse_args()
+    print("hole every | µs per segment (best) | acks per segment")
+    for hole_every in (0, 100, 20):
+        runs = [run(options.segments, hole_every) for _ in range(options.repeats)]
+        label = "none" if not hole_every else str(hole_every)
+        print(f"{label:>10} | {min(r[0] for r in runs):21.2f} | {runs[0][1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

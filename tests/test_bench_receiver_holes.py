@@ -1,0 +1,27 @@
+"""Smoke test for bench/receiver_holes.py: every pass delivers its bytes and reports."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "receiver_holes.py"
+
+
+def test_receiver_holes_reports_a_row_per_pattern() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--segments", "600", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = re.findall(r"^\s*(none|\d+) \|\s*([0-9.]+) \| ([0-9.]+)$", done.stdout, re.MULTILINE)
+    assert [row[0] for row in rows] == ["none", "100", "20"], done.stdout
+    assert all(float(row[1]) > 0 for row in rows), done.stdout
+    acks = {row[0]: float(row[2]) for row in rows}
+    # In order, every second segment is acked; past a hole, every segment.
+    assert acks["none"] == 0.5 and acks["100"] > 0.8 and acks["20"] > 0.8, acks
