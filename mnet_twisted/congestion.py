@@ -30,6 +30,9 @@ class CongestionController(Protocol):
     ) -> None:
         """``acked`` new bytes were acknowledged outside loss recovery."""
 
+    def on_app_limited_sample(self, rtt_sample: float) -> None:
+        """An RTT sample from an ack of data the application, not the window, held back."""
+
     def on_congestion_event(self, min_rtt: float | None) -> bool:
         """A loss starts a recovery episode; returns whether the window was reduced."""
 
@@ -81,6 +84,9 @@ class NewReno:
                 self.cwnd += self._mss
         if self.cwnd > self._max_window:
             self.cwnd = self._max_window
+
+    def on_app_limited_sample(self, rtt_sample: float) -> None:
+        pass  # loss alone drives this controller
 
     def on_congestion_event(self, min_rtt: float | None) -> bool:
         if self._before_reduction is None:
@@ -193,6 +199,14 @@ class Adaptive(NewReno):
                 self.ssthresh = self.cwnd
             return
         NewReno.on_ack(self, acked, rtt_sample, min_rtt, round_start)
+
+    def on_app_limited_sample(self, rtt_sample: float) -> None:
+        # Still evidence of the queue (or its absence) for the next loss and
+        # for the round it falls in; no growth, so nothing else to judge.
+        self._sampled_since_loss = True
+        if self._round_min is None or rtt_sample < self._round_min:
+            self._round_min = rtt_sample
+        self._round_samples += 1
 
     def _start_round(self, min_rtt: float | None) -> None:
         """A round ended: remember its least RTT and judge the queue it showed."""

@@ -592,7 +592,15 @@ class StreamSender:
             round_start = ack >= self._round_end
             if round_start:
                 self._round_end = self.snd_max
-            self.congestion.on_ack(newly, sample, self.rtt.minimum, round_start)
+            if self._buffer.end > self.snd_max or 2 * (self.snd_max - old) >= self.congestion.cwnd:
+                self.congestion.on_ack(newly, sample, self.rtt.minimum, round_start)
+            elif sample is not None:
+                # Less than half the window was out and nothing waits: the
+                # application, not the window, set the pace, so the window
+                # has proven nothing and must not grow (RFC 9002, 7.8).  An
+                # echo session would otherwise reach the largest window one
+                # small message at a time, and then burst it all at once.
+                self.congestion.on_app_limited_sample(sample)
             self._learn_ack_habit(newly)
             return self._detect_loss(now)
         if ack >= self._recover:

@@ -266,6 +266,40 @@ def test_adaptive_leaves_slow_start_when_the_rtt_rises() -> None:
     assert not cc.in_slow_start
 
 
+def test_adaptive_takes_an_application_limited_sample_as_evidence_of_no_queue() -> None:
+    """Such a sample grows nothing, yet excuses a later loss at the path's minimum RTT."""
+    cc = Adaptive(MSS, initial_window_segments=10, max_window=10**9)
+    before = (cc.cwnd, cc.ssthresh)
+    cc.on_app_limited_sample(0.010)
+    assert (cc.cwnd, cc.ssthresh) == before
+    assert not cc.on_congestion_event(min_rtt=0.010)
+    # Without a fresh sample since, the next loss is taken for congestion.
+    assert cc.on_congestion_event(min_rtt=0.010)
+
+
+@pytest.mark.parametrize("controller", ["newreno", "adaptive"])
+def test_a_sender_the_application_holds_back_does_not_grow_its_window(controller: str) -> None:
+    """RFC 9002 7.8: an echo's small messages, acked one by one, prove no larger window.
+
+    The same sender with data waiting grows as before.
+    """
+    sender = _sender(window=10, controller=controller)
+    initial = sender.congestion.cwnd
+    now = 0.0
+    for _ in range(2000):
+        sender.write(bytes(64))
+        (end, _), *_ = sender.transmit(now)
+        now += 0.001
+        sender.on_ack(wrap(end), now, pure=False)
+    assert sender.congestion.cwnd == initial
+    sender.write(bytes(40 * MSS))
+    for _ in range(3):
+        ends = _ends(sender.transmit(now))
+        now += 0.001
+        sender.on_ack(wrap(ends[-1]), now, pure=True)
+    assert sender.congestion.cwnd > initial
+
+
 def test_controllers_are_chosen_by_name() -> None:
     assert isinstance(make_controller("newreno", MSS, 10, 10**6), NewReno)
     assert isinstance(make_controller("adaptive", MSS, 10, 10**6), Adaptive)

@@ -70,6 +70,25 @@ async def test_transport_and_port_statistics(mnet) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_echo_session_keeps_its_initial_window(mnet) -> None:
+    """Small messages one round trip apart prove no larger window (RFC 9002 7.8).
+
+    Before, each ack of 64 bytes grew the window by 64 in slow start, until
+    an interactive session held the largest window and could burst it all.
+    """
+    port = await mnet.listen(Factory.forProtocol(EchoProtocol))
+    client = await mnet.connect(port, Factory.forProtocol(Collector))
+    initial = client.transport.getStats().congestion_window
+    for count in range(1, 201):
+        client.transport.write(b"m" * 64)
+        await mnet.waitFor(lambda count=count: len(client.received) == 64 * count)
+    stats = client.transport.getStats()
+    assert stats.bytes_acknowledged == 64 * 200
+    assert stats.congestion_window == initial
+    client.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
 async def test_each_session_end_is_one_structured_log_event(mnet) -> None:
     """Fields a JSON observer can use: who, why, and the session's statistics."""
     seen: list[dict[str, Any]] = []
