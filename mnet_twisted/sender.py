@@ -332,9 +332,10 @@ class StreamSender:
         pacer = self.pacer
         if pacer is not None and pacer.tokens < written - self.snd_nxt:
             pacer.refill(now, cwnd, self.rtt.smoothed, self.congestion.ssthresh > cwnd)
-        # At most one size probe per call: it ends the batch.
-        probe_wanted = self._probes.payload_wanted()
         mss, limit = self._mss, self._max_outstanding
+        # At most one size probe per call: it ends the batch.  A probe is
+        # larger than a full segment, so a small write never makes one.
+        probe_wanted = self._probes.payload_wanted() if written - self.snd_nxt > mss else 0
         # Bytes in the network: new data adds its size as it goes; only
         # within or right after a go-back pass is it worked out again.
         pipe, recompute = 0, True
