@@ -18,7 +18,8 @@ hook drops that share of packets, chosen at random (``numgen random``), in
 both directions (data and acknowledgements alike): of UDP packets while MNET
 runs, of TCP segments while TCP runs, so the TCP column is "Linux TCP (with
 SACK, default congestion control) under the same random loss".  Each level
-runs MNET then TCP, ``--rounds`` times, and reports medians.  Goodput is the
+runs MNET then TCP, and the levels take turns, ``--rounds`` times (each
+round runs every level), and the table reports medians.  Goodput is the
 bytes received over the time from the sender's first write to the
 receiver's last byte (both ``time.monotonic()``, one clock for every process
 on a host); connection setup is not counted.  The sender hashes what it
@@ -143,8 +144,11 @@ def loss_scenario(options: argparse.Namespace) -> dict[str, Any]:
     ]  # fmt: skip
     transfers = []
     with namespaces([ns], setup):
-        for level in options.loss:
-            for round_ in range(options.rounds):
+        # Round by round, every level in each: a slow spell of a shared
+        # machine then falls on all levels alike, not on the one that ran
+        # during it, so the shares compare like with like.
+        for round_ in range(options.rounds):
+            for level in options.loss:
                 for proto in ("mnet", "tcp"):
                     set_loss(ns, "udp" if proto == "mnet" else "tcp", round(level * 100))
                     record = fixed_transfer(ns, proto, options.mib * 1024 * 1024, options.timeout)
