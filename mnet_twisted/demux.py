@@ -219,7 +219,15 @@ class Demultiplexer:
         of one pure ack in a row (a peer reporting segments past a hole) go
         to their session together after the first.
         """
-        acks = [_pure_ack(data) for data in datagrams]
+        # A run of duplicate acks is one datagram many times over: compare
+        # the bytes, and parse only where they change.
+        acks: list[_AckKey | None] = []
+        previous: bytes | None = None
+        key: _AckKey | None = None
+        for data in datagrams:
+            if data != previous:
+                previous, key = data, wire.parse_pure_ack(data)
+            acks.append(key)
         last = len(datagrams) - 1
         index = 0
         while index <= last:
@@ -556,13 +564,6 @@ class Demultiplexer:
 #: What identifies a pure ack for batching: (sender's tag, its sequence
 #: field, the acknowledgement).
 _AckKey = tuple[bytes, int, int]
-
-
-def _pure_ack(data: bytes) -> _AckKey | None:
-    if len(data) != wire.DATA_HEADER_SIZE:
-        return None
-    fields = wire.parse_data(data)
-    return None if fields is None else (data[1:4], fields[0], fields[1])
 
 
 def _grows(earlier: _AckKey | None, later: _AckKey | None) -> bool:

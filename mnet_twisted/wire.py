@@ -248,6 +248,14 @@ def parse_data(datagram: bytes) -> tuple[int, int, bytes] | None:
     return seq, ack, datagram[DATA_HEADER_SIZE:]
 
 
+def parse_pure_ack(datagram: bytes) -> tuple[bytes, int, int] | None:
+    """``(tag, seq, ack)`` of a well-formed DATA without payload (a pure ack), else None."""
+    if len(datagram) != DATA_HEADER_SIZE or datagram[0] != _DATA_TYPE:
+        return None
+    _, tag, seq, ack, length = _DATA_HEADER.unpack_from(datagram)
+    return None if length else (tag, seq, ack)
+
+
 def encode_data(tag: bytes, seq: int, ack: int, payload: bytes) -> bytes:
     """The hot path's serializer: ``Data(tag, seq, ack, payload).to_bytes()``, unchecked.
 

@@ -218,6 +218,31 @@ def test_typed_prefix_bytes_parse_or_raise_malformed(kind: int, rest: bytes) -> 
 
 
 @settings(max_examples=300, deadline=None)
+@given(st.integers(0, 12), st.binary(max_size=20))
+def test_pure_ack_check_agrees_with_the_full_parser(kind: int, rest: bytes) -> None:
+    """The batch path's check names exactly the well-formed DATA packets without payload."""
+    datagram = bytes([kind]) + rest
+    try:
+        packet = wire.parse(datagram)
+    except wire.MalformedPacket:
+        packet = None
+    expected = None
+    if isinstance(packet, wire.Data) and not packet.payload:
+        expected = (packet.tag, packet.seq, packet.ack)
+    assert wire.parse_pure_ack(datagram) == expected
+
+
+def test_pure_ack_check_on_hand_made_datagrams() -> None:
+    ack = wire.encode_data(b"abc", 7, 2**32 - 1, b"")
+    assert wire.parse_pure_ack(ack) == (b"abc", 7, 2**32 - 1)
+    assert wire.parse_pure_ack(wire.encode_data(b"abc", 7, 9, b"x")) is None
+    assert wire.parse_pure_ack(ack[:-1]) is None
+    assert wire.parse_pure_ack(bytes([wire.PacketType.ABORT]) + ack[1:]) is None
+    # The length field says one byte follows, but none does: malformed.
+    assert wire.parse_pure_ack(ack[:-2] + b"\x01\x00") is None
+
+
+@settings(max_examples=300, deadline=None)
 @given(packets)
 def test_generated_packets_round_trip(packet: wire.Packet) -> None:
     """Any packet value serialises to bytes that parse back to an equal value."""
