@@ -577,7 +577,10 @@ class Session:
                 self._establish(now)
             elif self.state is _S.COOKIE_WAIT:
                 return False
-        newly_acked = self._process_ack(ack, now, pure=not payload)
+        if payload and ack == self._sender.wire_acked:
+            newly_acked = 0  # a one-way receiver's usual packet: no news for our sender
+        else:
+            newly_acked = self._process_ack(ack, now, pure=not payload)
         delivered: list[bytes] = []
         if payload:
             delivered, ack_when = self._receiver.on_segment(seq, payload, self._unread)

@@ -310,6 +310,20 @@ def test_controllers_are_chosen_by_name() -> None:
 # -- the sender -----------------------------------------------------------------------
 
 
+def test_the_sender_keeps_what_it_had_acknowledged_as_the_wire_carries_it() -> None:
+    """Across the 2**32 wrap too: the session skips data packets that ack exactly that."""
+    origin = 2**32 - 500
+    sender = _sender(window=10, stream_origin=origin)
+    assert sender.wire_acked == wrap(origin)
+    sender.write(bytes(3 * MSS))
+    sender.transmit(now=0.0)
+    newly, _ = sender.on_ack(wrap(origin + MSS), now=0.01, pure=False)
+    assert newly == MSS and sender.wire_acked == wrap(origin + MSS) == MSS - 500
+    before = (sender.acked, sender.snd_nxt, sender.congestion.cwnd, sender.deadline)
+    assert sender.on_ack(sender.wire_acked, now=0.02, pure=False) == (0, [])
+    assert (sender.acked, sender.snd_nxt, sender.congestion.cwnd, sender.deadline) == before
+
+
 def test_probe_timeout_resends_only_the_first_segment_with_one_reduction() -> None:
     """No collapse to one segment and no go-back-N: one segment, cwnd halved (NewReno)."""
     sender = _sender(window=4)
