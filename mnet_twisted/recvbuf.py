@@ -44,7 +44,9 @@ class ReassemblyBuffer:
     offset, nearest and farthest first: adding, delivering and evicting a
     segment each cost O(log n), however the peer orders or overlaps them.
     Entries of segments that left through the other heap are skipped when
-    met, and both heaps are rebuilt when such entries pile up.
+    met, and both heaps are rebuilt when such entries pile up.  The
+    farthest-first heap is built at the first eviction only (O(n log n)
+    once, then kept): a loss's holes fill without ever needing it.
     """
 
     __slots__ = (
@@ -60,8 +62,8 @@ class ReassemblyBuffer:
         #: The data held, by stream offset of its first byte.
         self._segments: dict[int, bytes] = {}
         self._nearest: list[int] = []
-        #: Negated starts: a max-heap.
-        self._farthest: list[int] = []
+        #: Negated starts: a max-heap; None until the first eviction.
+        self._farthest: list[int] | None = None
         #: Memory charged for what is held (bytes plus per-segment overhead).
         self.cost = 0
 
@@ -84,14 +86,15 @@ class ReassemblyBuffer:
             return True  # a copy of what we hold
         budget = self._budget
         if budget is not None:
-            if not budget.fits(grown):
-                return False
+            if budget.limit is not None and budget.used + grown > budget.limit:
+                return False  # (SharedBudget.fits, inline: once per segment)
             budget.used += grown
         self.cost += grown
         self._segments[start] = data  # a longer copy replaces a shorter one
         if held is None:
             heapq.heappush(self._nearest, start)
-            heapq.heappush(self._farthest, -start)
+            if self._farthest is not None:
+                heapq.heappush(self._farthest, -start)
         return True
 
     def clear(self) -> None:
@@ -99,7 +102,7 @@ class ReassemblyBuffer:
         if self._budget is not None:
             self._budget.used -= self.cost
         self._segments.clear()
-        self._nearest, self._farthest = [], []
+        self._nearest, self._farthest = [], None
         self.cost = 0
 
     def _release(self, cost: int) -> None:
@@ -110,6 +113,9 @@ class ReassemblyBuffer:
     def evict_farthest(self, cost: int) -> None:
         """Forget the segments farthest ahead until ``cost`` has been freed."""
         segments, farthest = self._segments, self._farthest
+        if farthest is None:
+            # Ascending negated starts: already a heap.
+            farthest = self._farthest = [-start for start in sorted(segments, reverse=True)]
         while cost > 0 and segments:
             data = segments.pop(-heapq.heappop(farthest), None)
             if data is None:
@@ -142,6 +148,9 @@ class ReassemblyBuffer:
 
     def _compact(self) -> None:
         live = len(self._segments)
-        if len(self._nearest) + len(self._farthest) > 2 * _STALE_FACTOR * live + 64:
+        farthest = self._farthest
+        entries = len(self._nearest) + (live if farthest is None else len(farthest))
+        if entries > 2 * _STALE_FACTOR * live + 64:
             self._nearest = sorted(self._segments)
-            self._farthest = [-start for start in reversed(self._nearest)]
+            if farthest is not None:
+                self._farthest = [-start for start in reversed(self._nearest)]
