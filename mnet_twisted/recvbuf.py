@@ -44,7 +44,7 @@ class ReassemblyBuffer:
     offset, nearest and farthest first: adding, delivering and evicting a
     segment each cost O(log n), however the peer orders or overlaps them.
     Entries of segments that left through the other heap are skipped when
-    met, and both heaps are rebuilt when such entries pile up.  The
+    met, and each heap is rebuilt when such entries pile up in it.  The
     farthest-first heap is built at the first eviction only (O(n log n)
     once, then kept): a loss's holes fill without ever needing it.
     """
@@ -86,8 +86,8 @@ class ReassemblyBuffer:
             return True  # a copy of what we hold
         budget = self._budget
         if budget is not None:
-            if budget.limit is not None and budget.used + grown > budget.limit:
-                return False  # (SharedBudget.fits, inline: once per segment)
+            if not budget.fits(grown):
+                return False
             budget.used += grown
         self.cost += grown
         self._segments[start] = data  # a longer copy replaces a shorter one
@@ -114,8 +114,7 @@ class ReassemblyBuffer:
         """Forget the segments farthest ahead until ``cost`` has been freed."""
         segments, farthest = self._segments, self._farthest
         if farthest is None:
-            # Ascending negated starts: already a heap.
-            farthest = self._farthest = [-start for start in sorted(segments, reverse=True)]
+            farthest = self._farthest = _farthest_first(segments)
         while cost > 0 and segments:
             data = segments.pop(-heapq.heappop(farthest), None)
             if data is None:
@@ -147,10 +146,15 @@ class ReassemblyBuffer:
         return out
 
     def _compact(self) -> None:
-        live = len(self._segments)
-        farthest = self._farthest
-        entries = len(self._nearest) + (live if farthest is None else len(farthest))
-        if entries > 2 * _STALE_FACTOR * live + 64:
-            self._nearest = sorted(self._segments)
-            if farthest is not None:
-                self._farthest = [-start for start in reversed(self._nearest)]
+        """Rebuild a heap once its stale entries outnumber the live ones."""
+        segments = self._segments
+        bound = _STALE_FACTOR * len(segments) + 32
+        if len(self._nearest) > bound:
+            self._nearest = sorted(segments)
+        if self._farthest is not None and len(self._farthest) > bound:
+            self._farthest = _farthest_first(segments)
+
+
+def _farthest_first(segments: dict[int, bytes]) -> list[int]:
+    """A max-heap of the held starts (negated; ascending order is already a heap)."""
+    return [-start for start in sorted(segments, reverse=True)]
