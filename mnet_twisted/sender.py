@@ -69,7 +69,7 @@ from .pacing import Pacer
 from .pmtud import SizeProbes
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
-from .seqnum import unwrap, wrap
+from .seqnum import unwrap
 from .wire import DATA_HEADER_SIZE
 
 __all__ = ["RecoveryStats", "Segment", "StreamSender"]
@@ -187,7 +187,6 @@ class StreamSender:
         "snd_max",
         "snd_nxt",
         "stats",
-        "wire_acked",
     )
 
     def __init__(self, config: SessionConfig) -> None:
@@ -197,10 +196,6 @@ class StreamSender:
         self.snd_nxt = config.stream_origin
         #: Highest offset ever sent: the "total bytes sent" of the wire.
         self.snd_max = config.stream_origin
-        #: ``acked`` as the wire carries it: a packet acknowledging exactly
-        #: this, with data, asks nothing of the sender (only a pure ack can
-        #: be a duplicate).
-        self.wire_acked = wrap(config.stream_origin)
         self.rtt = RttEstimator(
             config.initial_rto, config.min_rto, config.max_rto, config.peer_ack_delay
         )
@@ -272,6 +267,13 @@ class StreamSender:
         return self._buffer.start
 
     @property
+    def wire_acked(self) -> int:
+        """``acked`` as the wire carries it: a packet acknowledging exactly
+        this, with data, asks nothing of the sender (only a pure ack can be
+        a duplicate)."""
+        return self._buffer.wire_start
+
+    @property
     def buffered(self) -> int:
         """Bytes written but not yet acknowledged."""
         return len(self._buffer)
@@ -320,7 +322,6 @@ class StreamSender:
     def discard(self) -> None:
         """Drop everything: the session is over."""
         self._buffer.release_until(self._buffer.end)
-        self.wire_acked = wrap(self._buffer.end)
         self.pto_deadline = self.loss_deadline = self.pacing_deadline = None
 
     # ------------------------------------------------------------------
@@ -653,7 +654,6 @@ class StreamSender:
         # a hole measures the repair, not the path.
         clean = self._buffer.start >= self._retransmitted_until and not self.in_recovery
         self._buffer.release_until(ack)
-        self.wire_acked = wrap(ack)
         if ack > self.snd_nxt:
             self.snd_nxt = ack
         if sent_at is None or not clean:
