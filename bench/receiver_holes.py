@@ -1,7 +1,7 @@
 """
 What holes cost a receiving session, without sockets: microseconds per segment.
 
-    .venv/bin/python bench/receiver_holes.py [--segments 20000] [--repeats 5]
+    .venv/bin/python bench/receiver_holes.py [--segments 20000] [--repeats 5] [--calls]
 
 Feeds one established session (the sans-IO core, no Twisted) full-size DATA
 segments: in order, then with every 100th (and every 20th) held back for 90
@@ -14,6 +14,8 @@ repeats, and the acks sent per segment (one per segment past a hole).
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -50,8 +52,13 @@ def arrival_order(count: int, hole_every: int) -> list[int]:
     return order + [index for _, index in late]
 
 
-def run(count: int, hole_every: int) -> tuple[float, float]:
-    """(microseconds per segment, acks sent per segment) for one pass."""
+def run(
+    count: int, hole_every: int, profiler: cProfile.Profile | None = None
+) -> tuple[float, float]:
+    """(microseconds per segment, acks sent per segment) for one pass.
+
+    A ``profiler`` is on for the timed part only (not building the datagrams).
+    """
     _, _, _, _, served = connected_pair()
     session = served.session
     origin, ack = session._receiver.rcv_nxt, wrap(session._sender.acked)
@@ -71,6 +78,8 @@ def run(count: int, hole_every: int) -> tuple[float, float]:
                 delivered += len(event.data)
 
     now = 1.0
+    if profiler is not None:
+        profiler.enable()
     started = time.perf_counter()
     for position, index in enumerate(order):
         session.receive_datagram(datagrams[index], now)
@@ -78,6 +87,8 @@ def run(count: int, hole_every: int) -> tuple[float, float]:
             drain(now)
     drain(now)
     elapsed = time.perf_counter() - started
+    if profiler is not None:
+        profiler.disable()
     if delivered != count * SEGMENT:
         raise AssertionError(f"delivered {delivered} bytes of {count * SEGMENT}")
     return elapsed / count * 1e6, acks / count
@@ -87,12 +98,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--segments", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="also count Python calls per segment (cProfile, one more pass): "
+        "the same on every run, where the timings swing with the machine",
+    )
     options = parser.parse_args()
-    print("hole every | µs per segment (best) | acks per segment")
+    header = "hole every | µs per segment (best) | acks per segment"
+    print(header + (" | calls per segment" if options.calls else ""))
     for hole_every in (0, 100, 20):
         runs = [run(options.segments, hole_every) for _ in range(options.repeats)]
         label = "none" if not hole_every else str(hole_every)
-        print(f"{label:>10} | {min(r[0] for r in runs):21.2f} | {runs[0][1]:.2f}")
+        row = f"{label:>10} | {min(r[0] for r in runs):21.2f} | {runs[0][1]:.2f}"
+        if options.calls:
+            profiler = cProfile.Profile()
+            run(options.segments, hole_every, profiler)
+            calls = pstats.Stats(profiler).total_calls / options.segments  # type: ignore[attr-defined]
+            row += f"             | {calls:.1f}"
+        print(row)
 
 
 if __name__ == "__main__":

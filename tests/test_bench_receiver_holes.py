@@ -25,3 +25,19 @@ def test_receiver_holes_reports_a_row_per_pattern() -> None:
     acks = {row[0]: float(row[2]) for row in rows}
     # In order, every second segment is acked; past a hole, every segment.
     assert acks["none"] == 0.5 and acks["100"] > 0.8 and acks["20"] > 0.8, acks
+
+
+def test_receiver_holes_counts_calls_per_segment() -> None:
+    """``--calls`` adds a column that cannot swing with the machine: holes cost calls."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--segments", "600", "--repeats", "1", "--calls"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = re.findall(r"^\s*(none|\d+) \|.*\| ([0-9.]+)$", done.stdout, re.MULTILINE)
+    calls = {label: float(value) for label, value in rows}
+    assert list(calls) == ["none", "100", "20"], done.stdout
+    assert 0 < calls["none"] < calls["100"] <= calls["20"], calls
