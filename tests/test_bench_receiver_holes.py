@@ -10,18 +10,24 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "receiver_holes.py"
 
 
-def test_receiver_holes_reports_a_row_per_pattern() -> None:
+def _bench(*extra: str) -> str:
+    """The bench's output for a short run (it must succeed)."""
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--segments", "600", "--repeats", "1"],
+        [sys.executable, str(BENCH), "--segments", "600", "--repeats", "1", *extra],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    rows = re.findall(r"^\s*(none|\d+) \|\s*([0-9.]+) \| ([0-9.]+)$", done.stdout, re.MULTILINE)
-    assert [row[0] for row in rows] == ["none", "100", "20"], done.stdout
-    assert all(float(row[1]) > 0 for row in rows), done.stdout
+    return done.stdout
+
+
+def test_receiver_holes_reports_a_row_per_pattern() -> None:
+    stdout = _bench()
+    rows = re.findall(r"^\s*(none|\d+) \|\s*([0-9.]+) \| ([0-9.]+)$", stdout, re.MULTILINE)
+    assert [row[0] for row in rows] == ["none", "100", "20"], stdout
+    assert all(float(row[1]) > 0 for row in rows), stdout
     acks = {row[0]: float(row[2]) for row in rows}
     # In order, every second segment is acked; past a hole, every segment.
     assert acks["none"] == 0.5 and acks["100"] > 0.8 and acks["20"] > 0.8, acks
@@ -29,15 +35,8 @@ def test_receiver_holes_reports_a_row_per_pattern() -> None:
 
 def test_receiver_holes_counts_calls_per_segment() -> None:
     """``--calls`` adds a column that cannot swing with the machine: holes cost calls."""
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--segments", "600", "--repeats", "1", "--calls"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = re.findall(r"^\s*(none|\d+) \|.*\| ([0-9.]+)$", done.stdout, re.MULTILINE)
+    stdout = _bench("--calls")
+    rows = re.findall(r"^\s*(none|\d+) \|.*\| ([0-9.]+)$", stdout, re.MULTILINE)
     calls = {label: float(value) for label, value in rows}
-    assert list(calls) == ["none", "100", "20"], done.stdout
+    assert list(calls) == ["none", "100", "20"], stdout
     assert 0 < calls["none"] < calls["100"] <= calls["20"], calls
