@@ -24,6 +24,7 @@ Two modes:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import json
@@ -78,6 +79,14 @@ def port_counters(transport: Any) -> dict[str, int] | None:
     counters["datagramsReceived"] = mnet.stats["datagramsReceived"]
     counters["acksPassedOver"] = getattr(mnet.demux, "acks_passed_over", 0)
     return counters
+
+
+def session_counters(transport: Any) -> dict[str, Any] | None:
+    """An MNET session's own counters (``getStats()``): out-of-order segments and the like."""
+    get_stats = getattr(transport, "getStats", None)
+    if get_stats is None:
+        return None
+    return dataclasses.asdict(get_stats())
 
 
 def emit(**fields: Any) -> None:
@@ -144,6 +153,7 @@ class Receiving(Protocol):
             ended=time.monotonic(),
             cpu_seconds=time.process_time() - self.cpu_at_connect,
             port=port_counters(self.transport),
+            session=session_counters(self.transport),
             complete=how == "complete",
             timed_out=how == "timeout",
             how=how,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 
@@ -81,6 +83,20 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {key: value - before.get(key, 0) for key, value in after.items()}
 
 
+#: The checkout these scripts belong to.  Its ``mnet_twisted`` is the one
+#: measured, not whichever one is installed (a worktree of another commit
+#: would otherwise measure the installed checkout's code).
+REPOSITORY = str(Path(__file__).resolve().parent.parent)
+
+
+def peer_environment() -> dict[str, str]:
+    """This process's environment, with the repository first on ``PYTHONPATH``."""
+    environment = dict(os.environ)
+    paths = [REPOSITORY, *filter(None, [environment.get("PYTHONPATH")])]
+    environment["PYTHONPATH"] = os.pathsep.join(paths)
+    return environment
+
+
 class Peers:
     """
     The peer processes of one measurement, each run as ``ip netns exec NS
@@ -106,6 +122,7 @@ class Peers:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self.stderr[name],
+            env=peer_environment(),
             text=True,
             start_new_session=True,  # Ctrl-C reaches the bench, which ends the peers.
         )

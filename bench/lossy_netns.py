@@ -203,6 +203,9 @@ def summarize(levels: list[float], transfers: list[dict[str, Any]]) -> list[dict
         row["mnet_acks_per_data"] = median_or_none(
             ack_ratio(t["receiver"], t["sender"]) for t in mnet_runs
         )
+        row["mnet_out_of_order_share"] = median_or_none(
+            out_of_order_share(t["receiver"], t["sender"]) for t in mnet_runs
+        )
         row["udp_rcvbuf_errors"] = sum(
             t["counters"].get("Udp.RcvbufErrors", 0) for t in runs if t["proto"] == "mnet"
         )
@@ -215,6 +218,19 @@ def ack_ratio(receiver: dict[str, Any] | None, sender: dict[str, Any] | None) ->
     sent = ((receiver or {}).get("port") or {}).get("datagramsSent")
     data = ((sender or {}).get("recovery_stats") or {}).get("data_datagrams_sent")
     return sent / data if sent is not None and data else None
+
+
+def out_of_order_share(
+    receiver: dict[str, Any] | None, sender: dict[str, Any] | None
+) -> float | None:
+    """DATA datagrams that reached the receiver ahead of a hole, per DATA datagram sent.
+
+    Each of those costs the receiver an ack of its own and a place in its
+    reassembly buffer: the share says how long holes stayed open.
+    """
+    early = ((receiver or {}).get("session") or {}).get("out_of_order_segments")
+    data = ((sender or {}).get("recovery_stats") or {}).get("data_datagrams_sent")
+    return early / data if early is not None and data else None
 
 
 def cpu_steal() -> tuple[int, int] | None:
@@ -257,7 +273,7 @@ def print_loss_table(
     print(f"\nRandom loss, {options.mib} MiB one way, median of {options.rounds} round(s):")
     print(
         " loss | MNET MB/s   share | TCP MB/s   share | checksums  | timeouts M/T"
-        " | retransmits M/T | UDP rcvbuf | MNET CPU s tx/rx | acks/data"
+        " | retransmits M/T | UDP rcvbuf | MNET CPU s tx/rx | acks/data | early"
     )
     for r in rows:
         bad = f", {r['checksums_bad']} BAD" if r["checksums_bad"] else ""
@@ -269,14 +285,15 @@ def print_loss_table(
             f" {count(r['mnet_retransmissions']):>7}/{count(r['tcp_retransmissions']):<7} |"
             f" {r['udp_rcvbuf_errors']:>10} |"
             f" {seconds(r['mnet_sender_cpu']):>7}/{seconds(r['mnet_receiver_cpu']):<8} |"
-            f" {ratio(r['mnet_acks_per_data'])}"
+            f" {ratio(r['mnet_acks_per_data']):9} | {ratio(r['mnet_out_of_order_share'])}"
         )
     print(
         "(share: of the same protocol's goodput at 0 % loss; retransmits: medians of the MNET"
         " sender's recovery_stats and of the kernel's Tcp.RetransSegs; UDP rcvbuf: datagrams"
         " the kernel dropped for a full socket buffer in the MNET runs, on top of nft's;"
         " MNET CPU: process CPU seconds of the sending and receiving peer per transfer;"
-        " acks/data: datagrams the MNET receiver sent per DATA datagram)",
+        " acks/data: datagrams the MNET receiver sent per DATA datagram; early: DATA"
+        " datagrams that reached the MNET receiver ahead of a hole, per DATA datagram)",
         flush=True,
     )
     if steal is not None:
