@@ -206,6 +206,7 @@ def summarize(levels: list[float], transfers: list[dict[str, Any]]) -> list[dict
         row["mnet_out_of_order_share"] = median_or_none(
             out_of_order_share(t["receiver"], t["sender"]) for t in mnet_runs
         )
+        row["mnet_repair_wait"] = median_or_none(repair_wait(t["sender"]) for t in mnet_runs)
         row["udp_rcvbuf_errors"] = sum(
             t["counters"].get("Udp.RcvbufErrors", 0) for t in runs if t["proto"] == "mnet"
         )
@@ -231,6 +232,13 @@ def out_of_order_share(
     early = ((receiver or {}).get("session") or {}).get("out_of_order_segments")
     data = ((sender or {}).get("recovery_stats") or {}).get("data_datagrams_sent")
     return early / data if early is not None and data else None
+
+
+def repair_wait(sender: dict[str, Any] | None) -> float | None:
+    """The MNET sender's mean wait from a repair's sending to its ack, seconds."""
+    stats = (sender or {}).get("recovery_stats") or {}
+    answered = stats.get("repairs_answered")
+    return stats["repair_wait_total"] / answered if answered else None
 
 
 def cpu_steal() -> tuple[int, int] | None:
@@ -270,10 +278,13 @@ def print_loss_table(
     def ratio(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
+    def milliseconds(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1e3:.2f}"
+
     print(f"\nRandom loss, {options.mib} MiB one way, median of {options.rounds} round(s):")
     print(
         " loss | MNET MB/s   share | TCP MB/s   share | checksums  | timeouts M/T"
-        " | retransmits M/T | UDP rcvbuf | MNET CPU s tx/rx | acks/data | early"
+        " | retransmits M/T | UDP rcvbuf | MNET CPU s tx/rx | acks/data | early | repair ms"
     )
     for r in rows:
         bad = f", {r['checksums_bad']} BAD" if r["checksums_bad"] else ""
@@ -285,7 +296,8 @@ def print_loss_table(
             f" {count(r['mnet_retransmissions']):>7}/{count(r['tcp_retransmissions']):<7} |"
             f" {r['udp_rcvbuf_errors']:>10} |"
             f" {seconds(r['mnet_sender_cpu']):>7}/{seconds(r['mnet_receiver_cpu']):<8} |"
-            f" {ratio(r['mnet_acks_per_data']):9} | {ratio(r['mnet_out_of_order_share'])}"
+            f" {ratio(r['mnet_acks_per_data']):9} | {ratio(r['mnet_out_of_order_share']):5} |"
+            f" {milliseconds(r['mnet_repair_wait'])}"
         )
     print(
         "(share: of the same protocol's goodput at 0 % loss; retransmits: medians of the MNET"
@@ -293,7 +305,9 @@ def print_loss_table(
         " the kernel dropped for a full socket buffer in the MNET runs, on top of nft's;"
         " MNET CPU: process CPU seconds of the sending and receiving peer per transfer;"
         " acks/data: datagrams the MNET receiver sent per DATA datagram; early: DATA"
-        " datagrams that reached the MNET receiver ahead of a hole, per DATA datagram)",
+        " datagrams that reached the MNET receiver ahead of a hole, per DATA datagram;"
+        " repair ms: the MNET sender's mean wait from a repair to its ack, which"
+        " bounds how fast it gets past one hole after another)",
         flush=True,
     )
     if steal is not None:

@@ -118,6 +118,11 @@ class RecoveryStats:
     congestion_events: int = 0
     congestion_reductions: int = 0
     lost_repairs: int = 0
+    #: Repairs of the first hole whose ack came, and the seconds from each
+    #: repair's sending to that ack, summed: without SACK one hole is
+    #: repaired per such wait, so it bounds goodput under random loss.
+    repairs_answered: int = 0
+    repair_wait_total: float = 0.0
 
 
 @dataclass(slots=True)
@@ -557,6 +562,8 @@ class StreamSender:
         repair = self._repair
         if repair is not None and ack >= repair.end:
             self._repair = None
+            self.stats.repairs_answered += 1
+            self.stats.repair_wait_total += now - repair.sent_at
             self.rtt.add_lower_bound(now - repair.sent_at)
             if self._answers_original(now):
                 self._undo_episode(ack, now)

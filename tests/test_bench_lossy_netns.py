@@ -78,6 +78,8 @@ def test_random_loss_transfers_are_intact(tmp_path: Path) -> None:
     # some with it (a drop in the stream leaves one).
     assert loss_free["mnet_out_of_order_share"] == 0, loss_free
     assert 0 < lossy["mnet_out_of_order_share"] <= 1, lossy
+    assert loss_free["mnet_repair_wait"] is None, loss_free  # nothing to repair
+    assert 0 < lossy["mnet_repair_wait"] < 1, lossy
 
 
 def test_bottleneck_flows_are_counted(tmp_path: Path) -> None:
