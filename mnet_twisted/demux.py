@@ -89,6 +89,10 @@ class Demultiplexer:
         #: Pure acks of a batch passed over because a later one in the same
         #: batch acknowledges more (``receive_batch``).
         self.acks_passed_over = 0
+        #: A datagram just taken left an ack that should go before the next
+        #: is read (a filled hole): the adapter sends ``datagrams_to_send``
+        #: at once.  Cleared when a batch starts; the adapter clears it too.
+        self.output_urgent = False
         #: Stateless replies (COOKIE, and ABORT to strangers) within their rates.
         limits = self.limits
         self._cookie_replies = ReplyLimiter(limits.cookie_rate, limits.cookie_rate_per_source)
@@ -183,6 +187,9 @@ class Demultiplexer:
             session = self._by_peer_tag.get((address, tag))
             if session is not None:
                 session.receive_datagram(data, now)
+                if session.ack_urgent:
+                    session.ack_urgent = False
+                    self.output_urgent = True
             else:
                 self._reply_abort(tag, address, now)
             return
@@ -208,8 +215,12 @@ class Demultiplexer:
             else:
                 self._reply_abort(tag, address, now)
 
-    def receive_batch(self, datagrams: list[bytes], address: Address, now: float) -> None:
+    def receive_batch(self, datagrams: list[bytes], address: Address, now: float) -> int:
         """Several datagrams from ``address`` that arrived together (a GRO read).
+
+        Returns how many it took: all of them, or fewer when one of them
+        made output that should leave before the rest are read
+        (``output_urgent``); the caller sends it and hands over the rest.
 
         In a run of pure acks of one session that only ever grow, the ones
         between the first and the last are skipped: each carries nothing
@@ -228,6 +239,7 @@ class Demultiplexer:
             if data != previous:
                 previous, key = data, wire.parse_pure_ack(data)
             acks.append(key)
+        self.output_urgent = False
         last = len(datagrams) - 1
         index = 0
         while index <= last:
@@ -237,6 +249,8 @@ class Demultiplexer:
                 index += 1
                 continue
             self.receive_datagram(data, address, now)
+            if self.output_urgent:
+                return index + 1
             copies = 0
             while (
                 key is not None and index + copies < last and datagrams[index + copies + 1] == data
@@ -249,6 +263,7 @@ class Demultiplexer:
                 for _ in range(copies):
                     self.receive_datagram(data, address, now)
             index += copies + 1
+        return len(datagrams)
 
     def destination_unreachable(self, address: Address, now: float) -> None:
         """The network says nothing listens at ``address``: refuse our attempts there."""

@@ -6,7 +6,10 @@ and otherwise once per drain, where it can ride on data going back (an echo
 costs no extra datagram); one lost ack then hides two segments, not a whole
 burst.  Anything out of order, duplicated or dropped for lack of space is
 acknowledged at once, because the sender counts those duplicate acks to
-detect loss.
+detect loss.  A segment that joins up with segments held past a hole (a
+repair, as a rule) is acknowledged before anything else is read (RFC 5681
+4.2): the sender repairs one hole per round trip of its repairs, and this
+ack tells it where the next hole is.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class Ack(Enum):
     LATER = "later"
     #: Acknowledge with a packet of its own, now.
     NOW = "now"
+    #: As NOW, and before the rest of the read batch: a hole was filled.
+    FILLED = "filled"
 
 
 class StreamReceiver:
@@ -111,7 +116,7 @@ class StreamReceiver:
             if following:
                 for data in following:
                     self.rcv_nxt += len(data)
-                return [fresh, *following], Ack.NOW
+                return [fresh, *following], Ack.FILLED
         if self._unacknowledged >= 2 * self._full_segment:
             return [fresh], Ack.NOW
         return [fresh], Ack.LATER

@@ -136,6 +136,7 @@ class Session:
         "_unanswered_timeouts",
         "_unread",
         "_want_send_buffer_low",
+        "ack_urgent",
         "bytes_received",
         "config",
         "datagrams_received",
@@ -178,6 +179,9 @@ class Session:
         self._unread = 0
         self._reading_paused = False
         self._ack_pending = False
+        #: An ack in the outbox should leave before the rest of the read
+        #: batch is taken (the demultiplexer clears it when it stops there).
+        self.ack_urgent = False
 
         # A list, not a deque: it holds a few items at most (received data
         # coalesces), and an empty deque costs 760 bytes per session.
@@ -586,10 +590,12 @@ class Session:
             delivered, ack_when = self._receiver.on_segment(seq, payload, self._unread)
             for data in delivered:
                 self._deliver(data)
-            if ack_when is Ack.NOW:
-                self._outbox.append(self._pure_ack())
-            else:
+            if ack_when is Ack.LATER:
                 self._ack_pending = True
+            else:
+                self._outbox.append(self._pure_ack())
+                if ack_when is Ack.FILLED:
+                    self.ack_urgent = True
         return bool(newly_acked or delivered) or self._awaits_no_answer()
 
     def _awaits_no_answer(self) -> bool:

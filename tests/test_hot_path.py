@@ -556,3 +556,88 @@ def test_an_ack_sent_at_once_leaves_no_pending_one_to_repeat_it() -> None:
     receiver.receive_datagram(datagram, 1.001)  # a copy: acked at once
     acks = receiver.datagrams_to_send(1.001)
     assert len(acks) == 1 and wire.parse_data(acks[0])[2] == b""  # type: ignore[index]
+
+
+# -- the ack of a filled hole leaves before the rest of the batch -----------------------------
+
+
+def _segments_out_of_order(session: Any, now: float) -> list[bytes]:
+    """Four full DATA segments from ``session``, the first moved to third place."""
+    session.send(b"m" * 4 * session._sender.segment_size)
+    data = [d for d in session.datagrams_to_send(now) if (wire.parse_data(d) or (0, 0, b""))[2]]
+    assert len(data) == 4, [len(d) for d in data]
+    return [data[1], data[2], data[0], data[3]]
+
+
+def test_a_batch_stops_where_a_hole_is_filled() -> None:
+    """``receive_batch`` hands back control right after the segment that fills a hole,
+    with its ack ready to send; the rest of the batch is taken after that."""
+    from mnet_twisted.config import SessionConfig
+    from mnet_twisted.demux import Demultiplexer
+
+    config = SessionConfig(path_mtu_discovery=False)
+    client_address, server_address = ("127.0.0.1", 1000), ("127.0.0.1", 2000)
+    client = Demultiplexer(local_port=1000, config=config)
+    server = Demultiplexer(local_port=2000, config=config, accepting=True)
+    session = client.connect(server_address, 0.0)
+    for _ in range(4):  # the handshake
+        for data, _ in client.datagrams_to_send(0.0):
+            server.receive_datagram(data, client_address, 0.0)
+        for data, _ in server.datagrams_to_send(0.0):
+            client.receive_datagram(data, server_address, 0.0)
+    while server.next_event() is not None:
+        pass
+    batch = _segments_out_of_order(session, 0.1)
+    mss = session._sender.segment_size
+
+    taken = server.receive_batch(batch, client_address, 0.1)
+    assert taken == 3
+    assert server.output_urgent
+    acks = [wire.parse_data(d)[1] for d, _ in server.datagrams_to_send(0.1)]  # type: ignore[index]
+    assert acks == [0, 0, 3 * mss]  # two duplicates, then the jump past the filled hole
+
+    assert server.receive_batch(batch[taken:], client_address, 0.1) == 1
+    assert not server.output_urgent  # in-order data: acked as usual, later
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_ack_of_a_filled_hole_leaves_before_the_rest_is_read(mnet) -> None:
+    """Real sockets: the listener reads a batch with a hole and its repair in it, and
+    sends the repair's ack before it takes the segment that came after the repair."""
+    received = bytearray()
+
+    class Keep(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            received.extend(data)
+
+    port = await mnet.listen(
+        Factory.forProtocol(Keep), config=mnet.withConfig(path_mtu_discovery=False)
+    )
+    client = await mnet.connect(
+        port, Factory.forProtocol(_Asker), config=mnet.withConfig(path_mtu_discovery=False)
+    )
+    server = port.protocol
+    await mnet.waitFor(lambda: server.demux.open_sessions == 1)
+    served = next(iter(server._transports.values())).session
+    sent: list[tuple[list[int], int]] = []  # (acks in one send, stream taken by then)
+    send_all = server._sendAll
+
+    def recording(datagrams: list[tuple[bytes, Any]]) -> None:
+        acks = [fields[1] for d, _ in datagrams if (fields := wire.parse_data(d)) is not None]
+        sent.append((acks, served._receiver.rcv_nxt))
+        send_all(datagrams)
+
+    server._sendAll = recording
+    session = client.transport.session
+    mss = session._sender.segment_size
+    # The segments leave the client's own socket in the order chosen here, in
+    # this reactor turn, so the listener finds them all queued when it reads.
+    udp = client.transport._mnet._port.socket
+    for datagram in _segments_out_of_order(session, mnet.reactor.seconds()):
+        udp.sendto(datagram, ("127.0.0.1", port.getHost().port))
+    await mnet.waitFor(lambda: len(received) == 4 * mss)
+    assert bytes(received) == b"m" * 4 * mss
+    # The send that carried the jump past the filled hole happened before the
+    # fourth segment was taken, not with the acks of the batch's end.
+    assert any(acks and acks[-1] == 3 * mss and taken == 3 * mss for acks, taken in sent), sent
+    client.transport.loseConnection()
