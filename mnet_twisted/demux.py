@@ -91,7 +91,7 @@ class Demultiplexer:
         self.acks_passed_over = 0
         #: A datagram just taken left an ack that should go before the next
         #: is read (a filled hole): the adapter sends ``datagrams_to_send``
-        #: at once.  Cleared when a batch starts; the adapter clears it too.
+        #: at once and clears it (``receive_batch`` calls its hook instead).
         self.output_urgent = False
         #: Stateless replies (COOKIE, and ABORT to strangers) within their rates.
         limits = self.limits
@@ -215,12 +215,19 @@ class Demultiplexer:
             else:
                 self._reply_abort(tag, address, now)
 
-    def receive_batch(self, datagrams: list[bytes], address: Address, now: float) -> int:
+    def receive_batch(
+        self,
+        datagrams: list[bytes],
+        address: Address,
+        now: float,
+        send_urgent: Callable[[], object] | None = None,
+    ) -> None:
         """Several datagrams from ``address`` that arrived together (a GRO read).
 
-        Returns how many it took: all of them, or fewer when one of them
-        made output that should leave before the rest are read
-        (``output_urgent``); the caller sends it and hands over the rest.
+        ``send_urgent``, if given, is called as soon as one of them leaves
+        output that should go before the rest are read (``output_urgent``:
+        the ack of a filled hole); it should send ``datagrams_to_send`` then.
+        Without it, that output waits for the drain as any other.
 
         In a run of pure acks of one session that only ever grow, the ones
         between the first and the last are skipped: each carries nothing
@@ -249,8 +256,9 @@ class Demultiplexer:
                 index += 1
                 continue
             self.receive_datagram(data, address, now)
-            if self.output_urgent:
-                return index + 1
+            if self.output_urgent and send_urgent is not None:
+                self.output_urgent = False
+                send_urgent()
             copies = 0
             while (
                 key is not None and index + copies < last and datagrams[index + copies + 1] == data
@@ -263,7 +271,6 @@ class Demultiplexer:
                 for _ in range(copies):
                     self.receive_datagram(data, address, now)
             index += copies + 1
-        return len(datagrams)
 
     def destination_unreachable(self, address: Address, now: float) -> None:
         """The network says nothing listens at ``address``: refuse our attempts there."""

@@ -238,10 +238,10 @@ class MNETDatagramProtocol(DatagramProtocol):
         if type(addr) is not tuple or len(addr) != 2:
             addr = (addr[0], addr[1])  # ports normally cut IPv6 addresses down already
         demux = self.demux
-        now = self._reactor.seconds()
-        demux.receive_datagram(datagram, addr, now)
+        demux.receive_datagram(datagram, addr, self._reactor.seconds())
         if demux.output_urgent:
-            self._sendUrgent(now)
+            demux.output_urgent = False
+            self._sendUrgent()
         self.scheduleFlush()
 
     def readBatchStarted(self) -> None:
@@ -263,23 +263,19 @@ class MNETDatagramProtocol(DatagramProtocol):
         if self.demux is None or self._stopped:
             return
         self.stats["datagramsReceived"] += len(datagrams)
-        demux, address, now = self.demux, (addr[0], addr[1]), self._reactor.seconds()
-        while (taken := demux.receive_batch(datagrams, address, now)) < len(datagrams):
-            self._sendUrgent(now)
-            datagrams = datagrams[taken:]
-        if demux.output_urgent:
-            self._sendUrgent(now)
+        self.demux.receive_batch(
+            datagrams, (addr[0], addr[1]), self._reactor.seconds(), self._sendUrgent
+        )
         self.scheduleFlush()
 
-    def _sendUrgent(self, now: float) -> None:
+    def _sendUrgent(self) -> None:
         """Send what the core has ready before reading on: it acks a filled hole.
 
         The sender waits for that ack to learn where the next hole is;
         behind the rest of a busy read batch it would wait a millisecond
         or more.  Application events still wait for the batch's end.
         """
-        self.demux.output_urgent = False
-        self._sendAll(self.demux.datagrams_to_send(now))
+        self._sendAll(self.demux.datagrams_to_send(self._reactor.seconds()))
 
     def connectionRefused(self) -> None:
         """A connected (client) socket heard ICMP port unreachable from its peer."""

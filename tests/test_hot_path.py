@@ -570,8 +570,8 @@ def _segments_out_of_order(session: Any, now: float) -> list[bytes]:
 
 
 def test_a_batch_stops_where_a_hole_is_filled() -> None:
-    """``receive_batch`` hands back control right after the segment that fills a hole,
-    with its ack ready to send; the rest of the batch is taken after that."""
+    """``receive_batch`` calls its hook right after the segment that fills a hole, with
+    that ack ready to send, and only then takes the rest of the batch."""
     from mnet_twisted.config import SessionConfig
     from mnet_twisted.demux import Demultiplexer
 
@@ -590,14 +590,26 @@ def test_a_batch_stops_where_a_hole_is_filled() -> None:
     batch = _segments_out_of_order(session, 0.1)
     mss = session._sender.segment_size
 
-    taken = server.receive_batch(batch, client_address, 0.1)
-    assert taken == 3
-    assert server.output_urgent
-    acks = [wire.parse_data(d)[1] for d, _ in server.datagrams_to_send(0.1)]  # type: ignore[index]
-    assert acks == [0, 0, 3 * mss]  # two duplicates, then the jump past the filled hole
+    sent: list[tuple[list[int], int]] = []  # (acks sent at once, stream taken by then)
 
-    assert server.receive_batch(batch[taken:], client_address, 0.1) == 1
-    assert not server.output_urgent  # in-order data: acked as usual, later
+    def send_urgent() -> None:
+        acks = [wire.parse_data(d)[1] for d, _ in server.datagrams_to_send(0.1)]  # type: ignore[index]
+        sent.append((acks, served._receiver.rcv_nxt))
+
+    served = next(iter(server._sessions))
+    server.receive_batch(batch, client_address, 0.1, send_urgent)
+    # Two duplicates, then the jump past the filled hole, before the fourth
+    # segment was taken; that one is acked as in-order data is, later.
+    assert sent == [([0, 0, 3 * mss], 3 * mss)]
+    assert served._receiver.rcv_nxt == 4 * mss
+    assert not server.output_urgent
+
+    # Without the hook the batch is taken whole, and the ack waits for the drain.
+    server.datagrams_to_send(0.1)
+    server.receive_batch(_segments_out_of_order(session, 0.2), client_address, 0.2)
+    assert served._receiver.rcv_nxt == 8 * mss
+    acks = [wire.parse_data(d)[1] for d, _ in server.datagrams_to_send(0.2)]  # type: ignore[index]
+    assert acks[:3] == [4 * mss, 4 * mss, 7 * mss]
 
 
 @pytest_twisted.ensureDeferred
