@@ -89,10 +89,6 @@ class Demultiplexer:
         #: Pure acks of a batch passed over because a later one in the same
         #: batch acknowledges more (``receive_batch``).
         self.acks_passed_over = 0
-        #: A datagram just taken left an ack that should go before the next
-        #: is read (a filled hole): the adapter sends ``datagrams_to_send``
-        #: at once and clears it (``receive_batch`` calls its hook instead).
-        self.output_urgent = False
         #: Stateless replies (COOKIE, and ABORT to strangers) within their rates.
         limits = self.limits
         self._cookie_replies = ReplyLimiter(limits.cookie_rate, limits.cookie_rate_per_source)
@@ -176,23 +172,28 @@ class Demultiplexer:
         self._touch(session)
         return session
 
-    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
-        """Handle one datagram from ``address``.  Never raises."""
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> bool:
+        """Handle one datagram from ``address``.  Never raises.
+
+        Returns whether what it left to send should go before anything else
+        is read: the ack of a segment that filled a hole, which the peer's
+        sender waits for to learn where the next hole is.
+        """
         if len(data) < 4:
-            return
+            return False
         kind = data[0]
         tag = bytes(data[1:4])
         if kind == _DATA:
             # The hot path: most datagrams are DATA of a known session.
             session = self._by_peer_tag.get((address, tag))
-            if session is not None:
-                session.receive_datagram(data, now)
-                if session.ack_urgent:
-                    session.ack_urgent = False
-                    self.output_urgent = True
-            else:
+            if session is None:
                 self._reply_abort(tag, address, now)
-            return
+                return False
+            session.receive_datagram(data, now)
+            if session.ack_urgent:
+                session.ack_urgent = False
+                return True
+            return False
         if kind == wire.PacketType.INIT or kind == wire.PacketType.COOKIE_ECHO:
             # Sessions first: strangers' handshakes wait until the drain, after
             # the batch's session traffic, and beyond a batch's share they are
@@ -214,6 +215,7 @@ class Demultiplexer:
                 session.receive_datagram(data, now)
             else:
                 self._reply_abort(tag, address, now)
+        return False
 
     def receive_batch(
         self,
@@ -225,9 +227,9 @@ class Demultiplexer:
         """Several datagrams from ``address`` that arrived together (a GRO read).
 
         ``send_urgent``, if given, is called as soon as one of them leaves
-        output that should go before the rest are read (``output_urgent``:
-        the ack of a filled hole); it should send ``datagrams_to_send`` then.
-        Without it, that output waits for the drain as any other.
+        output that should go before the rest are read (the ack of a filled
+        hole, see ``receive_datagram``); it should send ``datagrams_to_send``
+        then.  Without it, that output waits for the drain as any other.
 
         In a run of pure acks of one session that only ever grow, the ones
         between the first and the last are skipped: each carries nothing
@@ -246,7 +248,6 @@ class Demultiplexer:
             if data != previous:
                 previous, key = data, wire.parse_pure_ack(data)
             acks.append(key)
-        self.output_urgent = False
         last = len(datagrams) - 1
         index = 0
         while index <= last:
@@ -255,9 +256,7 @@ class Demultiplexer:
                 self.acks_passed_over += 1
                 index += 1
                 continue
-            self.receive_datagram(data, address, now)
-            if self.output_urgent and send_urgent is not None:
-                self.output_urgent = False
+            if self.receive_datagram(data, address, now) and send_urgent is not None:
                 send_urgent()
             copies = 0
             while (

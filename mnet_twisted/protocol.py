@@ -237,10 +237,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         self.stats["datagramsReceived"] += 1
         if type(addr) is not tuple or len(addr) != 2:
             addr = (addr[0], addr[1])  # ports normally cut IPv6 addresses down already
-        demux = self.demux
-        demux.receive_datagram(datagram, addr, self._reactor.seconds())
-        if demux.output_urgent:
-            demux.output_urgent = False
+        if self.demux.receive_datagram(datagram, addr, self._reactor.seconds()):
             self._sendUrgent()
         self.scheduleFlush()
 

@@ -562,9 +562,10 @@ class StreamSender:
         repair = self._repair
         if repair is not None and ack >= repair.end:
             self._repair = None
+            waited = now - repair.sent_at
             self.stats.repairs_answered += 1
-            self.stats.repair_wait_total += now - repair.sent_at
-            self.rtt.add_lower_bound(now - repair.sent_at)
+            self.stats.repair_wait_total += waited
+            self.rtt.add_lower_bound(waited)
             if self._answers_original(now):
                 self._undo_episode(ack, now)
                 repair = None

@@ -180,7 +180,7 @@ class Session:
         self._reading_paused = False
         self._ack_pending = False
         #: An ack in the outbox should leave before the rest of the read
-        #: batch is taken (the demultiplexer clears it when it stops there).
+        #: batch is taken (the demultiplexer reports and clears it).
         self.ack_urgent = False
 
         # A list, not a deque: it holds a few items at most (received data

@@ -569,7 +569,7 @@ def _segments_out_of_order(session: Any, now: float) -> list[bytes]:
     return [data[1], data[2], data[0], data[3]]
 
 
-def test_a_batch_stops_where_a_hole_is_filled() -> None:
+def test_a_batch_sends_the_ack_of_a_filled_hole_before_reading_on() -> None:
     """``receive_batch`` calls its hook right after the segment that fills a hole, with
     that ack ready to send, and only then takes the rest of the batch."""
     from mnet_twisted.config import SessionConfig
@@ -602,14 +602,22 @@ def test_a_batch_stops_where_a_hole_is_filled() -> None:
     # segment was taken; that one is acked as in-order data is, later.
     assert sent == [([0, 0, 3 * mss], 3 * mss)]
     assert served._receiver.rcv_nxt == 4 * mss
-    assert not server.output_urgent
+    assert not served.ack_urgent  # reported once, then cleared
 
     # Without the hook the batch is taken whole, and the ack waits for the drain.
     server.datagrams_to_send(0.1)
     server.receive_batch(_segments_out_of_order(session, 0.2), client_address, 0.2)
     assert served._receiver.rcv_nxt == 8 * mss
-    acks = [wire.parse_data(d)[1] for d, _ in server.datagrams_to_send(0.2)]  # type: ignore[index]
+    answers = server.datagrams_to_send(0.2)
+    acks = [wire.parse_data(d)[1] for d, _ in answers]  # type: ignore[index]
     assert acks[:3] == [4 * mss, 4 * mss, 7 * mss]
+
+    # One at a time, ``receive_datagram`` says which one to answer at once.
+    for data, _ in answers:  # the acks open the client's window again
+        client.receive_datagram(data, server_address, 0.2)
+    single = _segments_out_of_order(session, 0.3)
+    urgent = [server.receive_datagram(data, client_address, 0.3) for data in single]
+    assert urgent == [False, False, True, False]
 
 
 @pytest_twisted.ensureDeferred
