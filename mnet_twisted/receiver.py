@@ -17,7 +17,10 @@ from __future__ import annotations
 from enum import Enum
 
 from .recvbuf import SEGMENT_OVERHEAD, ReassemblyBuffer, SharedBudget
-from .seqnum import unwrap
+from .seqnum import MODULUS
+
+_MASK = MODULUS - 1
+_HALF = MODULUS // 2
 
 __all__ = ["Ack", "StreamReceiver"]
 
@@ -37,10 +40,10 @@ class StreamReceiver:
         "_full_segment",
         "_limit",
         "_reassembly",
-        "_unacknowledged",
         "duplicate_segments",
         "out_of_order_segments",
         "rcv_nxt",
+        "unacknowledged",
     )
 
     def __init__(self, origin: int, limit: int, budget: SharedBudget | None = None) -> None:
@@ -54,14 +57,12 @@ class StreamReceiver:
         #: Out-of-order segments, from the first one on while any is held
         #: (most sessions never see one; an empty buffer costs ~260 bytes).
         self._reassembly: ReassemblyBuffer | None = None
-        #: In-order bytes taken since our last acknowledgement went out.
-        self._unacknowledged = 0
+        #: In-order bytes taken since our last acknowledgement went out; the
+        #: session zeroes it whenever one leaves, alone or on data (an
+        #: attribute, not a method: every segment past a hole sends one).
+        self.unacknowledged = 0
         #: The largest payload seen: what a full segment is for this peer.
         self._full_segment = 1
-
-    def on_ack_sent(self) -> None:
-        """An acknowledgement of ``rcv_nxt`` left, alone or on data."""
-        self._unacknowledged = 0
 
     @property
     def held_out_of_order(self) -> int:
@@ -81,7 +82,9 @@ class StreamReceiver:
         """
         rcv_nxt = self.rcv_nxt
         size = len(payload)
-        end = unwrap(wire_seq, rcv_nxt)
+        # unwrap(wire_seq, rcv_nxt), without the call: this runs for every segment.
+        delta = (wire_seq - rcv_nxt) & _MASK
+        end = rcv_nxt + (delta - MODULUS if delta >= _HALF else delta)
         start = end - size
         if size > self._full_segment:
             self._full_segment = size
@@ -101,7 +104,7 @@ class StreamReceiver:
         if unread + len(fresh) > self._limit:
             return [], Ack.NOW  # no room: the sender will try again later
         self.rcv_nxt = end
-        self._unacknowledged += len(fresh)
+        self.unacknowledged += len(fresh)
         if reassembly is not None:
             # Out-of-order bytes must never lock out the segment that fills
             # the hole before them: drop the farthest ones instead.  They were
@@ -117,6 +120,6 @@ class StreamReceiver:
                 for data in following:
                     self.rcv_nxt += len(data)
                 return [fresh, *following], Ack.FILLED
-        if self._unacknowledged >= 2 * self._full_segment:
+        if self.unacknowledged >= 2 * self._full_segment:
             return [fresh], Ack.NOW
         return [fresh], Ack.LATER

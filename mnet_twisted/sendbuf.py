@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from .seqnum import wrap
-
 __all__ = ["SendBuffer"]
 
 #: Small writes are gathered into chunks of about this size, so a segment
@@ -31,7 +29,6 @@ class SendBuffer:
         "end",
         "last_byte",
         "start",
-        "wire_start",
     )
 
     def __init__(self, origin: int) -> None:
@@ -41,9 +38,6 @@ class SendBuffer:
         #: Index of the first chunk still (partly) held.
         self._first = 0
         self.start = origin
-        #: ``start`` as the wire carries it (mod 2**32), kept with it: a
-        #: receiver compares it with the ack of every DATA packet.
-        self.wire_start = wrap(origin)
         self.end = origin
         #: The stream's last byte (a zero byte before anything was written):
         #: what a keep-alive probe resends.
@@ -95,7 +89,6 @@ class SendBuffer:
         if offset <= self.start:
             return
         self.start = offset
-        self.wire_start = wrap(offset)
         chunks, starts = self._chunks, self._starts
         first = self._first
         while first < len(chunks) and starts[first] + len(chunks[first]) <= offset:

@@ -69,7 +69,7 @@ from .pacing import Pacer
 from .pmtud import SizeProbes
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
-from .seqnum import unwrap
+from .seqnum import unwrap, wrap
 from .wire import DATA_HEADER_SIZE
 
 __all__ = ["RecoveryStats", "Segment", "StreamSender"]
@@ -192,12 +192,18 @@ class StreamSender:
         "snd_max",
         "snd_nxt",
         "stats",
+        "wire_acked",
     )
 
     def __init__(self, config: SessionConfig) -> None:
         self._mss = config.max_segment_size
         self._max_outstanding = max(config.max_congestion_window, self._mss)
         self._buffer = SendBuffer(config.stream_origin)
+        #: ``acked`` as the wire carries it, kept with it: a packet
+        #: acknowledging exactly this, with data, asks nothing of the sender
+        #: (only a pure ack can be a duplicate), and the receiving end
+        #: compares it with the ack of every DATA packet.
+        self.wire_acked = wrap(config.stream_origin)
         self.snd_nxt = config.stream_origin
         #: Highest offset ever sent: the "total bytes sent" of the wire.
         self.snd_max = config.stream_origin
@@ -272,13 +278,6 @@ class StreamSender:
         return self._buffer.start
 
     @property
-    def wire_acked(self) -> int:
-        """``acked`` as the wire carries it: a packet acknowledging exactly
-        this, with data, asks nothing of the sender (only a pure ack can be
-        a duplicate)."""
-        return self._buffer.wire_start
-
-    @property
     def buffered(self) -> int:
         """Bytes written but not yet acknowledged."""
         return len(self._buffer)
@@ -327,6 +326,7 @@ class StreamSender:
     def discard(self) -> None:
         """Drop everything: the session is over."""
         self._buffer.release_until(self._buffer.end)
+        self.wire_acked = wrap(self._buffer.start)
         self.pto_deadline = self.loss_deadline = self.pacing_deadline = None
 
     # ------------------------------------------------------------------
@@ -662,6 +662,7 @@ class StreamSender:
         # a hole measures the repair, not the path.
         clean = self._buffer.start >= self._retransmitted_until and not self.in_recovery
         self._buffer.release_until(ack)
+        self.wire_acked = wrap(self._buffer.start)
         if ack > self.snd_nxt:
             self.snd_nxt = ack
         if sent_at is None or not clean:

@@ -585,18 +585,21 @@ class Session:
             newly_acked = 0  # a one-way receiver's usual packet: no news for our sender
         else:
             newly_acked = self._process_ack(ack, now, pure=not payload)
-        delivered: list[bytes] = []
-        if payload:
-            delivered, ack_when = self._receiver.on_segment(seq, payload, self._unread)
-            for data in delivered:
-                self._deliver(data)
-            if ack_when is Ack.LATER:
-                self._ack_pending = True
-            else:
-                self._outbox.append(self._pure_ack())
-                if ack_when is Ack.FILLED:
-                    self.ack_urgent = True
-        return bool(newly_acked or delivered) or self._awaits_no_answer()
+        if not payload:
+            return bool(newly_acked) or self._awaits_no_answer()
+        delivered, ack_when = self._receiver.on_segment(seq, payload, self._unread)
+        if delivered:
+            self._deliver(delivered)
+        if ack_when is Ack.LATER:
+            self._ack_pending = True
+        else:
+            self._outbox.append(self._pure_ack())
+            if ack_when is Ack.FILLED:
+                self.ack_urgent = True
+        if newly_acked or delivered:
+            return True
+        # (_awaits_no_answer, inline: every segment past a hole comes here.)
+        return not self._sender.awaiting_ack and self._control_retry_at is None
 
     def _awaits_no_answer(self) -> bool:
         """Nothing of ours is unacknowledged: any packet from the peer shows life."""
@@ -614,8 +617,9 @@ class Session:
                 self._advance_shutdown(now)  # it acts only once a close began
         return newly_acked
 
-    def _deliver(self, data: bytes) -> None:
-        size = len(data)
+    def _deliver(self, chunks: list[bytes]) -> None:
+        """Hold in-order bytes for the application: one segment's, or a filled hole's run."""
+        size = len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
         self.bytes_received += size
         self._unread += size
         events = self._events
@@ -623,7 +627,7 @@ class Session:
         if type(tail) is not _PendingData:
             tail = _PendingData()
             events.append(tail)
-        tail.chunks.append(data)
+        tail.chunks += chunks
         tail.size += size
 
     # Every packet carries its sender's own tag (observed on the wire).
@@ -637,14 +641,14 @@ class Session:
             datagram = encode(tag, wrap(end), ack, payload)
             out.append(ProbeDatagram(datagram) if end == probe_end else datagram)
         self._ack_pending = False
-        self._receiver.on_ack_sent()
+        self._receiver.unacknowledged = 0
 
     def _pure_ack(self) -> bytes:
         # It acknowledges all in-order data so far: one still pending would
         # repeat it, which the peer counts as a report of a later segment.
         self._ack_pending = False
         receiver = self._receiver
-        receiver.on_ack_sent()
+        receiver.unacknowledged = 0
         sent, received = self._sender.snd_max, receiver.rcv_nxt
         # Past a hole every segment is answered by the same ack: build it once.
         if sent != self._pure_ack_sent or received != self._pure_ack_received:
