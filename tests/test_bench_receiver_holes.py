@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "receiver_holes.py"
 
@@ -40,3 +43,19 @@ def test_receiver_holes_counts_calls_per_segment() -> None:
     calls = {label: float(value) for label, value in rows}
     assert list(calls) == ["none", "100", "20"], stdout
     assert 0 < calls["none"] < calls["100"] <= calls["20"], calls
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_receiver_holes_counts_instructions_per_segment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--instructions``: callgrind's count over two passes, start-up subtracted."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import receiver_holes
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    monkeypatch.setattr(receiver_holes, "_SHORT_PASS", 100)
+    monkeypatch.setattr(receiver_holes, "_LONG_PASS", 400)
+    count = receiver_holes.instructions_per_segment(20)
+    # A segment takes thousands of instructions, not millions: start-up and
+    # the handshake did not leak in.
+    assert 5_000 < count < 200_000, count
