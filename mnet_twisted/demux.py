@@ -340,7 +340,8 @@ class Demultiplexer:
             address = session.peer_address
             for datagram in session.datagrams_to_send(now):
                 out.append((datagram, address))
-            if session.forgettable:
+            # (Only a closed session can be forgettable: most skip the property.)
+            if session.state is SessionState.CLOSED and session.forgettable:
                 self._forget(session)
             else:
                 self._unscheduled[session] = None

@@ -52,12 +52,18 @@ class SendBuffer:
         self.last_byte = bytes(data[-1:])
         chunks = self._chunks
         tail = chunks[-1] if len(chunks) > self._first else None
-        if isinstance(tail, bytearray) and len(tail) + len(data) <= _CHUNK:
+        size = len(data)
+        if tail is not None and len(tail) + size <= _CHUNK:
+            if type(tail) is bytes:
+                # A second small write: gather from now on.  A lone one stays
+                # the bytes it came as, which a segment then carries uncopied
+                # (an interactive session's usual write).
+                tail = chunks[-1] = bytearray(tail)
             tail += data
         else:
-            chunks.append(bytes(data) if len(data) >= _CHUNK else bytearray(data))
+            chunks.append(bytes(data))  # (a copy only of a buffer the caller may change)
             self._starts.append(self.end)
-        self.end += len(data)
+        self.end += size
 
     def get(self, offset: int, length: int) -> bytes:
         """``length`` bytes starting at stream ``offset`` (which must be held)."""

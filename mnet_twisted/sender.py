@@ -69,7 +69,7 @@ from .pacing import Pacer
 from .pmtud import SizeProbes
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
-from .seqnum import unwrap, wrap
+from .seqnum import WIRE_MASK, unwrap, wrap
 from .wire import DATA_HEADER_SIZE
 
 __all__ = ["RecoveryStats", "Segment", "StreamSender"]
@@ -595,7 +595,7 @@ class StreamSender:
         # nothing of how long the path takes now, and resetting on it keeps
         # a stale, short timeout firing again and again once another flow
         # fills the queue.
-        if ack > self._retransmitted_until:
+        if sample is None and ack > self._retransmitted_until:  # (a sample did it already)
             self.rtt.reset_backoff()
         self._timeouts_in_a_row = 0
         self.loss_deadline = None
@@ -618,6 +618,8 @@ class StreamSender:
                 # small message at a time, and then burst it all at once.
                 self.congestion.on_app_limited_sample(sample)
             self._learn_ack_habit(newly)
+            if self._delivered_beyond < self._mss:
+                return []  # (what _detect_loss answers first, without the call: most acks)
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode(now)
@@ -662,7 +664,7 @@ class StreamSender:
         # a hole measures the repair, not the path.
         clean = self._buffer.start >= self._retransmitted_until and not self.in_recovery
         self._buffer.release_until(ack)
-        self.wire_acked = wrap(self._buffer.start)
+        self.wire_acked = self._buffer.start & WIRE_MASK  # wrap(), without the call
         if ack > self.snd_nxt:
             self.snd_nxt = ack
         if sent_at is None or not clean:

@@ -23,7 +23,7 @@ from .events import Closed, CloseReason, DataReceived, Established, Event, SendB
 from .receiver import Ack, StreamReceiver
 from .recvbuf import SharedBudget
 from .sender import Segment, StreamSender
-from .seqnum import wrap
+from .seqnum import WIRE_MASK, wrap
 from .trace import SessionTracer
 
 __all__ = ["ProbeDatagram", "Session", "SessionState", "SessionStats"]
@@ -393,6 +393,8 @@ class Session:
         control = self._control_retry_at
         if control is not None and (earliest is None or control < earliest):
             earliest = control
+        if self.config.keepalive_interval is None or self._sender.awaiting_ack:
+            return earliest  # (no keep-alive due: _keepalive_deadline's first answer, no call)
         keepalive = self._keepalive_deadline()
         if keepalive is not None and (earliest is None or keepalive < earliest):
             earliest = keepalive
@@ -634,11 +636,11 @@ class Session:
     def _emit(self, segments: list[Segment], out: list[bytes]) -> None:
         if not segments:
             return
-        ack = wrap(self._receiver.rcv_nxt)
+        ack = self._receiver.rcv_nxt & WIRE_MASK  # wrap(), without the calls: every segment
         tag, encode = self.local_tag, wire.encode_data
         probe_end = self._sender.size_probe_end
         for end, payload in segments:
-            datagram = encode(tag, wrap(end), ack, payload)
+            datagram = encode(tag, end & WIRE_MASK, ack, payload)
             out.append(ProbeDatagram(datagram) if end == probe_end else datagram)
         self._ack_pending = False
         self._receiver.unacknowledged = 0
