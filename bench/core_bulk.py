@@ -24,47 +24,29 @@ two peers keep both CPUs busy, this is what 1 % loss costs the transfer.
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _instructions import available, instructions
+from core_echo import CLIENT, SERVER, connected
+
 from mnet_twisted import wire
 from mnet_twisted.config import SessionConfig
-from mnet_twisted.demux import Demultiplexer
 from mnet_twisted.events import DataReceived
 
-CLIENT, SERVER = ("127.0.0.1", 1000), ("127.0.0.1", 2000)
 #: Datagrams of 1,452 bytes, as on the namespace bench's 1500-byte link.
 CONFIG = SessionConfig(path_mtu_discovery=False)
 STEP = 0.0002
 LOST_EVERY = 100
 
 
-def connected(now: float) -> tuple[Demultiplexer, Demultiplexer, object]:
-    client = Demultiplexer(local_port=CLIENT[1], config=CONFIG)
-    server = Demultiplexer(local_port=SERVER[1], accepting=True, config=CONFIG)
-    session = client.connect(SERVER, now)
-    for _ in range(4):  # the handshake
-        for data, _ in client.datagrams_to_send(now):
-            server.receive_datagram(data, CLIENT, now)
-        while server.next_event() is not None:
-            pass
-        for data, _ in server.datagrams_to_send(now):
-            client.receive_datagram(data, SERVER, now)
-        while client.next_event() is not None:
-            pass
-    return client, server, session
-
-
 def transfer(mib: int, lossy: bool) -> tuple[float, int, int]:
     """(seconds, DATA datagrams sent, acks sent) for one transfer."""
     now = 1.0
-    client, server, session = connected(now)
+    client, server, session = connected(now, CONFIG)
     payload = bytes(range(251)) * 4178  # about 1 MiB; no segment repeats its neighbour
     # Compared chunk by chunk (a slice and a memcmp): a hash would cost more
     # than the core, and so would a memoryview's item-by-item comparison.
@@ -110,30 +92,12 @@ def transfer(mib: int, lossy: bool) -> tuple[float, int, int]:
 
 def instructions_per_datagram(mib: int, lossy: bool) -> float:
     """CPU instructions per DATA datagram, counted by callgrind (see the module's notes)."""
-    counts, datagrams = [], []
-    for size in (mib, 2 * mib):
-        result = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--callgrind-out-file=/dev/null",
-                sys.executable,
-                __file__,
-                "--one-pass",
-                "lossy" if lossy else "clean",
-                "--mib",
-                str(size),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        found = re.search(r"Collected : (\d+)", result.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count in callgrind's output: {result.stderr}")
-        counts.append(int(found.group(1)))
-        datagrams.append(int(result.stdout.split()[0]))
-    return (counts[1] - counts[0]) / (datagrams[1] - datagrams[0])
+    passes = [
+        instructions(__file__, "--one-pass", "lossy" if lossy else "clean", "--mib", str(size))
+        for size in (mib, 2 * mib)
+    ]
+    (short, short_out), (long, long_out) = passes
+    return (long - short) / (int(long_out.split()[0]) - int(short_out.split()[0]))
 
 
 def main() -> None:
@@ -151,7 +115,7 @@ def main() -> None:
         _, data_sent, _ = transfer(options.mib, options.one_pass == "lossy")
         print(data_sent)  # what --instructions divides by
         return
-    if options.instructions and shutil.which("valgrind") is None:
+    if options.instructions and not available():
         print("valgrind is not installed: instructions not counted")
         options.instructions = False
     header = "loss | µs per DATA datagram (best) | acks per DATA datagram"

@@ -20,15 +20,15 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _instructions import available, instructions
+
+from mnet_twisted.config import SessionConfig
 from mnet_twisted.demux import Demultiplexer
 from mnet_twisted.events import DataReceived
 
@@ -36,9 +36,12 @@ CLIENT, SERVER = ("127.0.0.1", 1000), ("127.0.0.1", 2000)
 MESSAGE = b"x" * 64
 
 
-def connected(now: float) -> tuple[Demultiplexer, Demultiplexer, object]:
-    client = Demultiplexer(local_port=CLIENT[1])
-    server = Demultiplexer(local_port=SERVER[1], accepting=True)
+def connected(
+    now: float, config: SessionConfig | None = None
+) -> tuple[Demultiplexer, Demultiplexer, object]:
+    """A client and a listener demultiplexer, and the client's established session."""
+    client = Demultiplexer(local_port=CLIENT[1], config=config)
+    server = Demultiplexer(local_port=SERVER[1], accepting=True, config=config)
     session = client.connect(SERVER, now)
     for _ in range(4):  # the handshake
         for data, _ in client.datagrams_to_send(now):
@@ -74,27 +77,9 @@ _SHORT_RUN, _LONG_RUN = 2_000, 6_000
 
 def instructions_per_round_trip() -> float:
     """CPU instructions per round trip, counted by callgrind (see the module's notes)."""
-    counts = []
-    for messages in (_SHORT_RUN, _LONG_RUN):
-        result = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--callgrind-out-file=/dev/null",
-                sys.executable,
-                __file__,
-                "--one-run",
-                str(messages),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        found = re.search(r"Collected : (\d+)", result.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count in callgrind's output: {result.stderr}")
-        counts.append(int(found.group(1)))
-    return (counts[1] - counts[0]) / (_LONG_RUN - _SHORT_RUN)
+    short, _ = instructions(__file__, "--one-run", str(_SHORT_RUN))
+    long, _ = instructions(__file__, "--one-run", str(_LONG_RUN))
+    return (long - short) / (_LONG_RUN - _SHORT_RUN)
 
 
 def main() -> None:
@@ -128,7 +113,7 @@ def main() -> None:
         best = min(best, time.perf_counter() - started)
     print(f"core echo round trip, both ends: {best / options.messages * 1e6:.2f} µs (best of 7)")
     if options.instructions:
-        if shutil.which("valgrind") is None:
+        if not available():
             print("valgrind is not installed: instructions not counted")
         else:
             count = instructions_per_round_trip()

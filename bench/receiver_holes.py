@@ -24,9 +24,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +31,7 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT / "tests"), str(_ROOT)]
 
+from _instructions import available, instructions  # noqa: E402
 from simnet import connected_pair  # noqa: E402  (needs the sys.path entries above)
 
 from mnet_twisted import wire  # noqa: E402
@@ -111,29 +109,11 @@ _SHORT_PASS, _LONG_PASS = 2_000, 6_000
 
 def instructions_per_segment(hole_every: int) -> float:
     """CPU instructions per segment, counted by callgrind (see the module's notes)."""
-    counts = []
-    for segments in (_SHORT_PASS, _LONG_PASS):
-        result = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--callgrind-out-file=/dev/null",
-                sys.executable,
-                __file__,
-                "--one-pass",
-                str(hole_every),
-                "--segments",
-                str(segments),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        found = re.search(r"Collected : (\d+)", result.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count in callgrind's output: {result.stderr}")
-        counts.append(int(found.group(1)))
-    return (counts[1] - counts[0]) / (_LONG_PASS - _SHORT_PASS)
+    passes = [
+        instructions(__file__, "--one-pass", str(hole_every), "--segments", str(segments))[0]
+        for segments in (_SHORT_PASS, _LONG_PASS)
+    ]
+    return (passes[1] - passes[0]) / (_LONG_PASS - _SHORT_PASS)
 
 
 def main() -> None:
@@ -157,7 +137,7 @@ def main() -> None:
     if options.one_pass is not None:
         run(options.segments, options.one_pass)  # what --instructions counts
         return
-    if options.instructions and shutil.which("valgrind") is None:
+    if options.instructions and not available():
         print("valgrind is not installed: instructions not counted")
         options.instructions = False
     header = "hole every | µs per segment (best) | acks per segment"
