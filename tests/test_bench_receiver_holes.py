@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "receiver_holes.py"
+from benchrun import BENCH_DIR, run_bench
 
 
 def _bench(*extra: str) -> str:
     """The bench's output for a short run (it must succeed)."""
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--segments", "600", "--repeats", "1", *extra],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return run_bench("receiver_holes.py", "--segments", "600", "--repeats", "1", *extra)
 
 
 def test_receiver_holes_reports_a_row_per_pattern() -> None:
@@ -48,11 +37,11 @@ def test_receiver_holes_counts_calls_per_segment() -> None:
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_receiver_holes_counts_instructions_per_segment(monkeypatch: pytest.MonkeyPatch) -> None:
     """``--instructions``: callgrind's count over two passes, start-up subtracted."""
-    sys.path.insert(0, str(BENCH.parent))
+    sys.path.insert(0, str(BENCH_DIR))
     try:
         import receiver_holes
     finally:
-        sys.path.remove(str(BENCH.parent))
+        sys.path.remove(str(BENCH_DIR))
     monkeypatch.setattr(receiver_holes, "_SHORT_PASS", 100)
     monkeypatch.setattr(receiver_holes, "_LONG_PASS", 400)
     count = receiver_holes.instructions_per_segment(20)
