@@ -1,0 +1,123 @@
+"""
+A 64-byte echo over real loopback sockets, both ends in one reactor:
+
+    .venv/bin/python bench/socket_echo.py [--messages 5000] [--instructions]
+
+An MNET listener and one client session in this process, through the
+endpoint strings, Twisted's reactor and the kernel's UDP: the client
+sends, the server's protocol echoes, the client sends the next message
+once the whole echo is back.  Prints the mean round trip in microseconds.
+Unlike ``bench/suite.py`` (separate processes, the same scenario against
+Twisted TCP) it exists to weigh MNET's own Python on both ends, Twisted
+adapter included: ``--instructions`` counts the user-space CPU
+instructions per round trip under valgrind (callgrind, if installed), the
+difference between a run of 1,000 and one of 3,000 messages, each in a
+process of its own.  The kernel's share of a ``sendmsg`` is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _instructions import available, instructions
+from twisted.internet import defer, protocol
+
+MESSAGE = b"x" * 64
+#: The two run lengths whose difference ``--instructions`` reports.
+_SHORT_RUN, _LONG_RUN = 1_000, 3_000
+
+
+class Echo(protocol.Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+
+class Asker(protocol.Protocol):
+    """Sends ``count`` messages one after another; ``done`` fires after the last echo."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self.pending = 0
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self._ask()
+
+    def _ask(self) -> None:
+        self.pending = len(MESSAGE)
+        self.transport.write(MESSAGE)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if data != MESSAGE[: len(data)]:
+            raise AssertionError(f"the echo came back changed: {data!r}")
+        self.pending -= len(data)
+        if self.pending:
+            return
+        self.left -= 1
+        if self.left:
+            self._ask()
+        else:
+            self.done.callback(None)
+
+
+async def echo(reactor: Any, count: int) -> float:
+    """Seconds for ``count`` round trips (the connect and close not included)."""
+    from twisted.internet.endpoints import clientFromString, serverFromString
+
+    port = await serverFromString(reactor, "mnet:0:interface=127.0.0.1").listen(
+        protocol.Factory.forProtocol(Echo)
+    )
+    client = clientFromString(reactor, f"mnet:host=127.0.0.1:port={port.getHost().port}")
+    asker = Asker(count)
+    started = time.perf_counter()
+    await client.connect(protocol.Factory.forProtocol(lambda: asker))
+    await asker.done
+    elapsed = time.perf_counter() - started
+    asker.transport.loseConnection()  # type: ignore[union-attr]
+    await port.stopListening()
+    return elapsed
+
+
+def run(count: int) -> float:
+    from twisted.internet import reactor
+
+    result: list[Any] = []
+    done = defer.ensureDeferred(echo(reactor, count))
+    done.addBoth(result.append)
+    done.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    if not isinstance(result[0], float):
+        result[0].raiseException()
+    return float(result[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=5_000)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the user-space CPU instructions per round trip instead of timing "
+        "(valgrind's callgrind; about a minute)",
+    )
+    options = parser.parse_args()
+    if not options.instructions:
+        seconds = run(options.messages)
+        print(f"socket echo round trip, both ends: {seconds / options.messages * 1e6:.1f} µs")
+    elif not available():
+        print("valgrind is not installed: instructions not counted")
+    else:
+        short, _ = instructions(__file__, "--messages", str(_SHORT_RUN))
+        long, _ = instructions(__file__, "--messages", str(_LONG_RUN))
+        count = (long - short) / (_LONG_RUN - _SHORT_RUN)
+        print(f"socket echo round trip, both ends: {count:,.0f} instructions")
+
+
+if __name__ == "__main__":
+    main()

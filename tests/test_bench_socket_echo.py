@@ -1,0 +1,13 @@
+"""Smoke test for bench/socket_echo.py: a real-socket echo in one reactor, every byte checked."""
+
+from __future__ import annotations
+
+import re
+
+from benchrun import run_bench
+
+
+def test_socket_echo_reports_microseconds_per_round_trip() -> None:
+    stdout = run_bench("socket_echo.py", "--messages", "200")
+    figure = re.search(r"both ends: ([0-9.]+) µs", stdout)
+    assert figure is not None and float(figure.group(1)) > 0, stdout
