@@ -340,8 +340,7 @@ class Demultiplexer:
             address = session.peer_address
             for datagram in session.datagrams_to_send(now):
                 out.append((datagram, address))
-            # (Only a closed session can be forgettable: most skip the property.)
-            if session.state is SessionState.CLOSED and session.forgettable:
+            if session.forgettable:
                 self._forget(session)
             else:
                 self._unscheduled[session] = None

@@ -239,10 +239,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             addr = (addr[0], addr[1])  # ports normally cut IPv6 addresses down already
         if self.demux.receive_datagram(datagram, addr, self._reactor.seconds()):
             self._sendUrgent()
-        if self._inReadBatch:
-            self._flushAfterBatch = True  # (what scheduleFlush does here, without the call)
-        else:
-            self.scheduleFlush()
+        self.scheduleFlush()
 
     def readBatchStarted(self) -> None:
         """The port starts reading a batch of datagrams (see ``udpport``)."""
@@ -562,12 +559,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         """Send in order; consecutive datagrams to one peer go to the port together."""
         sendmany = self._sendMany
         if sendmany is None or not self._port.gso or len(datagrams) == 1:
-            write = self._write
             for datagram, addr in datagrams:
-                if type(datagram) is bytes:  # not a size probe: _sendDatagram's usual case
-                    self._sendVia(write, datagram, addr, 1)
-                else:
-                    self._sendDatagram(datagram, addr)
+                self._sendDatagram(datagram, addr)
             return
         index, count = 0, len(datagrams)
         while index < count:

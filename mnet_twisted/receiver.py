@@ -17,10 +17,7 @@ from __future__ import annotations
 from enum import Enum
 
 from .recvbuf import SEGMENT_OVERHEAD, ReassemblyBuffer, SharedBudget
-from .seqnum import MODULUS
-
-_MASK = MODULUS - 1
-_HALF = MODULUS // 2
+from .seqnum import unwrap
 
 __all__ = ["Ack", "StreamReceiver"]
 
@@ -40,10 +37,10 @@ class StreamReceiver:
         "_full_segment",
         "_limit",
         "_reassembly",
+        "_unacknowledged",
         "duplicate_segments",
         "out_of_order_segments",
         "rcv_nxt",
-        "unacknowledged",
     )
 
     def __init__(self, origin: int, limit: int, budget: SharedBudget | None = None) -> None:
@@ -57,12 +54,14 @@ class StreamReceiver:
         #: Out-of-order segments, from the first one on while any is held
         #: (most sessions never see one; an empty buffer costs ~260 bytes).
         self._reassembly: ReassemblyBuffer | None = None
-        #: In-order bytes taken since our last acknowledgement went out; the
-        #: session zeroes it whenever one leaves, alone or on data (an
-        #: attribute, not a method: every segment past a hole sends one).
-        self.unacknowledged = 0
+        #: In-order bytes taken since our last acknowledgement went out.
+        self._unacknowledged = 0
         #: The largest payload seen: what a full segment is for this peer.
         self._full_segment = 1
+
+    def on_ack_sent(self) -> None:
+        """An acknowledgement of ``rcv_nxt`` left, alone or on data."""
+        self._unacknowledged = 0
 
     @property
     def held_out_of_order(self) -> int:
@@ -82,9 +81,7 @@ class StreamReceiver:
         """
         rcv_nxt = self.rcv_nxt
         size = len(payload)
-        # unwrap(wire_seq, rcv_nxt), without the call: this runs for every segment.
-        delta = (wire_seq - rcv_nxt) & _MASK
-        end = rcv_nxt + (delta - MODULUS if delta >= _HALF else delta)
+        end = unwrap(wire_seq, rcv_nxt)
         start = end - size
         if size > self._full_segment:
             self._full_segment = size
@@ -104,7 +101,7 @@ class StreamReceiver:
         if unread + len(fresh) > self._limit:
             return [], Ack.NOW  # no room: the sender will try again later
         self.rcv_nxt = end
-        self.unacknowledged += len(fresh)
+        self._unacknowledged += len(fresh)
         if reassembly is not None:
             # Out-of-order bytes must never lock out the segment that fills
             # the hole before them: drop the farthest ones instead.  They were
@@ -120,6 +117,6 @@ class StreamReceiver:
                 for data in following:
                     self.rcv_nxt += len(data)
                 return [fresh, *following], Ack.FILLED
-        if self.unacknowledged >= 2 * self._full_segment:
+        if self._unacknowledged >= 2 * self._full_segment:
             return [fresh], Ack.NOW
         return [fresh], Ack.LATER

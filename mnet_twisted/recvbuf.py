@@ -86,8 +86,8 @@ class ReassemblyBuffer:
             return True  # a copy of what we hold
         budget = self._budget
         if budget is not None:
-            if budget.limit is not None and budget.used + grown > budget.limit:
-                return False  # (SharedBudget.fits, without the call: once per held segment)
+            if not budget.fits(grown):
+                return False
             budget.used += grown
         self.cost += grown
         self._segments[start] = data  # a longer copy replaces a shorter one

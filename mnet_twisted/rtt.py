@@ -75,8 +75,9 @@ class RttEstimator:
         self.latest = rtt
         if self.minimum is None or rtt < self.minimum:
             self.minimum = rtt
-        self._backoff = 0
         self._smooth(rtt)
+        self._backoff = 0
+        self._update_rto()
 
     def add_lower_bound(self, rtt: float) -> None:
         """The round trip now takes at least ``rtt``: fold it in if that is news.
@@ -94,13 +95,10 @@ class RttEstimator:
             return
         self.latest = rtt
         self._smooth(rtt)
+        self._update_rto()
 
     def _smooth(self, rtt: float) -> None:
-        """RFC 6298's SRTT and RTTVAR with ``rtt`` folded in, and the timeout they give.
-
-        (The timeout is worked out here, as ``_update_rto`` does, without the
-        call: this runs for every acknowledgement that gives a sample.)
-        """
+        """RFC 6298's SRTT and RTTVAR with ``rtt`` folded in, and the timeout they give."""
         smoothed = self.smoothed
         if smoothed is None:
             self.smoothed = rtt
@@ -108,11 +106,9 @@ class RttEstimator:
         else:
             self.variance = (1 - _BETA) * self.variance + _BETA * abs(smoothed - rtt)
             self.smoothed = (1 - _ALPHA) * smoothed + _ALPHA * rtt
-        base = self._base_rto = (
+        self._base_rto = (
             self.smoothed + max(GRANULARITY, _K * self.variance) + self._peer_ack_delay
         )
-        doublings = 1 << min(self._backoff, _MAX_DOUBLINGS)
-        self.rto = min(self._max_rto, max(self._min_rto, base) * doublings)
 
     def back_off(self) -> None:
         """Double the timeout after it expired, up to max_rto."""

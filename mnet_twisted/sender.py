@@ -69,7 +69,7 @@ from .pacing import Pacer
 from .pmtud import SizeProbes
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
-from .seqnum import WIRE_MASK, unwrap, wrap
+from .seqnum import unwrap, wrap
 from .wire import DATA_HEADER_SIZE
 
 __all__ = ["RecoveryStats", "Segment", "StreamSender"]
@@ -199,14 +199,13 @@ class StreamSender:
         self._mss = config.max_segment_size
         self._max_outstanding = max(config.max_congestion_window, self._mss)
         self._buffer = SendBuffer(config.stream_origin)
-        #: ``acked`` as the wire carries it, kept with it: a packet
-        #: acknowledging exactly this, with data, asks nothing of the sender
-        #: (only a pure ack can be a duplicate), and the receiving end
-        #: compares it with the ack of every DATA packet.
-        self.wire_acked = wrap(config.stream_origin)
         self.snd_nxt = config.stream_origin
         #: Highest offset ever sent: the "total bytes sent" of the wire.
         self.snd_max = config.stream_origin
+        #: ``acked`` as the wire carries it: a packet acknowledging exactly
+        #: this, with data, asks nothing of the sender (only a pure ack can
+        #: be a duplicate).
+        self.wire_acked = wrap(config.stream_origin)
         self.rtt = RttEstimator(
             config.initial_rto, config.min_rto, config.max_rto, config.peer_ack_delay
         )
@@ -326,7 +325,7 @@ class StreamSender:
     def discard(self) -> None:
         """Drop everything: the session is over."""
         self._buffer.release_until(self._buffer.end)
-        self.wire_acked = wrap(self._buffer.start)
+        self.wire_acked = wrap(self._buffer.end)
         self.pto_deadline = self.loss_deadline = self.pacing_deadline = None
 
     # ------------------------------------------------------------------
@@ -618,8 +617,6 @@ class StreamSender:
                 # small message at a time, and then burst it all at once.
                 self.congestion.on_app_limited_sample(sample)
             self._learn_ack_habit(newly)
-            if self._delivered_beyond < self._mss:
-                return []  # (what _detect_loss answers first, without the call: most acks)
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode(now)
@@ -664,7 +661,7 @@ class StreamSender:
         # a hole measures the repair, not the path.
         clean = self._buffer.start >= self._retransmitted_until and not self.in_recovery
         self._buffer.release_until(ack)
-        self.wire_acked = self._buffer.start & WIRE_MASK  # wrap(), without the call
+        self.wire_acked = wrap(ack)
         if ack > self.snd_nxt:
             self.snd_nxt = ack
         if sent_at is None or not clean:

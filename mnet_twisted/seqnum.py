@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["MODULUS", "WIRE_MASK", "unwrap", "wrap"]
+__all__ = ["MODULUS", "unwrap", "wrap"]
 
 MODULUS: Final = 1 << 32
-#: ``wrap`` as a mask, for the few hot paths that cannot afford the call.
-WIRE_MASK: Final = MODULUS - 1
-_MASK: Final = WIRE_MASK
+_MASK: Final = MODULUS - 1
 _HALF: Final = 1 << 31
 
 
