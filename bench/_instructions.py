@@ -17,8 +17,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 
-__all__ = ["available", "instructions"]
+__all__ = ["available", "instructions", "per_unit"]
 
 
 def available() -> bool:
@@ -48,3 +49,13 @@ def instructions(script: str, *arguments: str) -> tuple[int, str]:
     if found is None:
         raise RuntimeError(f"no instruction count in callgrind's output: {result.stderr}")
     return int(found.group(1)), result.stdout
+
+
+def per_unit(script: str, arguments: Callable[[int], list[str]], short: int, long: int) -> float:
+    """Instructions per unit of work: a pass of ``short`` units and one of ``long``, differenced.
+
+    ``arguments(n)`` are the script's arguments for a pass of ``n`` units.
+    """
+    fewer, _ = instructions(script, *arguments(short))
+    more, _ = instructions(script, *arguments(long))
+    return (more - fewer) / (long - short)

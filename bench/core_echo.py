@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _instructions import available, instructions
+from _instructions import available, per_unit
 
 from mnet_twisted.config import SessionConfig
 from mnet_twisted.demux import Demultiplexer
@@ -77,9 +77,7 @@ _SHORT_RUN, _LONG_RUN = 2_000, 6_000
 
 def instructions_per_round_trip() -> float:
     """CPU instructions per round trip, counted by callgrind (see the module's notes)."""
-    short, _ = instructions(__file__, "--one-run", str(_SHORT_RUN))
-    long, _ = instructions(__file__, "--one-run", str(_LONG_RUN))
-    return (long - short) / (_LONG_RUN - _SHORT_RUN)
+    return per_unit(__file__, lambda messages: ["--one-run", str(messages)], _SHORT_RUN, _LONG_RUN)
 
 
 def main() -> None:

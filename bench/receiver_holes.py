@@ -31,7 +31,7 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT / "tests"), str(_ROOT)]
 
-from _instructions import available, instructions  # noqa: E402
+from _instructions import available, per_unit  # noqa: E402
 from simnet import connected_pair  # noqa: E402  (needs the sys.path entries above)
 
 from mnet_twisted import wire  # noqa: E402
@@ -109,11 +109,12 @@ _SHORT_PASS, _LONG_PASS = 2_000, 6_000
 
 def instructions_per_segment(hole_every: int) -> float:
     """CPU instructions per segment, counted by callgrind (see the module's notes)."""
-    passes = [
-        instructions(__file__, "--one-pass", str(hole_every), "--segments", str(segments))[0]
-        for segments in (_SHORT_PASS, _LONG_PASS)
-    ]
-    return (passes[1] - passes[0]) / (_LONG_PASS - _SHORT_PASS)
+    return per_unit(
+        __file__,
+        lambda segments: ["--one-pass", str(hole_every), "--segments", str(segments)],
+        _SHORT_PASS,
+        _LONG_PASS,
+    )
 
 
 def main() -> None:

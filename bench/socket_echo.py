@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _instructions import available, instructions
+from _instructions import available, per_unit
 from twisted.internet import defer, protocol
 
 MESSAGE = b"x" * 64
@@ -113,9 +113,9 @@ def main() -> None:
     elif not available():
         print("valgrind is not installed: instructions not counted")
     else:
-        short, _ = instructions(__file__, "--messages", str(_SHORT_RUN))
-        long, _ = instructions(__file__, "--messages", str(_LONG_RUN))
-        count = (long - short) / (_LONG_RUN - _SHORT_RUN)
+        count = per_unit(
+            __file__, lambda messages: ["--messages", str(messages)], _SHORT_RUN, _LONG_RUN
+        )
         print(f"socket echo round trip, both ends: {count:,.0f} instructions")
 
 
