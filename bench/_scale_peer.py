@@ -198,12 +198,15 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
 
 
 def recovery_totals(demux: Any) -> dict[str, int]:
-    """Retransmissions and probe timeouts of the sessions open in ``demux``."""
+    """Recovery counters of the sessions open in ``demux``, and segments they got twice."""
     # The counters themselves: recovery_stats() builds a dict per session.
     counters = [s._sender.stats for s in demux._open]
+    duplicates = sum(s._receiver.duplicate_segments for s in demux._open)
     return {
+        "duplicates_received": duplicates,
         "retransmissions": sum(c.retransmissions for c in counters),
         "timeouts": sum(c.timeouts for c in counters),
+        "spurious": sum(c.spurious_undos for c in counters),
     }
 
 

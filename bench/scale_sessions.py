@@ -259,6 +259,8 @@ class Run:
                 "seconds_until_all_closed": parts["drained_seconds"],
                 "retransmissions_loaded": parts["after_load"]["retransmissions"],
                 "timeouts_loaded": parts["after_load"]["timeouts"],
+                "spurious_loaded": parts["after_load"].get("spurious", 0),
+                "duplicates_received_loaded": parts["after_load"].get("duplicates_received", 0),
                 "socket_drops_loaded": parts["after_load"]["socket_drops"]
                 - parts["idle_end"]["socket_drops"],
                 "gc_loaded": {
@@ -285,6 +287,8 @@ class Run:
                 "gc_longest_loaded": max(r["gc_longest"] for r in loaded),
                 "retransmissions_loaded": sum(r.get("retransmissions", 0) for r in loaded),
                 "timeouts_loaded": sum(r.get("timeouts", 0) for r in loaded),
+                "spurious_loaded": sum(r.get("spurious", 0) for r in loaded),
+                "duplicates_received_loaded": sum(r.get("duplicates_received", 0) for r in loaded),
             },
             "echo": {
                 "sent": sent,
@@ -373,6 +377,14 @@ def show(report: dict[str, Any]) -> None:
         f" clients; longest collector pause {server['gc_longest_loaded'] * 1e3:.0f} ms at the"
         f" listener ({server['gc_loaded']['gc_pauses']} collections),"
         f" {clients['gc_longest_loaded'] * 1e3:.0f} ms at a client"
+    )
+    # A segment received twice is a copy the peer did not need (or whose
+    # ack was lost): how many of the timeouts above answered no loss.
+    print(
+        f" loaded: segments received twice {clients['duplicates_received_loaded']:,} by the"
+        f" clients, {server['duplicates_received_loaded']:,} by the listener; recovery"
+        f" episodes undone as spurious {server['spurious_loaded']:,} by the listener,"
+        f" {clients['spurious_loaded']:,} by the clients"
     )
     for title, key in (("idle", "top_lines"), ("after closing all", "top_lines_end")):
         if server[key]:

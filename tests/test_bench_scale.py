@@ -42,4 +42,9 @@ def test_sessions_benchmark_reports_memory_cpu_and_checked_echoes(tmp_path: Path
     # Everything closed, and the sessions' objects are gone again.
     assert server["sessions_open_end"] == 0
     assert server["python_blocks_end"] < server["python_blocks_idle"]
-    assert report["clients_report"]["bytes_per_session"] > 0
+    clients = report["clients_report"]
+    assert clients["bytes_per_session"] > 0
+    # A segment arrives twice only if it was sent twice: loopback duplicates nothing.
+    assert 0 <= clients["duplicates_received_loaded"] <= server["retransmissions_loaded"]
+    assert 0 <= server["duplicates_received_loaded"] <= clients["retransmissions_loaded"]
+    assert server["spurious_loaded"] >= 0 and clients["spurious_loaded"] >= 0
