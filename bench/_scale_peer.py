@@ -207,6 +207,7 @@ def recovery_totals(demux: Any) -> dict[str, int]:
         "retransmissions": sum(c.retransmissions for c in counters),
         "timeouts": sum(c.timeouts for c in counters),
         "spurious": sum(c.spurious_undos for c in counters),
+        "deferred": sum(c.deferred_timeouts for c in counters),
     }
 
 

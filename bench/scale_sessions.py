@@ -260,6 +260,7 @@ class Run:
                 "retransmissions_loaded": parts["after_load"]["retransmissions"],
                 "timeouts_loaded": parts["after_load"]["timeouts"],
                 "spurious_loaded": parts["after_load"].get("spurious", 0),
+                "deferred_loaded": parts["after_load"].get("deferred", 0),
                 "duplicates_received_loaded": parts["after_load"].get("duplicates_received", 0),
                 "socket_drops_loaded": parts["after_load"]["socket_drops"]
                 - parts["idle_end"]["socket_drops"],
@@ -288,6 +289,7 @@ class Run:
                 "retransmissions_loaded": sum(r.get("retransmissions", 0) for r in loaded),
                 "timeouts_loaded": sum(r.get("timeouts", 0) for r in loaded),
                 "spurious_loaded": sum(r.get("spurious", 0) for r in loaded),
+                "deferred_loaded": sum(r.get("deferred", 0) for r in loaded),
                 "duplicates_received_loaded": sum(r.get("duplicates_received", 0) for r in loaded),
             },
             "echo": {
@@ -384,7 +386,9 @@ def show(report: dict[str, Any]) -> None:
         f" loaded: segments received twice {clients['duplicates_received_loaded']:,} by the"
         f" clients, {server['duplicates_received_loaded']:,} by the listener; recovery"
         f" episodes undone as spurious {server['spurious_loaded']:,} by the listener,"
-        f" {clients['spurious_loaded']:,} by the clients"
+        f" {clients['spurious_loaded']:,} by the clients; probe timeouts that left the"
+        f" silent peer to another session's copy {server['deferred_loaded']:,} at the"
+        f" listener, {clients['deferred_loaded']:,} at the clients"
     )
     for title, key in (("idle", "top_lines"), ("after closing all", "top_lines_end")):
         if server[key]:

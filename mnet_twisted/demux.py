@@ -20,6 +20,7 @@ from . import wire
 from .config import ListenerLimits, SessionConfig
 from .cookie import CookieMinter, CookieVerdict
 from .events import Event
+from .peerprogress import PeerProgress
 from .ratelimit import ReplyLimiter
 from .recvbuf import SharedBudget
 from .seqnum import unwrap
@@ -104,6 +105,8 @@ class Demultiplexer:
         self._by_local_tag: dict[_Key, Session] = {}
         #: Sessions not closed yet (an ordered set).
         self._open: dict[Session, None] = {}
+        #: What the open sessions with each peer address know together.
+        self._peers: dict[Address, PeerProgress] = {}
         self._sessions: dict[Session, None] = {}
         self._with_output: dict[Session, None] = {}
         #: Taken from the end: the first key of a dict whose front was
@@ -162,6 +165,7 @@ class Demultiplexer:
             config=config if config is not None else self.config,
             now=now,
             notify=self._touch,
+            peer_progress=self._peer_progress(address),
         )
         if self.tracer_factory is not None:
             session.tracer = self.tracer_factory(session, now)
@@ -441,6 +445,7 @@ class Demultiplexer:
             now=now,
             notify=self._touch,
             out_of_order_budget=self.out_of_order,
+            peer_progress=self._peer_progress(address),
         )
         if self.tracer_factory is not None:
             session.tracer = self.tracer_factory(session, now)
@@ -534,6 +539,10 @@ class Demultiplexer:
         if session not in self._open:
             return
         del self._open[session]
+        progress = self._peers[session.peer_address]
+        progress.sessions -= 1
+        if not progress.sessions:
+            del self._peers[session.peer_address]
         if not session.is_connector:
             self._accepted_open -= 1
             source = session.peer_address[0]
@@ -542,6 +551,14 @@ class Demultiplexer:
                 self._accepted_by_source[source] = left
             else:
                 del self._accepted_by_source[source]
+
+    def _peer_progress(self, address: Address) -> PeerProgress:
+        """The record shared by the open sessions with ``address`` (one more uses it)."""
+        progress = self._peers.get(address)
+        if progress is None:
+            progress = self._peers[address] = PeerProgress()
+        progress.sessions += 1
+        return progress
 
     def _over_limits(self, address: Address) -> bool:
         """Whether accepting one more session from ``address`` would break a limit."""

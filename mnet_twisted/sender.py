@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from .config import SessionConfig
 from .congestion import make_controller
 from .pacing import Pacer
+from .peerprogress import PeerProgress
 from .pmtud import SizeProbes
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
@@ -115,6 +116,9 @@ class RecoveryStats:
     #: Bounded resends of the few segments behind a repair (burst losses).
     burst_resends: int = 0
     spurious_undos: int = 0
+    #: Probe timeouts that sent nothing: the peer had answered nothing sent
+    #: since our oldest segment, and another session's copy was out to it.
+    deferred_timeouts: int = 0
     #: Probe timeouts proved needless afterwards: the one copy they sent
     #: reached a peer that already had the original (it acked it twice).
     spurious_timeouts: int = 0
@@ -191,6 +195,7 @@ class StreamSender:
         "pacer",
         "pacing_deadline",
         "path_size",
+        "peer",
         "peer_keeps_out_of_order",
         "pto_deadline",
         "rtt",
@@ -200,7 +205,9 @@ class StreamSender:
         "wire_acked",
     )
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, peer: PeerProgress | None = None) -> None:
+        #: Shared with the other sessions to the same peer address, if any.
+        self.peer = peer if peer is not None else PeerProgress()
         self._mss = config.max_segment_size
         self._max_outstanding = max(config.max_congestion_window, self._mss)
         self._buffer = SendBuffer(config.stream_origin)
@@ -700,6 +707,7 @@ class StreamSender:
         if acked:
             sent_at = first_sent[acked - 1][1]
             del first_sent[:acked]
+            self.peer.answered(sent_at)
         # Karn: nothing retransmitted may be covered, and an ack held back by
         # a hole measures the repair, not the path.
         clean = self._buffer.start >= self._retransmitted_until and not self.in_recovery
@@ -983,6 +991,19 @@ class StreamSender:
         self.pto_deadline = None
         if self.snd_max <= self._buffer.start:
             return [], False
+        peer, oldest = self.peer, self._hole_sent_at(now)
+        # Duplicate acks show the peer reading on past our hole: never wait then.
+        if not self._delivered_beyond and peer.someone_else_probes(id(self), oldest, now):
+            self.stats.deferred_timeouts += 1
+            self.pto_deadline = peer.probing_until
+            return [], True
+        resent = self._on_probe_timeout(now)
+        if peer.answered_sent_at < oldest:
+            peer.probing(id(self), self.pto_deadline or now)
+        return resent, True
+
+    def _on_probe_timeout(self, now: float) -> list[Segment]:
+        """The probe timeout expired with data outstanding: resend, and back off."""
         self.stats.timeouts += 1
         self.stats.longest_timeout_wait = max(
             self.stats.longest_timeout_wait, now - self._pto_armed_at
@@ -992,7 +1013,7 @@ class StreamSender:
         if self._timeouts_in_a_row >= PERSISTENT_CONGESTION_TIMEOUTS:
             self.congestion.on_persistent_congestion()
         if not self.in_recovery:
-            return self._enter_recovery(now, probe=True), True
+            return self._enter_recovery(now, probe=True)
         if self._second_ack_due:
             # Silence after the first ack: the flight beyond the resent
             # segment was lost, or the peer stalled again.  Resend what of
@@ -1003,5 +1024,5 @@ class StreamSender:
             self._loss_event(now)
             self.congestion.on_persistent_congestion()
             old_enough = self._sent_before(now - self._repair_answer_time())
-            return self._retransmit_first(now, probe=True, pass_end=old_enough), True
-        return self._repair_lost_hole(now, probe=True), True
+            return self._retransmit_first(now, probe=True, pass_end=old_enough)
+        return self._repair_lost_hole(now, probe=True)

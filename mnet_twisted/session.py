@@ -20,6 +20,7 @@ from . import wire
 from .config import SessionConfig
 from .errors import SessionClosedError
 from .events import Closed, CloseReason, DataReceived, Established, Event, SendBufferLow
+from .peerprogress import PeerProgress
 from .receiver import Ack, StreamReceiver
 from .recvbuf import SharedBudget
 from .sender import Segment, StreamSender
@@ -160,6 +161,7 @@ class Session:
         now: float,
         notify: Callable[[Session], None],
         out_of_order_budget: SharedBudget | None = None,
+        peer_progress: PeerProgress | None = None,
     ) -> None:
         self.peer_address = peer_address
         self.local_tag = local_tag
@@ -169,7 +171,7 @@ class Session:
         self._notify = notify
         self.state = _S.COOKIE_WAIT if is_connector else _S.ESTABLISHED
 
-        self._sender = StreamSender(config)
+        self._sender = StreamSender(config, peer_progress)
         self._receiver = StreamReceiver(
             config.stream_origin, config.receive_buffer_limit, out_of_order_budget
         )
