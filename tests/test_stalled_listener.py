@@ -13,8 +13,9 @@ import signal
 import pytest
 import pytest_twisted
 from conftest import TWISTD, sleep
+from test_many_sessions import _Asker
 from test_twisted_plugins import _connectOnceListening, _freeUDPPort, _spawnEcho, _stop
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
 from mnet_twisted import MNETClientEndpoint
 
@@ -22,14 +23,6 @@ SESSIONS = 30
 STOPPED = 0.2
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
-
-
-class Collect(Protocol):
-    def connectionMade(self) -> None:
-        self.received = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
 
 
 @pytest_twisted.ensureDeferred
@@ -42,7 +35,7 @@ async def test_a_stopped_listener_gets_one_copy_per_backoff_step(mnet, tmp_path)
             mnet.reactor, "127.0.0.1", port, timeout=20, shareSocket=True
         )
         clients = [
-            await mnet.within(endpoint.connect(Factory.forProtocol(Collect)))
+            await mnet.within(endpoint.connect(Factory.forProtocol(_Asker)))
             for _ in range(SESSIONS)
         ]
         for client in clients:  # a first echo each: every session knows the RTT
