@@ -11,6 +11,7 @@ from __future__ import annotations
 from simnet import Link, pair
 
 from mnet_twisted.config import SessionConfig
+from mnet_twisted.events import CloseReason
 from mnet_twisted.peerprogress import PeerProgress
 from mnet_twisted.sender import StreamSender
 from mnet_twisted.seqnum import wrap
@@ -103,3 +104,24 @@ def test_duplicate_acks_show_a_peer_reading_on_and_nobody_waits() -> None:
     assert now < peer.probing_until
     resent, _ = second.on_timer(now)
     assert resent and second.stats.deferred_timeouts == 0
+
+
+def _dead_peer(sessions: int) -> tuple[float, int]:
+    """Seconds until every session gave up on a peer that vanished, and copies resent."""
+    net, server, records = _echo_sessions(sessions)
+    server.stopped = True
+    stopped_at = net.now
+    for record in records:
+        record.host.write(record, b"b" * 64)
+    net.run_until(lambda: all(r.closed for r in records), max_time=60, what="deaths")
+    assert {r.close_reason for r in records} == {CloseReason.PEER_TIMEOUT}
+    took = max(r.closed_at for r in records) - stopped_at
+    return took, sum(r.session.recovery_stats()["retransmissions"] for r in records)
+
+
+def test_sessions_waiting_for_a_dead_peer_are_declared_dead_as_one_would_be() -> None:
+    """The waits count as unanswered timeouts: all close when a lone session would."""
+    alone, alone_resent = _dead_peer(1)
+    together, together_resent = _dead_peer(20)
+    assert together <= alone + 0.5, (together, alone)
+    assert together_resent <= alone_resent  # one session's copies in all, not twenty's
