@@ -97,25 +97,6 @@ class RttEstimator:
         self._smooth(rtt)
         self._update_rto()
 
-    def add_late_answer(self, rtt: float) -> None:
-        """A timeout proved needless: the original was answered ``rtt`` after its sending.
-
-        The Eifel response (RFC 4015): the estimate and its variance are
-        raised to cover that (never lowered), so that the timeout becomes
-        about three times the stall, and the backoff goes, the timeout being
-        long enough now.  Later samples bring it down again as usual.
-        """
-        rtt = max(rtt, 0.0)
-        self.latest = rtt
-        if self.smoothed is None or rtt > self.smoothed:
-            self.smoothed = rtt
-        self.variance = max(self.variance, rtt / 2)
-        self._base_rto = (
-            self.smoothed + max(GRANULARITY, _K * self.variance) + self._peer_ack_delay
-        )
-        self._backoff = 0
-        self._update_rto()
-
     def _smooth(self, rtt: float) -> None:
         """RFC 6298's SRTT and RTTVAR with ``rtt`` folded in, and the timeout they give."""
         smoothed = self.smoothed

@@ -119,9 +119,6 @@ class RecoveryStats:
     #: Probe timeouts that sent nothing: the peer had answered nothing sent
     #: since our oldest segment, and another session's copy was out to it.
     deferred_timeouts: int = 0
-    #: Probe timeouts proved needless afterwards: the one copy they sent
-    #: reached a peer that already had the original (it acked it twice).
-    spurious_timeouts: int = 0
     congestion_events: int = 0
     congestion_reductions: int = 0
     lost_repairs: int = 0
@@ -173,7 +170,6 @@ class StreamSender:
         "_in_order_acks",
         "_in_order_segments",
         "_last_loss_event",
-        "_lone_copy_check",
         "_max_outstanding",
         "_mss",
         "_pass_from",
@@ -187,7 +183,6 @@ class StreamSender:
         "_round_end",
         "_second_ack_due",
         "_stops_in_a_row",
-        "_timed_out_sent_at",
         "_timeouts_in_a_row",
         "congestion",
         "in_recovery",
@@ -276,13 +271,6 @@ class StreamSender:
         #: draw from the peer (until ``_echoes_until``): no news of a loss.
         self._echoes_due = 0
         self._echoes_until = 0.0
-        #: When the segment a probe timeout began this episode with was
-        #: first sent (None: the episode began otherwise).
-        self._timed_out_sent_at: float | None = None
-        #: After such an episode, ended by an ack with that one copy sent:
-        #: (original sent at, answered at, snd_max then).  A duplicate ack
-        #: before anything new is sent can only be the copy's echo.
-        self._lone_copy_check: tuple[float, float, int] | None = None
         #: After a timeout, the first ack ended at the resent segment: the
         #: next one tells a late flight from a lost one (F-RTO).
         self._second_ack_due = False
@@ -505,11 +493,8 @@ class StreamSender:
         if ack > self.snd_max or ack < acked:
             return 0, []  # acknowledges nothing we sent, or an old ack overtaken
         if ack == acked:
-            if pure:
-                if self.snd_max > acked:
-                    return 0, self._on_duplicate_ack(now)
-                if self._echoes_due:
-                    self._take_echo(now)
+            if pure and self.snd_max > acked:
+                return 0, self._on_duplicate_ack(now)
             return 0, []
         return ack - acked, self._on_new_ack(acked, ack, now)
 
@@ -532,7 +517,10 @@ class StreamSender:
 
     def _on_duplicate_ack(self, now: float) -> list[Segment]:
         repair = self._repair
-        if repair is None and self._take_echo(now):
+        if repair is None and self._echoes_due and now < self._echoes_until:
+            # A copy of what the peer already had: it answers with the ack
+            # it has, which looks like a report of a later segment.
+            self._echoes_due -= 1
             return []
         self._episode_duplicates += 1
         outstanding = self.snd_max - self._buffer.start
@@ -561,37 +549,6 @@ class StreamSender:
             self._loss_event(now)
             return self._retransmit_first(now)
         return []
-
-    def _take_echo(self, now: float) -> bool:
-        """Whether this duplicate ack is the echo of a copy the last episode sent.
-
-        A copy of what the peer already had draws the ack it has, which
-        looks like a report of a later segment.  If the episode was a probe
-        timeout's and its one copy drew this, the original had arrived: the
-        timeout was needless.
-        """
-        if not self._echoes_due or now >= self._echoes_until:
-            return False
-        self._echoes_due -= 1
-        check, self._lone_copy_check = self._lone_copy_check, None
-        if check is not None and check[2] == self.snd_max:
-            self._timeout_was_needless(check[1] - check[0])
-        return True
-
-    def _timeout_was_needless(self, answered_after: float) -> None:
-        """The Eifel response (RFC 4015): the original was answered ``answered_after`` its sending.
-
-        The peer or the path stalled for longer than the timeout (on a busy
-        host: a peer's process waiting for the CPU, a collection).  The
-        window cut is taken back, and the timeout is made to cover that
-        stall: otherwise the next one as long times out again, and under
-        load every such copy is work for a peer already behind (with
-        10,000 echo sessions on two CPUs the copies fed the stall that drew
-        them, until echoes took seconds).
-        """
-        self.stats.spurious_timeouts += 1
-        self.rtt.add_late_answer(answered_after)
-        self.congestion.undo()
 
     def _repair_answer_time(self) -> float:
         """How long after a repair its ack is due, reordering allowed for."""
@@ -759,8 +716,6 @@ class StreamSender:
         self._episode_went_back = False
         self._episode_reduced = False
         self._episode_resends = self.stats.retransmissions
-        self._timed_out_sent_at = self._hole_sent_at(now) if probe else None
-        self._lone_copy_check = None
         last = self._last_loss_event
         if last is not None and self._hole_sent_at(now) > last:
             # Only a hole in data sent after the last loss event is news: one
@@ -808,9 +763,6 @@ class StreamSender:
             else self.stats.retransmissions - self._episode_resends
         )
         self._echoes_until = now + self._repair_answer_time()
-        sent_at, self._timed_out_sent_at = self._timed_out_sent_at, None
-        if sent_at is not None and self._echoes_due == 1:
-            self._lone_copy_check = (sent_at, now, self.snd_max)
         self._probes.lost = None
         self.in_recovery = False
         self._repair = None
