@@ -43,16 +43,20 @@ class PeerProgress:
         if sent_at > self.answered_sent_at:
             self.answered_sent_at = sent_at
 
+    def silent_since(self, sent_at: float) -> bool:
+        """Whether the peer answered nothing first sent at ``sent_at`` or later."""
+        return self.answered_sent_at < sent_at
+
     def someone_else_probes(self, sender: int, oldest_sent_at: float, now: float) -> bool:
         """Whether ``sender`` should leave the silent peer to another session's copy.
 
-        Silent means: nothing first sent since ``oldest_sent_at`` (the
-        sender's oldest unacknowledged segment) was answered.
+        ``oldest_sent_at`` is when the sender's oldest unacknowledged
+        segment was first sent.
         """
         return (
             self.probing_until > now
             and self.prober != sender
-            and self.answered_sent_at < oldest_sent_at
+            and self.silent_since(oldest_sent_at)
         )
 
     def probing(self, sender: int, until: float) -> None:

@@ -26,7 +26,11 @@ out-of-order segment at once, so the acks still say a lot:
   answers the original, so the loss was not one: take back the window cut
   (Eifel, RFC 3522, from ack timing) and widen the reordering window;
 - silence: the probe timeout (RFC 9002) resends the first unacknowledged
-  segment, with one window reduction, and backs off.
+  segment, with one window reduction, and backs off — unless the peer
+  answered nothing sent since that segment and another session's copy to
+  the same peer address is already out: then it waits for that copy's
+  timeout (``peerprogress``: a stalled peer gets one copy, not one per
+  session).
 
 The controller hears of a loss when an episode starts and, since without
 SACK one episode can last many round trips, again (at most once per RTT)
@@ -950,7 +954,7 @@ class StreamSender:
             self.pto_deadline = peer.probing_until
             return [], True
         resent = self._on_probe_timeout(now)
-        if peer.answered_sent_at < oldest:
+        if peer.silent_since(oldest):
             peer.probing(id(self), self.pto_deadline or now)
         return resent, True
 
