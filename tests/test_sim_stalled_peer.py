@@ -125,3 +125,23 @@ def test_sessions_waiting_for_a_dead_peer_are_declared_dead_as_one_would_be() ->
     together, together_resent = _dead_peer(20)
     assert together <= alone + 0.5, (together, alone)
     assert together_resent <= alone_resent  # one session's copies in all, not twenty's
+
+
+def test_a_prober_whose_timeout_comes_sooner_than_its_copys_never_waits_for_it() -> None:
+    """An ack past its copy resets the backoff: the next timeout is due before the
+    copy's, and the peer is still silent about the rest; it resends all the same."""
+    peer = PeerProgress()
+    sender = _sender(peer)
+    sender.write(b"x" * 2000)
+    assert len(sender.transmit(0.0)) == 2
+    sender.write(b"y" * 1000)
+    assert len(sender.transmit(0.0001)) == 1  # sent later than the rest
+    expiry = sender.pto_deadline or 0.0
+    assert sender.on_timer(expiry)[0]  # the copy of the first segment
+    assert peer.prober == id(sender)
+    copy_due = peer.probing_until
+    sender.on_ack(wrap(2000), expiry + 0.0001, pure=False)  # past the copy: backoff reset
+    now = sender.pto_deadline or 0.0
+    assert now < copy_due and peer.silent_since(0.0001)
+    resent, timed_out = sender.on_timer(now)
+    assert timed_out and resent and sender.stats.deferred_timeouts == 0
