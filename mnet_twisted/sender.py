@@ -17,7 +17,9 @@ out-of-order segment at once, so the acks still say a lot:
   reordering window (RACK, RFC 8985);
 - in recovery, an ack that advances but stays short of what was sent when
   the loss was found (a *partial ack*, RFC 6582) ends at the next hole:
-  repair it at once;
+  repair it at once; an ack past that point that stops at a segment sent
+  before the repair it answers, when nothing new could go to draw
+  duplicates, starts the next episode at once (RACK's rule again);
 - more duplicate acks after a repair than the segments sent before it can
   explain, or duplicates arriving after the repair's own ack was due (RACK's
   rule: something sent later got there first), mean the repair itself was
@@ -631,6 +633,14 @@ class StreamSender:
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode(now)
+            if repair is not None and self._hole_sent_before(repair, ack):
+                resend = self._enter_recovery(now)
+                if self._repair is not None:
+                    # The episode's copies of segments the peer had draw
+                    # duplicates too, sent before this repair as they were.
+                    self._repair.allowance += self._echoes_due
+                    self._echoes_due = 0
+                return resend
             return self._detect_loss(now)
         if not self._episode_reduced:
             # The loss was not taken for congestion: keep probing for room.
@@ -707,6 +717,33 @@ class StreamSender:
             # Early retransmit: too little in flight for three duplicates.
             return segments - 1
         return DUPLICATE_ACK_THRESHOLD
+
+    def _hole_sent_before(self, repair: _Repair, ack: int) -> bool:
+        """Whether the segment at the hole ``ack`` stops at went out well before ``repair``.
+
+        The repair's ack shows the repair arrived; a segment sent earlier,
+        and only once, that did not has been lost, reordering allowed for
+        (RACK's rule, RFC 8985).  Past the episode's recovery point no
+        partial ack repairs it, and when nothing new can go (the window or
+        the cap on outstanding data full, or nothing written) no new
+        segment draws the duplicates that would: it would wait for the
+        timeout.  Where new segments can go, their duplicates decide, as
+        for any hole: starting the next episode at once would leave the
+        window fewer acks to grow on.
+        """
+        mss = self._mss
+        return (
+            (
+                self._buffer.end <= self.snd_max
+                or self._pipe() + mss > self.congestion.cwnd
+                or self.snd_max + mss - self._buffer.start > self._max_outstanding
+            )
+            and ack >= repair.end
+            and ack >= self._retransmitted_until
+            and ack < self.snd_max
+            and bool(self._first_sent)
+            and self._first_sent[0][1] < repair.sent_at - self.reorder_window
+        )
 
     def _hole_sent_at(self, now: float) -> float:
         # Acknowledged entries are dropped, so the oldest left is the hole's.

@@ -520,12 +520,60 @@ def test_a_hole_in_the_flight_a_loss_event_answered_is_no_new_event() -> None:
     assert _dup(sender, 0.040) == [MSS]
     assert sender.stats.lost_repairs == 1 and sender.stats.congestion_reductions == 2
     # Its second copy fills the hole; the segment after the first new one
-    # (sent before the second reduction) is missing, and the later ones
-    # report (after the two duplicates the episode's copies draw).
-    sender.on_ack(wrap(11 * MSS), now=0.041, pure=True)
-    assert not sender.in_recovery
-    assert _dup(sender, 0.042, times=5) == [12 * MSS]
+    # (sent before that copy, and before the second reduction) is missing:
+    # the copy arrived and it did not, so the ack starts a new episode.
+    assert _ends(sender.on_ack(wrap(11 * MSS), now=0.041, pure=True)[1]) == [12 * MSS]
     assert sender.in_recovery and sender.stats.congestion_reductions == 2
+    # The later segments report (after the two duplicates the first
+    # episode's copies draw): nothing more to resend yet.
+    assert _dup(sender, 0.042, times=5) == []
+    assert sender.stats.congestion_reductions == 2
+
+
+def test_a_hole_sent_before_an_answered_repair_is_repaired_at_once() -> None:
+    """Past the recovery point, the repair's ack stops at a segment sent before it: lost.
+
+    Acks are cumulative, and the path keeps order: the segment at the hole
+    went out before the repair, which arrived, so it did not.  No partial
+    ack repairs a hole past the recovery point, and with nothing new to
+    send no new segment draws the duplicates that would: it used to wait
+    for the probe timeout.  With room for new segments, their duplicates
+    decide, as for any hole.
+    """
+    for written in (12, 60):
+        sender = _sender(window=10)
+        _sampled(sender, 0.010)
+        sender.write(bytes(written * MSS))
+        sender.transmit(now=0.0)
+        # The first and the fifth segment are lost: the others report.
+        assert _dup(sender, 0.020, times=3) == [MSS]
+        assert _dup(sender, 0.020, times=5) == []
+        fresh = _ends(sender.transmit(now=0.021))
+        assert fresh and fresh[0] == 11 * MSS  # past the recovery point (10)
+        # The repair's ack stops at the fifth: a partial ack, repaired at once.
+        assert _ends(sender.on_ack(wrap(4 * MSS), now=0.030, pure=True)[1]) == [5 * MSS]
+        # Its ack covers the recovery point and stops at the eleventh, sent
+        # before that repair.
+        resent = _ends(sender.on_ack(wrap(10 * MSS), now=0.040, pure=True)[1])
+        if written == 12:  # all of it sent: nothing new will draw duplicates
+            assert resent == [11 * MSS]
+            assert sender.in_recovery and sender.stats.retransmissions == 3
+        else:
+            assert resent == [] and not sender.in_recovery
+
+
+def test_a_hole_sent_after_the_repair_is_not_taken_for_lost() -> None:
+    sender = _sender(window=10)
+    _sampled(sender, 0.010)
+    sender.write(bytes(60 * MSS))
+    sender.transmit(now=0.0)
+    assert _dup(sender, 0.020, times=3) == [MSS]
+    assert _dup(sender, 0.021, times=6) == []
+    # New segments go out after the repair; the ack of the repair and the
+    # rest of the first flight stops at the first of them: in flight.
+    assert _ends(sender.transmit(now=0.025))[:1] == [11 * MSS]
+    assert _ends(sender.on_ack(wrap(10 * MSS), now=0.030, pure=True)[1]) == []
+    assert not sender.in_recovery and sender.stats.retransmissions == 1
 
 
 @pytest.mark.parametrize("late", [False, True], ids=["echo", "later"])
