@@ -53,6 +53,15 @@ def _sampled(sender: StreamSender, rtt: float) -> None:
     sender.rtt.add_sample(rtt)
 
 
+def _first_flight(window: int, segments: int) -> StreamSender:
+    """A sender with a 10 ms RTT estimate that sent its first window of ``segments`` at 0."""
+    sender = _sender(window=window)
+    _sampled(sender, 0.010)
+    sender.write(bytes(segments * MSS))
+    sender.transmit(now=0.0)
+    return sender
+
+
 # -- RTT and the probe timeout ---------------------------------------------------
 
 
@@ -541,10 +550,7 @@ def test_a_hole_sent_before_an_answered_repair_is_repaired_at_once() -> None:
     decide, as for any hole.
     """
     for written in (12, 60):
-        sender = _sender(window=10)
-        _sampled(sender, 0.010)
-        sender.write(bytes(written * MSS))
-        sender.transmit(now=0.0)
+        sender = _first_flight(window=10, segments=written)
         # The first and the fifth segment are lost: the others report.
         assert _dup(sender, 0.020, times=3) == [MSS]
         assert _dup(sender, 0.020, times=5) == []
@@ -563,10 +569,8 @@ def test_a_hole_sent_before_an_answered_repair_is_repaired_at_once() -> None:
 
 
 def test_a_hole_sent_after_the_repair_is_not_taken_for_lost() -> None:
-    sender = _sender(window=10)
-    _sampled(sender, 0.010)
-    sender.write(bytes(60 * MSS))
-    sender.transmit(now=0.0)
+    """The segment at the hole went out after the repair: it is only in flight."""
+    sender = _first_flight(window=10, segments=60)
     assert _dup(sender, 0.020, times=3) == [MSS]
     assert _dup(sender, 0.021, times=6) == []
     # New segments go out after the repair; the ack of the repair and the
