@@ -569,13 +569,18 @@ def test_a_hole_sent_before_an_answered_repair_is_repaired_at_once() -> None:
 
 
 def test_a_hole_sent_after_the_repair_is_not_taken_for_lost() -> None:
-    """The segment at the hole went out after the repair: it is only in flight."""
-    sender = _first_flight(window=10, segments=60)
+    """The segment at the hole went out after the repair: it is only in flight.
+
+    Everything written has been sent, so no new segment could draw the
+    duplicates: the send times alone must keep the sender from resending.
+    """
+    sender = _first_flight(window=10, segments=12)
     assert _dup(sender, 0.020, times=3) == [MSS]
     assert _dup(sender, 0.021, times=6) == []
     # New segments go out after the repair; the ack of the repair and the
     # rest of the first flight stops at the first of them: in flight.
     assert _ends(sender.transmit(now=0.025))[:1] == [11 * MSS]
+    assert sender.snd_max == 12 * MSS  # all of it sent
     assert _ends(sender.on_ack(wrap(10 * MSS), now=0.030, pure=True)[1]) == []
     assert not sender.in_recovery and sender.stats.retransmissions == 1
 
