@@ -633,7 +633,11 @@ class StreamSender:
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode(now)
-            if repair is not None and self._hole_sent_before(repair, ack):
+            if (
+                repair is not None
+                and self._hole_sent_before(repair, ack)
+                and self._nothing_new_can_go()
+            ):
                 resend = self._enter_recovery(now)
                 if self._repair is not None:
                     # The episode just ended, so all its copies of segments
@@ -728,26 +732,29 @@ class StreamSender:
 
         The repair's ack shows the repair arrived; a segment sent earlier,
         and only once, that did not has been lost, reordering allowed for
-        (RACK's rule, RFC 8985).  Past the episode's recovery point no
-        partial ack repairs it, and when nothing new can go (the window or
-        the cap on outstanding data full, or nothing written) no new
-        segment draws the duplicates that would: it would wait for the
-        timeout.  Where new segments can go, their duplicates decide, as
-        for any hole: starting the next episode at once would leave the
-        window fewer acks to grow on.
+        (RACK's rule, RFC 8985).
+        """
+        return (
+            repair.end <= ack < self.snd_max
+            and ack >= self._retransmitted_until
+            and bool(self._first_sent)
+            and self._first_sent[0][1] < repair.sent_at - self.reorder_window
+        )
+
+    def _nothing_new_can_go(self) -> bool:
+        """Whether no new segment can be sent now: all written sent, or the window or cap full.
+
+        Past an episode's recovery point no partial ack repairs a hole, and
+        then no new segment draws the duplicates that would: the hole would
+        wait for the timeout.  Where new segments can go, their duplicates
+        decide, as for any hole: starting the next episode at once would
+        leave the window fewer acks to grow on.
         """
         mss = self._mss
         return (
-            (
-                self._buffer.end <= self.snd_max
-                or self._pipe() + mss > self.congestion.cwnd
-                or self.snd_max + mss - self._buffer.start > self._max_outstanding
-            )
-            and ack >= repair.end
-            and ack >= self._retransmitted_until
-            and ack < self.snd_max
-            and bool(self._first_sent)
-            and self._first_sent[0][1] < repair.sent_at - self.reorder_window
+            self._buffer.end <= self.snd_max
+            or self._pipe() + mss > self.congestion.cwnd
+            or self.snd_max + mss - self._buffer.start > self._max_outstanding
         )
 
     def _hole_sent_at(self, now: float) -> float:
