@@ -49,3 +49,7 @@ def test_sessions_benchmark_reports_memory_cpu_and_checked_echoes(tmp_path: Path
     assert 0 <= server["duplicates_received_loaded"] <= clients["retransmissions_loaded"]
     for side in (server, clients):
         assert side["spurious_loaded"] >= 0 and side["deferred_loaded"] >= 0
+        # Every episode undone had resent something; a session defers only
+        # to another's copy, which a timeout sent.
+        assert side["spurious_loaded"] <= side["retransmissions_loaded"]
+        assert side["deferred_loaded"] == 0 or side["timeouts_loaded"] > 0
