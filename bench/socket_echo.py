@@ -2,6 +2,7 @@
 A 64-byte echo over real loopback sockets, both ends in one reactor:
 
     .venv/bin/python bench/socket_echo.py [--messages 5000] [--instructions]
+    .venv/bin/python bench/socket_echo.py --cycles [--messages 2000] [--instructions]
 
 An MNET listener and one client session in this process, through the
 endpoint strings, Twisted's reactor and the kernel's UDP: the client
@@ -13,6 +14,11 @@ adapter included: ``--instructions`` counts the user-space CPU
 instructions per round trip under valgrind (callgrind, if installed), the
 difference between a run of 1,000 and one of 3,000 messages, each in a
 process of its own.  The kernel's share of a ``sendmsg`` is not counted.
+
+``--cycles`` weighs the connection scenario instead: each message is a
+whole cycle of connect (the client sharing one socket between its
+sessions, as ``bench/suite.py``'s connect scenario does), one echo, and
+close, the next cycle starting once both ends have seen the close.
 """
 
 from __future__ import annotations
@@ -66,6 +72,83 @@ class Asker(protocol.Protocol):
             self.done.callback(None)
 
 
+class CycleAsker(protocol.Protocol):
+    """One echo, then close; ``closed`` fires when the session is gone."""
+
+    def __init__(self) -> None:
+        self.pending = len(MESSAGE)
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(MESSAGE)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if data != MESSAGE[-self.pending :][: len(data)]:
+            raise AssertionError(f"the echo came back changed: {data!r}")
+        self.pending -= len(data)
+        if not self.pending:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback(None)
+
+
+class ServerEnds:
+    """Counts the server's sessions that ended, waking whoever waits for the next."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+        self.waiting: defer.Deferred[None] | None = None
+
+    def ended_one(self) -> None:
+        self.ended += 1
+        if self.waiting is not None:
+            waiting, self.waiting = self.waiting, None
+            waiting.callback(None)
+
+    async def until(self, count: int) -> None:
+        while self.ended < count:
+            self.waiting = defer.Deferred()
+            await self.waiting
+
+
+class TrackedEcho(Echo):
+    def __init__(self, ends: ServerEnds) -> None:
+        self.ends = ends
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.ends.ended_one()
+
+
+class TrackedEchoFactory(protocol.Factory):
+    def __init__(self, ends: ServerEnds) -> None:
+        self.ends = ends
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol:
+        return TrackedEcho(self.ends)
+
+
+async def cycles(reactor: Any, count: int) -> float:
+    """Seconds for ``count`` cycles of connect, one echo and close, both ends closed."""
+    from twisted.internet.endpoints import serverFromString
+
+    from mnet_twisted import MNETClientEndpoint
+
+    ends = ServerEnds()
+    port = await serverFromString(reactor, "mnet:0:interface=127.0.0.1").listen(
+        TrackedEchoFactory(ends)
+    )
+    client = MNETClientEndpoint(reactor, "127.0.0.1", port.getHost().port, shareSocket=True)
+    started = time.perf_counter()
+    for done in range(1, count + 1):
+        asker = await client.connect(protocol.Factory.forProtocol(CycleAsker))
+        await asker.closed
+        await ends.until(done)
+    elapsed = time.perf_counter() - started
+    await port.stopListening()
+    return elapsed
+
+
 async def echo(reactor: Any, count: int) -> float:
     """Seconds for ``count`` round trips (the connect and close not included)."""
     from twisted.internet.endpoints import clientFromString, serverFromString
@@ -84,11 +167,11 @@ async def echo(reactor: Any, count: int) -> float:
     return elapsed
 
 
-def run(count: int) -> float:
+def run(count: int, whole_cycles: bool) -> float:
     from twisted.internet import reactor
 
     result: list[Any] = []
-    done = defer.ensureDeferred(echo(reactor, count))
+    done = defer.ensureDeferred((cycles if whole_cycles else echo)(reactor, count))
     done.addBoth(result.append)
     done.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
@@ -101,22 +184,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5_000)
     parser.add_argument(
+        "--cycles",
+        action="store_true",
+        help="each message is a cycle of connect, one echo and close (a shared client socket)",
+    )
+    parser.add_argument(
         "--instructions",
         action="store_true",
         help="count the user-space CPU instructions per round trip instead of timing "
         "(valgrind's callgrind; about a minute)",
     )
     options = parser.parse_args()
+    what = "connect + echo + close" if options.cycles else "socket echo round trip"
     if not options.instructions:
-        seconds = run(options.messages)
-        print(f"socket echo round trip, both ends: {seconds / options.messages * 1e6:.1f} µs")
+        seconds = run(options.messages, options.cycles)
+        print(f"{what}, both ends: {seconds / options.messages * 1e6:.1f} µs")
     elif not available():
         print("valgrind is not installed: instructions not counted")
     else:
-        count = per_unit(
-            __file__, lambda messages: ["--messages", str(messages)], _SHORT_RUN, _LONG_RUN
+        short, long = (
+            (_SHORT_RUN // 5, _LONG_RUN // 5) if options.cycles else (_SHORT_RUN, _LONG_RUN)
         )
-        print(f"socket echo round trip, both ends: {count:,.0f} instructions")
+        mode = ["--cycles"] if options.cycles else []
+        count = per_unit(
+            __file__, lambda messages: [*mode, "--messages", str(messages)], short, long
+        )
+        print(f"{what}, both ends: {count:,.0f} instructions")
 
 
 if __name__ == "__main__":
