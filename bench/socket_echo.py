@@ -2,7 +2,7 @@
 A 64-byte echo over real loopback sockets, both ends in one reactor:
 
     .venv/bin/python bench/socket_echo.py [--messages 5000] [--instructions]
-    .venv/bin/python bench/socket_echo.py --cycles [--messages 2000] [--instructions]
+    .venv/bin/python bench/socket_echo.py --cycles [--messages 5000] [--instructions]
 
 An MNET listener and one client session in this process, through the
 endpoint strings, Twisted's reactor and the kernel's UDP: the client
@@ -93,12 +93,23 @@ class CycleAsker(protocol.Protocol):
         self.closed.callback(None)
 
 
-class ServerEnds:
-    """Counts the server's sessions that ended, waking whoever waits for the next."""
+class TrackedEcho(Echo):
+    def __init__(self, ends: EndCountingFactory) -> None:
+        self.ends = ends
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.ends.ended_one()
+
+
+class EndCountingFactory(protocol.Factory):
+    """Builds echo sessions and counts those that ended, waking whoever waits for the next."""
 
     def __init__(self) -> None:
         self.ended = 0
         self.waiting: defer.Deferred[None] | None = None
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol:
+        return TrackedEcho(self)
 
     def ended_one(self) -> None:
         self.ended += 1
@@ -112,32 +123,14 @@ class ServerEnds:
             await self.waiting
 
 
-class TrackedEcho(Echo):
-    def __init__(self, ends: ServerEnds) -> None:
-        self.ends = ends
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.ends.ended_one()
-
-
-class TrackedEchoFactory(protocol.Factory):
-    def __init__(self, ends: ServerEnds) -> None:
-        self.ends = ends
-
-    def buildProtocol(self, addr: Any) -> protocol.Protocol:
-        return TrackedEcho(self.ends)
-
-
 async def cycles(reactor: Any, count: int) -> float:
     """Seconds for ``count`` cycles of connect, one echo and close, both ends closed."""
     from twisted.internet.endpoints import serverFromString
 
     from mnet_twisted import MNETClientEndpoint
 
-    ends = ServerEnds()
-    port = await serverFromString(reactor, "mnet:0:interface=127.0.0.1").listen(
-        TrackedEchoFactory(ends)
-    )
+    ends = EndCountingFactory()
+    port = await serverFromString(reactor, "mnet:0:interface=127.0.0.1").listen(ends)
     client = MNETClientEndpoint(reactor, "127.0.0.1", port.getHost().port, shareSocket=True)
     started = time.perf_counter()
     for done in range(1, count + 1):

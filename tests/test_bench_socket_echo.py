@@ -11,3 +11,9 @@ def test_socket_echo_reports_microseconds_per_round_trip() -> None:
     stdout = run_bench("socket_echo.py", "--messages", "200")
     figure = re.search(r"both ends: ([0-9.]+) µs", stdout)
     assert figure is not None and float(figure.group(1)) > 0, stdout
+
+
+def test_socket_echo_cycles_report_microseconds_per_connect_echo_close() -> None:
+    stdout = run_bench("socket_echo.py", "--cycles", "--messages", "30")
+    figure = re.search(r"connect \+ echo \+ close, both ends: ([0-9.]+) µs", stdout)
+    assert figure is not None and float(figure.group(1)) > 0, stdout
