@@ -57,7 +57,7 @@ def _bound(text: str | None, default: Number | None, kind: type[Number] = int) -
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class MNETServerParser:
     """Parses ``mnet:PORT`` and ``interface=ADDR``, ``secretFile=PATH``, ``stopGrace=S``,
-    ``trace=DIR``, ``reusePort=yes``, and the limits.
+    ``trace=DIR``, ``reusePort=yes``, ``logSessions=yes``, and the limits.
 
     Limits: ``maxSessions=N``, ``maxSessionsPerSource=N``,
     ``outOfOrderBudget=BYTES``, and the stateless replies' rates per second,
@@ -83,6 +83,7 @@ class MNETServerParser:
         stop_grace = float(kwargs.pop("stopGrace", 10))
         trace = kwargs.pop("trace", None)
         reuse_port = _flag("reusePort", kwargs.pop("reusePort", None))
+        log_sessions = _flag("logSessions", kwargs.pop("logSessions", None))
         defaults = ListenerLimits()
         limits = ListenerLimits(
             max_sessions=_bound(kwargs.pop("maxSessions", None), defaults.max_sessions),
@@ -114,13 +115,14 @@ class MNETServerParser:
             limits=limits,
             traceDirectory=trace,
             reusePort=reuse_port,
+            logSessions=log_sessions,
         )
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
 class MNETClientParser:
     """Parses ``mnet:host=H:port=P`` and ``timeout=S``, ``bindAddress=ADDR``,
-    ``shareSocket=yes``, ``trace=DIR``."""
+    ``shareSocket=yes``, ``trace=DIR``, ``logSessions=yes``."""
 
     prefix = "mnet"
 
@@ -136,6 +138,7 @@ class MNETClientParser:
         bind_host = kwargs.pop("bindAddress", None)
         share = _flag("shareSocket", kwargs.pop("shareSocket", None))
         trace = kwargs.pop("trace", None)
+        log_sessions = _flag("logSessions", kwargs.pop("logSessions", None))
         if kwargs:
             raise TypeError(f"mnet: unknown client options {sorted(kwargs)}")
         if host is None or port is None:
@@ -148,4 +151,5 @@ class MNETClientParser:
             bindAddress=(bind_host, 0) if bind_host else None,
             shareSocket=share,
             traceDirectory=trace,
+            logSessions=log_sessions,
         )

@@ -102,8 +102,10 @@ class MNETListeningPort:
         traceDirectory: str | None = None,
         reusePort: bool = False,
         secretWatcher: SecretFileWatcher | None = None,
+        logSessions: bool = False,
     ) -> None:
         self._reactor = reactor
+        self._logSessions = logSessions
         self._reusePort = reusePort
         self._secretWatcher = secretWatcher
         self._secretCall: Any = None
@@ -136,6 +138,7 @@ class MNETListeningPort:
             limits=self._limits,
             traceDirectory=self._traceDirectory,
         )
+        self.protocol.logSessions = self._logSessions
         self.factory.doStart()
         try:
             self._udpPort = _listenUDP(
@@ -242,6 +245,10 @@ class MNETServerEndpoint:
     @param traceDirectory: write each session's packet trace (JSON lines,
         L{mnet_twisted.trace}) into this directory (endpoint strings:
         C{trace=DIR}).
+    @param logSessions: log each session's opening and ordinary end (clean
+        close, abort from this side) at debug level; ends that went wrong are
+        logged either way (L{MNETDatagramProtocol.logSessions}; endpoint
+        strings: C{logSessions=yes}).
     """
 
     def __init__(
@@ -255,9 +262,11 @@ class MNETServerEndpoint:
         limits: ListenerLimits | None = None,
         traceDirectory: str | None = None,
         reusePort: bool = False,
+        logSessions: bool = False,
     ) -> None:
         self._reactor = reactor
         self._reusePort = reusePort
+        self._logSessions = logSessions
         self._port = port
         self._interface = interface
         self._config = config
@@ -294,6 +303,7 @@ class MNETServerEndpoint:
             traceDirectory=self._traceDirectory,
             reusePort=self._reusePort,
             secretWatcher=watcher,
+            logSessions=self._logSessions,
         )
         port.startListening()
         return port
@@ -339,6 +349,10 @@ class MNETClientEndpoint:
     @param traceDirectory: write each session's packet trace (JSON lines,
         L{mnet_twisted.trace}) into this directory (endpoint strings:
         C{trace=DIR}).
+    @param logSessions: log each session's opening and ordinary end at debug
+        level, as L{MNETServerEndpoint} does (endpoint strings:
+        C{logSessions=yes}); with C{shareSocket}, it turns them on for the
+        shared port's sessions from then on.
     """
 
     def __init__(
@@ -351,10 +365,14 @@ class MNETClientEndpoint:
         config: SessionConfig | None = None,
         shareSocket: bool = False,
         traceDirectory: str | None = None,
+        logSessions: bool = False,
     ) -> None:
         self._reactor = reactor
         self._traceDirectory = traceDirectory
+        self._logSessions = logSessions
         self._host = host
+        # Whether the host needs a lookup is decided once, not per connect().
+        self._hostIsAddress = isIPAddress(host) or isIPv6Address(host)
         self._port = port
         self._timeout = timeout
         self._bindAddress = bindAddress
@@ -406,7 +424,7 @@ class MNETClientEndpoint:
 
     def _resolve(self) -> defer.Deferred[str]:
         host = self._host
-        if isIPAddress(host) or isIPv6Address(host):
+        if self._hostIsAddress:
             return defer.succeed(host)
         receiver = _Resolution()
         try:
@@ -444,6 +462,8 @@ class MNETClientEndpoint:
             shared = _sharedClientProtocol(self._reactor, interface, bind_port, self._config)
             if self._traceDirectory is not None:
                 shared.traceDirectory = self._traceDirectory  # for sessions opened from now on
+            if self._logSessions:
+                shared.logSessions = True
             return shared.connect((ip, self._port), protocolFactory, self._config)
         protocol = MNETDatagramProtocol(
             self._reactor,
@@ -451,6 +471,7 @@ class MNETClientEndpoint:
             closeWhenIdle=True,
             traceDirectory=self._traceDirectory,
         )
+        protocol.logSessions = self._logSessions
         udp_port = _listenUDP(self._reactor, bind_port, protocol, interface)
         try:
             # The port serves this one peer: a connected socket lets the kernel

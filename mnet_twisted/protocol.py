@@ -102,6 +102,13 @@ class MNETDatagramProtocol(DatagramProtocol):
 
     _log = Logger()
     _sessionCounter = 0
+    #: Log each session's opening and its ordinary ends (a clean close, an
+    #: abort from this side) as debug events.  Off by default, as Twisted logs
+    #: no event per TCP connection: building and publishing them cost a tenth
+    #: of a short session's CPU even when every observer drops debug.  Ends
+    #: that something went wrong (the peer aborted or died, broke the
+    #: protocol, the port was lost) are logged either way.
+    logSessions = False
     #: Give the C heap's free pages back to the system after a wave of
     #: closed sessions: once this many closed (C{None}: never), when none has
     #: closed for C{releaseMemoryDelay} seconds (L{mnet_twisted.heap.WaveTrimmer}).
@@ -126,6 +133,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         traceDirectory: str | None = None,
     ) -> None:
         self._reactor = reactor
+        # Logger.__get__ builds a new bound Logger on every access; bind once.
+        self._log = self._log
         #: Where each session's packet trace goes (``trace.SessionTracer``), if anywhere.
         self.traceDirectory = traceDirectory
         self._traceFiles: dict[Any, Any] = {}
@@ -144,6 +153,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         # for the next connection to reuse.
         self._idleGrace = idleGrace
         self._idleCall: Any = None
+        self._sizeSearchOff: tuple[SessionConfig, SessionConfig] | None = None
         # A client's private port is an implementation detail: do not log
         # "Starting protocol" for every connection, as TCP clients do not.
         self.noisy = not closeWhenIdle
@@ -392,7 +402,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         """
         now = self._reactor.seconds()
         if config is not None and not self.config.path_mtu_discovery:
-            config = dataclasses.replace(config, path_mtu_discovery=False)
+            config = self._withoutSizeSearch(config)
         session = self.demux.connect(addr, now, config=config)
         self._hadSession = True
 
@@ -414,6 +424,16 @@ class MNETDatagramProtocol(DatagramProtocol):
             self._sendAll(self.demux.datagrams_to_send(now))
             self._armTimer(self.demux.next_deadline(), now)
         return d
+
+    def _withoutSizeSearch(self, config: SessionConfig) -> SessionConfig:
+        # A shared client port gets the same endpoint config for every
+        # connection: copy it once, not once per connect().
+        cached = self._sizeSearchOff
+        if cached is not None and cached[0] is config:
+            return cached[1]
+        copy = dataclasses.replace(config, path_mtu_discovery=False)
+        self._sizeSearchOff = (config, copy)
+        return copy
 
     # -- the drain ------------------------------------------------------------
 
@@ -739,6 +759,8 @@ class MNETDatagramProtocol(DatagramProtocol):
     # -- structured logs: every field named, for JSON and other observers -----
 
     def _logOpened(self, transport: MNETTransport, how: str) -> None:
+        if not self.logSessions:
+            return
         peer = transport.session.peer_address
         self._log.debug(
             "MNET session {session} {how} ({peerHost}:{peerPort})",
@@ -753,6 +775,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         level, why = _CLOSE_LOGGING.get(reason, (LogLevel.info, reason.value))
         if lost:
             level, why = LogLevel.info, "lost with its UDP port"
+        elif level is LogLevel.debug and not self.logSessions:
+            return
         peer = transport.session.peer_address
         self._log.emit(
             level,

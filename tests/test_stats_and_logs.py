@@ -90,16 +90,20 @@ async def test_an_echo_session_keeps_its_initial_window(mnet) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_each_session_end_is_one_structured_log_event(mnet) -> None:
-    """Fields a JSON observer can use: who, why, and the session's statistics."""
+    """Fields a JSON observer can use: who, why, and the session's statistics.
+
+    With ``logSessions`` on both ends, the ordinary openings and ends are
+    logged too, at debug level.
+    """
     seen: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(seen.append)
     try:
-        port = await mnet.listen(Factory.forProtocol(EchoProtocol))
-        clean = await mnet.connect(port, Factory.forProtocol(Collector))
+        port = await mnet.listen(Factory.forProtocol(EchoProtocol), logSessions=True)
+        clean = await mnet.connect(port, Factory.forProtocol(Collector), logSessions=True)
         clean.transport.write(b"hello")
         await mnet.waitFor(lambda: clean.received == b"hello")
         clean.transport.loseConnection()
-        aborted = await mnet.connect(port, Factory.forProtocol(Collector))
+        aborted = await mnet.connect(port, Factory.forProtocol(Collector), logSessions=True)
         aborted.transport.abortConnection()
 
         def ends(reason: str) -> list[dict[str, Any]]:
@@ -115,4 +119,29 @@ async def test_each_session_end_is_one_structured_log_event(mnet) -> None:
     assert by_peer["why"] == "aborted by the peer" and by_peer["peerHost"] == "127.0.0.1"
     opened = [e for e in seen if e.get("how") in ("accepted", "connected")]
     assert len(opened) == 4  # both ends of both sessions
+    await within(port.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_by_default_only_ends_that_went_wrong_are_logged(mnet) -> None:
+    """As Twisted logs no event per TCP connection, no debug event per session
+    unless asked; a peer's abort is still reported."""
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        port = await mnet.listen(Factory.forProtocol(EchoProtocol))
+        clean = await mnet.connect(port, Factory.forProtocol(Collector))
+        clean.transport.write(b"hello")
+        await mnet.waitFor(lambda: clean.received == b"hello")
+        clean.transport.loseConnection()
+        await mnet.waitFor(lambda: port.getStats().sessions_open == 0)
+        aborted = await mnet.connect(port, Factory.forProtocol(Collector))
+        aborted.transport.abortConnection()
+        await mnet.waitFor(lambda: any(e.get("reason") == "aborted by peer" for e in seen))
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    sessions = [e for e in seen if "how" in e or "reason" in e]
+    assert [(e["reason"], e["log_level"]) for e in sessions] == [
+        ("aborted by peer", LogLevel.info)
+    ]
     await within(port.stopListening())

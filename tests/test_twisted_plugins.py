@@ -79,6 +79,8 @@ def test_server_strings() -> None:
     assert (rates.abort_rate, rates.abort_rate_per_source) == (None, 1000.0)
     assert serverFromString(reactor, "mnet:9006:reusePort=yes")._reusePort
     assert not serverFromString(reactor, "mnet:9006")._reusePort
+    assert serverFromString(reactor, "mnet:9006:logSessions=yes")._logSessions
+    assert not serverFromString(reactor, "mnet:9006")._logSessions
     with pytest.raises(TypeError):
         serverFromString(reactor, "mnet:9006:reusePort=maybe")
     with pytest.raises(TypeError):
@@ -98,7 +100,8 @@ def test_client_strings() -> None:
     endpoint = clientFromString(reactor, r"mnet:host=\:\:1:port=9002")
     assert endpoint._host == "::1" and not endpoint._shareSocket
     endpoint = clientFromString(reactor, "mnet:127.0.0.1:9003:shareSocket=yes")
-    assert endpoint._shareSocket
+    assert endpoint._shareSocket and not endpoint._logSessions
+    assert clientFromString(reactor, "mnet:127.0.0.1:9003:logSessions=yes")._logSessions
     with pytest.raises(TypeError):
         clientFromString(reactor, "mnet:127.0.0.1:9003:shareSocket=maybe")
     with pytest.raises(TypeError):
