@@ -705,6 +705,10 @@ class Session:
         if self.state is _S.SHUTDOWN_PENDING:
             self.state = _S.SHUTDOWN_SENT
             self._send_control(wire.Shutdown(self.local_tag, wrap(self._receiver.rcv_nxt)), now)
+            # The SHUTDOWN carries the same cumulative ack: a pending pure ack
+            # would only cost both ends another datagram.
+            self._ack_pending = False
+            self._receiver.on_ack_sent()
         elif self.state is _S.SHUTDOWN_RECEIVED:
             self.state = _S.SHUTDOWN_ACK_SENT
             self._send_control(wire.ShutdownAck(self.local_tag), now)

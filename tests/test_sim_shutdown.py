@@ -11,6 +11,7 @@ from simnet import (
     connected_pair,
     drop_all,
     drop_packets,
+    pair,
     payload,
 )
 
@@ -347,3 +348,31 @@ def test_peer_shutdown_finishes_pending_data_but_takes_no_more() -> None:
     net.run_until(lambda: conn.closed and peer.closed, max_time=30)
     assert bytes(conn.received) == pending
     assert conn.close_reason is CloseReason.CLEAN and peer.close_reason is CloseReason.CLEAN
+
+
+def test_close_after_an_echo_sends_no_ack_the_shutdown_carries() -> None:
+    """Connect, one echo, close: nine datagrams, as few as the wire allows.
+
+    The echo's ack would be due right when the SHUTDOWN leaves; the SHUTDOWN
+    carries the same cumulative ack, so no pure ack goes with it.
+    """
+    net, client, server = pair(5, Link(delay=0.001))
+    net.trace = True
+    server.echo_new_sessions = True
+    conn = client.connect(server)
+    net.run_until(lambda: conn.established, max_time=5)
+
+
+    def close_on_echo(record: SessionRecord, event: object) -> None:
+        # As an application closing in dataReceived: in the same drain.
+        if isinstance(event, DataReceived) and len(record.received) == 64:
+            record.session.close(net.now)
+
+    client.on_event = close_on_echo
+    client.write(conn, b"m" * 64)
+    peer = server.only_session()
+    net.run_until(lambda: _closed_both(conn, peer), max_time=5)
+    _assert_closed_last(conn, CloseReason.CLEAN)
+    _assert_closed_last(peer, CloseReason.CLEAN)
+    types = [data[0] for _, _, _, data in net.sent_log]
+    assert types == [1, 2, 3, 4, 0, 0, 5, 6, 7], types
