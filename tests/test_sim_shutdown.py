@@ -362,7 +362,6 @@ def test_close_after_an_echo_sends_no_ack_the_shutdown_carries() -> None:
     conn = client.connect(server)
     net.run_until(lambda: conn.established, max_time=5)
 
-
     def close_on_echo(record: SessionRecord, event: object) -> None:
         # As an application closing in dataReceived: in the same drain.
         if isinstance(event, DataReceived) and len(record.received) == 64:
