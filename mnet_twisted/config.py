@@ -142,7 +142,7 @@ class ListenerLimits:
     #: together; a segment beyond it is not kept nor acknowledged, and its
     #: sender sends it again.  64 sessions' worth of full default windows.
     out_of_order_budget: int | None = 64 * 1024 * 1024
-    #: COOKIE replies (answers to INIT, which cost two HMACs and are 3.6
+    #: COOKIE replies (answers to INIT, which cost two MACs and are 3.6
     #: times the INIT's size) per second, in all and per source network (a
     #: /24 or a /64).  Beyond them an INIT gets no answer (the connector
     #: retries); one client IP still opens 10,000 sessions a second.

@@ -398,7 +398,7 @@ class Demultiplexer:
             self._reply_abort(init.tag, address, now)
             return
         if not self._cookie_replies.allow(address[0], now):
-            return  # before the HMACs: a flood costs little beyond this check
+            return  # before the MACs: a flood costs little beyond this check
         listener_tag = self.cookies.listener_tag(address, init.tag)
         expiration = (int(now) + self.config.cookie_lifetime) & 0xFFFFFFFF
         mac = self.cookies.mint(

@@ -1,7 +1,7 @@
 """
 Token buckets for the replies a listener sends without holding state.
 
-A COOKIE answers a 9-byte INIT with 32 bytes and costs two HMACs; an ABORT
+A COOKIE answers a 9-byte INIT with 32 bytes and costs two MACs; an ABORT
 answers any datagram with an unknown tag.  Neither needs a session, so a
 spoofed flood could make a listener reflect traffic at someone else and
 spend its time on strangers.  A ``ReplyLimiter`` bounds such replies in all
