@@ -246,6 +246,8 @@ class LoadBalancedEcho:
             listen = (
                 f"mnet:{port}:interface={host}:stopGrace={self.stop_grace:g}"
                 f":secretFile={_escape(str(self.secret_file))}"
+                # Each accepted session's log line tells which backend holds it.
+                ":logSessions=yes"
             )
             if self.trace_directory is not None:
                 listen += f":trace={_escape(str(self.trace_directory))}"
