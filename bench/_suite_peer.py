@@ -10,7 +10,8 @@ announces ``{"event": "listening", "port": P}``.  ``echo`` opens one
 connection and times ``count`` 64-byte round trips one after another.
 ``connect`` times ``count`` rounds (or as many as fit in ``--seconds``) of
 connect, one 64-byte echo, and close, one after another, in ``--parallel``
-loops at once.  Each client ends
+loops at once; ``--early-data`` makes MNET clients established at the
+COOKIE (``SessionConfig.early_data``).  Each client ends
 with one ``{"event": "result", ...}`` JSON line; every echo is checked byte
 for byte, and a digest of all bytes echoed is reported.
 """
@@ -85,7 +86,13 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
 
 def _client(options: argparse.Namespace, reactor: Any) -> Any:
     _, client = _endpoints(options, reactor)
-    extra = {"shareSocket": True} if options.proto == "mnet" and options.share_socket else {}
+    extra: dict[str, Any] = {}
+    if options.proto == "mnet" and options.share_socket:
+        extra["shareSocket"] = True
+    if options.early_data:
+        from mnet_twisted.config import SessionConfig
+
+        extra["config"] = SessionConfig(early_data=True)
     return client(reactor, "127.0.0.1", options.port, timeout=10, **extra)
 
 
@@ -157,6 +164,9 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="connect: sessions opened at once")
     parser.add_argument(
         "--share-socket", action="store_true", help="MNET clients share one UDP port"
+    )
+    parser.add_argument(
+        "--early-data", action="store_true", help="MNET clients send data behind the echo"
     )
     options = parser.parse_args()
     job = {"server": serve, "echo": echo, "connect": connect}[options.role]

@@ -12,10 +12,12 @@ Scenarios (each checks what arrived):
   of the round trip (``bench/_suite_peer.py``; the first 5 % are warm-up);
 - **connect**: connect, one 64-byte echo, close, one after another: the
   time until ``connect()`` fires and the whole round, medians (MNET
-  clients use ``shareSocket``, as a client opening many sessions would);
+  clients use ``shareSocket``, as a client opening many sessions would; an
+  ``mnet-early`` row repeats it with ``SessionConfig.early_data``);
 - **rate**: ``--rate-clients`` processes, each running ``--rate-parallel``
   connect/echo/close loops at once, as fast as they can for
-  ``--rate-seconds`` against one listener process: sessions per second;
+  ``--rate-seconds`` against one listener process: sessions per second
+  (also with early data);
 - **sessions** (MNET only, not run unless named in ``--only``):
   ``--sessions`` concurrent sessions on one listener, a message on each
   every second for ``--sessions-seconds`` (``bench/scale_sessions.py``,
@@ -51,6 +53,8 @@ from _netns_runner import Peers, run_fixed_transfer  # noqa: E402
 PROTOCOLS = ("mnet", "tcp")
 #: MNET with the datagram size pinned at its 1452-byte default (bulk only).
 PINNED = "mnet-1452"
+#: MNET clients with ``SessionConfig.early_data`` (connect and rate only).
+EARLY = "mnet-early"
 #: The optional column, and the scenarios it runs.
 QUIC = "quic"
 QUIC_SCENARIOS = ("bulk", "echo")
@@ -125,9 +129,15 @@ def echo_once(proto: str, count: int) -> dict[str, Any]:
     }
 
 
+def _early(proto: str) -> tuple[str, list[str]]:
+    """The peers' protocol and extra client arguments of a connect/rate variant."""
+    return ("mnet", ["--early-data"]) if proto == EARLY else (proto, [])
+
+
 def connect_once(proto: str, count: int) -> dict[str, Any]:
-    job = ["connect", "--count", str(count), "--share-socket"]
-    (result,) = with_server(proto, [job], 120)
+    peer_proto, extra = _early(proto)
+    job = ["connect", "--count", str(count), "--share-socket", *extra]
+    (result,) = with_server(peer_proto, [job], 120)
     if "rounds" not in result:
         return {"proto": proto, "ok": False, "error": result.get("error")}
     return {
@@ -139,9 +149,10 @@ def connect_once(proto: str, count: int) -> dict[str, Any]:
 
 
 def rate_once(proto: str, clients: int, seconds: float, parallel: int) -> dict[str, Any]:
+    peer_proto, extra = _early(proto)
     job = ["connect", "--count", "0", "--seconds", str(seconds), "--parallel", str(parallel)]
-    job.append("--share-socket")
-    results = with_server(proto, [job] * clients, seconds + 60)
+    job += ["--share-socket", *extra]
+    results = with_server(peer_proto, [job] * clients, seconds + 60)
     if any("rounds" not in r for r in results):
         errors = [r.get("error") for r in results if "rounds" not in r]
         return {"proto": proto, "ok": False, "error": errors}
@@ -199,16 +210,17 @@ def main() -> None:
                 print(f"  echo    {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
             if proto == QUIC:
                 continue  # connect and rate: MNET and TCP only
-            if "connect" in only:
-                record = connect_once(proto, options.connect_count)
-                runs["connect"].append(record)
-                print(f"  connect {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
-            if "rate" in only:
-                record = rate_once(
-                    proto, options.rate_clients, options.rate_seconds, options.rate_parallel
-                )
-                runs["rate"].append(record)
-                print(f"  rate    {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
+            for variant in (proto, EARLY) if proto == "mnet" else (proto,):
+                if "connect" in only:
+                    record = connect_once(variant, options.connect_count)
+                    runs["connect"].append(record)
+                    print(f"  connect {variant:10} round {round_ + 1}: {record}", file=sys.stderr)
+                if "rate" in only:
+                    record = rate_once(
+                        variant, options.rate_clients, options.rate_seconds, options.rate_parallel
+                    )
+                    runs["rate"].append(record)
+                    print(f"  rate    {variant:10} round {round_ + 1}: {record}", file=sys.stderr)
 
     rows = [
         ("bulk", "mnet", "goodput", "MB/s", f"bulk {options.bulk_mib} MiB one way"),
@@ -216,8 +228,11 @@ def main() -> None:
         ("echo", "mnet", "p50_us", "µs", "echo 64 B p50"),
         ("echo", "mnet", "p99_us", "µs", "echo 64 B p99"),
         ("connect", "mnet", "connect_ms", "ms", "connect() fires"),
+        ("connect", EARLY, "connect_ms", "ms", "connect() fires, early data"),
         ("connect", "mnet", "round_ms", "ms", "connect + echo + close"),
+        ("connect", EARLY, "round_ms", "ms", "connect + echo + close, early data"),
         ("rate", "mnet", "per_second", "/s", "new sessions per second"),
+        ("rate", EARLY, "per_second", "/s", "new sessions/s, early data"),
     ]
     summary: dict[str, Any] = {}
     print(f"\nMedians of {options.rounds} round(s), {platform.node()}, {os.cpu_count()} CPUs:")

@@ -21,6 +21,17 @@ class SessionConfig:
     cookie_echo_tries: int = 5
     #: A connection attempt gives up after this many seconds.
     connect_timeout: float = 10.0
+    #: A connector counts as established once the COOKIE arrives, one round
+    #: trip in (as TCP does at SYN-ACK), and its first DATA follows the
+    #: COOKIE-ECHO without waiting for the COOKIE-ACK.  Every listener takes
+    #: an echo and the DATA behind it in order; should the DATA arrive
+    #: alone (the echo lost or overtaken), the listener answers ABORT, which
+    #: then only holds the data back until the echo, sent again, is answered.
+    #: Off by default, as the reference connectors do: with it ``connect()``
+    #: fires before the listener has taken the session, so a listener at its
+    #: session cap, or an expired cookie, ends the connection after
+    #: ``connectionMade`` instead of failing ``connect()``.
+    early_data: bool = False
     #: Lifetime of a cookie minted by a listener, in whole seconds.
     cookie_lifetime: int = 5
     #: Probe timeout (RFC 9002) before the first RTT sample, and its bounds,

@@ -191,8 +191,14 @@ class Demultiplexer:
             # The hot path: most datagrams are DATA of a known session.
             session = self._by_peer_tag.get((address, tag))
             if session is None:
-                self._reply_abort(tag, address, now)
-                return False
+                if self._handshakes:
+                    # Early data: the COOKIE-ECHO just before it in this
+                    # batch makes the session it belongs to.
+                    self._take_handshakes()
+                    session = self._by_peer_tag.get((address, tag))
+                if session is None:
+                    self._reply_abort(tag, address, now)
+                    return False
             session.receive_datagram(data, now)
             if session.ack_urgent:
                 session.ack_urgent = False

@@ -47,6 +47,7 @@ _S = SessionState
 # Tuples, not sets: membership by identity, without hashing an Enum member
 # (a Python-level call) on every packet.
 _HANDSHAKING = (_S.COOKIE_WAIT, _S.COOKIE_ECHOED)
+_NOT_EARLY, _EARLY_SENDING, _EARLY_HELD = 0, 1, 2
 #: States in which our own stream may still carry data to the peer.
 _SENDING = (_S.ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED)
 #: A peer's SHUTDOWN ends our stream too (MNET has no half-close): what was
@@ -117,6 +118,8 @@ class Session:
         "_connect_deadline",
         "_control_retry_at",
         "_cookie_echo",
+        "_early",
+        "_early_datagrams",
         "_echo_tries",
         "_events",
         "_handshake_interval",
@@ -203,6 +206,13 @@ class Session:
         self._handshake_retried = False
         self._echo_tries = 0
         self._cookie_echo = b""
+        #: Early data (``config.early_data``): _NOT_EARLY, or established at
+        #: the COOKIE and sending (_EARLY_SENDING) or holding data back
+        #: after an ABORT that may have answered it (_EARLY_HELD).
+        self._early = _NOT_EARLY
+        #: Early DATA datagrams sent, so ABORTs a listener may have answered
+        #: them with (one each) are told from one answering the echo.
+        self._early_datagrams = 0
         # Shutdown: SHUTDOWN / SHUTDOWN-ACK retransmission, then linger.
         self._control_retry_at: float | None = None
         self._linger_until: float | None = None
@@ -323,7 +333,8 @@ class Session:
         is ignored, since such reports are easy to spoof and the dead-peer
         rule notices a peer that is really gone.
         """
-        if self.state in _HANDSHAKING:
+        if self.state in _HANDSHAKING and self._early == _NOT_EARLY:
+            # (With early data the COOKIE has come: the port answered.)
             self._terminate(CloseReason.REFUSED, "the peer's port is unreachable", now)
 
     def datagram_refused(self, datagram: bytes) -> None:
@@ -364,10 +375,14 @@ class Session:
     def datagrams_to_send(self, now: float) -> list[bytes]:
         out = self._outbox
         self._outbox = []
-        if self.state in _SENDING:
+        if self.state in _SENDING or (
+            self._early == _EARLY_SENDING and self.state is _S.COOKIE_ECHOED
+        ):
             segments = self._sender.transmit(now)
             if segments:
                 self._emit(segments, out)
+                if self.state is _S.COOKIE_ECHOED:
+                    self._early_datagrams += len(segments)
         if self._ack_pending:
             self._ack_pending = False
             out.append(self._pure_ack())
@@ -390,7 +405,13 @@ class Session:
             return self._linger_until
         if self.state in _HANDSHAKING:
             retry = self._handshake_retry_at
-            return self._connect_deadline if retry is None else min(retry, self._connect_deadline)
+            handshake = (
+                self._connect_deadline if retry is None else min(retry, self._connect_deadline)
+            )
+            pacing = self._sender.pacing_deadline
+            if pacing is not None and self._early == _EARLY_SENDING and pacing < handshake:
+                return pacing  # early data the pacer holds back
+            return handshake
         earliest = self._sender.deadline
         control = self._control_retry_at
         if control is not None and (earliest is None or control < earliest):
@@ -536,8 +557,14 @@ class Session:
         self._handshake_interval = min(
             2 * self._handshake_interval, self.config.handshake_max_retry_interval
         )
-        if self.state is _S.COOKIE_ECHOED and self._echo_tries >= self.config.cookie_echo_tries:
-            # The cookie may have expired meanwhile: start over.
+        if (
+            self.state is _S.COOKIE_ECHOED
+            and self._echo_tries >= self.config.cookie_echo_tries
+            and self._sender.snd_max == self.config.stream_origin
+        ):
+            # The cookie may have expired meanwhile: start over.  (Not once
+            # early data went out under it: the stream cannot start over;
+            # the listener answers an expired echo with ABORT.)
             self.state = _S.COOKIE_WAIT
         if self.state is _S.COOKIE_WAIT:
             self._send_init(now)
@@ -556,13 +583,18 @@ class Session:
         self._handshake_retried = False
         self._handshake_interval = self.config.handshake_retry_interval
         self._send_echo(now)
+        if self.config.early_data:
+            if self._early == _NOT_EARLY:  # not again after starting over
+                self._events.append(Established())
+            self._early = _EARLY_SENDING
 
     def _establish(self, now: float) -> None:
         if not self._handshake_retried:
             self._sender.rtt.add_sample(now - self._handshake_sent_at)
         self.state = _S.ESTABLISHED
         self._handshake_retry_at = None
-        self._events.append(Established())
+        if self._early == _NOT_EARLY:
+            self._events.append(Established())
         if self._close_requested:
             self.state = _S.SHUTDOWN_PENDING
             self._advance_shutdown(now)
@@ -747,6 +779,15 @@ class Session:
             self._terminate(CloseReason.PROTOCOL_ERROR, "SHUTDOWN-ACK on an open session", now)
 
     def _on_abort(self, now: float) -> None:
+        if self.state is _S.COOKIE_ECHOED and self._early != _NOT_EARLY:
+            if self._early == _EARLY_SENDING:
+                # Perhaps the answer to early DATA that reached the listener
+                # without the echo: hold the data, try the echo once more.
+                self._early = _EARLY_HELD
+                self._send_echo(now)
+            if self._early_datagrams > 0:
+                self._early_datagrams -= 1  # (an answer to one of them)
+                return
         if self.state in _HANDSHAKING:
             self._terminate(CloseReason.REFUSED, "the listener answered ABORT", now)
         elif self.state is _S.SHUTDOWN_ACK_SENT:

@@ -45,6 +45,8 @@ def test_every_scenario_reports_checked_figures(tmp_path: Path) -> None:
         protocols = {"mnet", "tcp"}
         if QUIC_INSTALLED and scenario in ("bulk", "echo"):
             protocols.add("quic")
+        if scenario in ("connect", "rate"):
+            protocols.add("mnet-early")
         assert {r["proto"] for r in records} - {"mnet-1452"} == protocols, scenario
         assert all(r["ok"] for r in records), records
         for key, figures in report["summary"].items():

@@ -14,6 +14,7 @@ from mnet_twisted.config import SessionConfig
 from mnet_twisted.cookie import CookieMinter
 from mnet_twisted.demux import Demultiplexer
 from mnet_twisted.events import Closed, CloseReason, DataReceived, Established, Event
+from mnet_twisted.session import SessionState
 
 PEER = ("192.0.2.10", 40000)
 OTHER = ("192.0.2.11", 40001)
@@ -405,13 +406,15 @@ def test_replay_reference_listener_against_our_connector() -> None:
     demux.receive_datagram(bytes(cookie), server, T0 + 0.001)
     [echo] = drain(T0 + 0.001)
     assert echo == b"\x03" + bytes(cookie[1:])
+    assert not events
     # A COOKIE-ACK with a tag other than the COOKIE's does not establish.
     demux.receive_datagram(b"\x04zzz", server, T0 + 0.002)
     drain(T0 + 0.002)
-    assert not any(isinstance(e, Established) for e in events)
+    assert session.state is SessionState.COOKIE_ECHOED
     demux.receive_datagram(trace[3].data, server, T0 + 0.003)
     drain(T0 + 0.003)
-    assert any(isinstance(e, Established) for e in events)
+    assert session.state is SessionState.ESTABLISHED
+    assert [type(e) for e in events] == [Established]
     # Send the trace's 1200 bytes.
     message = b"".join(
         wire.parse(d.data).payload  # type: ignore[union-attr]

@@ -10,6 +10,7 @@ from simnet import Host, Link, SessionRecord, SimNet, payload
 
 from mnet_twisted import wire
 from mnet_twisted.events import CloseReason
+from mnet_twisted.session import SessionState
 
 FUZZ_SETTINGS = settings(
     max_examples=40,
@@ -218,7 +219,7 @@ def test_spoofed_echo_replay_from_another_address_is_ignored() -> None:
     arena.net.flush()
     # Re-run a handshake with tracing on to capture a genuine echo.
     d = arena.a.connect(arena.b)
-    arena.net.run_until(lambda: d.established, max_time=10)
+    arena.net.run_until(lambda: d.state is SessionState.ESTABLISHED, max_time=10)
     echo = next(x for _, _, _, x in arena.net.sent_log if x[0] == 3)
     before = len(arena.b.demux)
     arena.net.inject(echo, ("10.0.0.66", 4000), arena.b)

@@ -18,12 +18,19 @@ from simnet import (
 
 from mnet_twisted.config import SessionConfig
 from mnet_twisted.events import Closed, CloseReason, DataReceived, Established
+from mnet_twisted.session import SessionState
 
 HANDSHAKE = ["INIT", "COOKIE", "COOKIE_ECHO", "COOKIE_ACK"]
 
 
 def _both_established(client_rec: SessionRecord, server: object) -> bool:
-    return client_rec.established and any(r.established for r in server.order)  # type: ignore[attr-defined]
+    """Both ends past the handshake (a connector announces itself established
+    at the COOKIE already, with early data: its state says when the
+    listener's answer came)."""
+    return client_rec.state is SessionState.ESTABLISHED and any(
+        r.established
+        for r in server.order  # type: ignore[attr-defined]
+    )
 
 
 def test_clean_handshake_is_four_packets() -> None:

@@ -369,8 +369,8 @@ def test_close_after_an_echo_sends_no_ack_the_shutdown_carries() -> None:
 
     client.on_event = close_on_echo
     client.write(conn, b"m" * 64)
+    net.run_until(lambda: bool(server.order) and _closed_both(conn, server.order[0]), max_time=5)
     peer = server.only_session()
-    net.run_until(lambda: _closed_both(conn, peer), max_time=5)
     _assert_closed_last(conn, CloseReason.CLEAN)
     _assert_closed_last(peer, CloseReason.CLEAN)
     types = [data[0] for _, _, _, data in net.sent_log]

@@ -471,3 +471,24 @@ async def test_listener_reads_the_largest_datagrams_whole(mnet) -> None:
     assert port.protocol.stats["datagramsReceived"] >= len(payload) // 60_000
     client.transport.loseConnection()
     assert (await lostReason(server)).check(error.ConnectionDone)
+
+
+@pytest_twisted.ensureDeferred
+async def test_early_data_connect_echo_close_over_a_shared_socket(mnet) -> None:
+    """With ``early_data`` connect() fires at the COOKIE and the first write
+    rides right behind the COOKIE-ECHO; over real sockets every echo comes back."""
+    from conftest import Collector
+
+    port = await mnet.listen(Factory.forProtocol(Echo))
+    early = mnet.withConfig(early_data=True)
+    for round_ in range(20):
+        client = await mnet.connect(
+            port, Factory.forProtocol(Collector), config=early, shareSocket=True
+        )
+        message = b"%02d" % round_ * 32
+        client.transport.write(message)
+        await mnet.waitFor(lambda c=client, m=message: c.received == m)
+        client.transport.loseConnection()
+    await mnet.waitFor(lambda: port.getStats().sessions_open == 0)
+    stats = port.getStats()
+    assert stats.sessions_accepted == 20 and stats.aborts_sent == 0
