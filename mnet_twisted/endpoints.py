@@ -452,7 +452,7 @@ class MNETClientEndpoint:
         return receiver.done.addCallback(pick)
 
     def _connectTo(self, ip: str, protocolFactory: Any) -> defer.Deferred[Any]:
-        family = socket.AF_INET6 if isIPv6Address(ip) else socket.AF_INET
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET  # ip is a literal here
         if self._bindAddress is not None:
             interface, bind_port = self._bindAddress[0], int(self._bindAddress[1])
         else:
