@@ -237,7 +237,7 @@ def main() -> None:
     summary: dict[str, Any] = {}
     print(f"\nMedians of {options.rounds} round(s), {platform.node()}, {os.cpu_count()} CPUs:")
     quic_head = f" | {'QUIC':>10}" if quic else ""
-    print(f" {'scenario':36} | {'MNET':>10} | {'TCP':>10} | MNET/TCP{quic_head} | checks")
+    print(f" {'scenario':40} | {'MNET':>10} | {'TCP':>10} | MNET/TCP{quic_head} | checks")
     for scenario, variant, key, unit, label in rows:
         if scenario not in only:
             continue
@@ -261,7 +261,7 @@ def main() -> None:
         summary[f"{scenario}.{variant}.{key}"] = figures
         name = f"{label} ({unit})"
         print(
-            f" {name:36} | {cells[0]} | {cells[1]} | {ratio_text}{quic_cell}"
+            f" {name:40} | {cells[0]} | {cells[1]} | {ratio_text}{quic_cell}"
             f" | {ok}/{len(records)} ok"
         )
     if options.json:
