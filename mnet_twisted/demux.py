@@ -403,6 +403,13 @@ class Demultiplexer:
         if init.version != wire.VERSION or not self.accepting:
             self._reply_abort(init.tag, address, now)
             return
+        if self._over_limits(address):
+            # Full now: refuse at once rather than a round trip later, at
+            # the echo (which checks again: the cookie may come back when a
+            # session has left, or after others took the room).
+            self.sessions_refused += 1
+            self._reply_abort(init.tag, address, now)
+            return
         if not self._cookie_replies.allow(address[0], now):
             return  # before the MACs: a flood costs little beyond this check
         listener_tag = self.cookies.listener_tag(address, init.tag)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from simnet import Link, drop_all, drop_packets, pair, payload
+from simnet import Link, SessionRecord, SimNet, drop_all, drop_packets, pair, payload
 from test_demux_bad_input import Driver
 
 from mnet_twisted import wire
-from mnet_twisted.config import SessionConfig
-from mnet_twisted.events import CloseReason, DataReceived, Established
+from mnet_twisted.config import ListenerLimits, SessionConfig
+from mnet_twisted.events import Closed, CloseReason, DataReceived, Established
 from mnet_twisted.session import SessionState
 
 EARLY = SessionConfig(early_data=True)
@@ -111,12 +111,8 @@ def test_early_data_to_a_reference_listener() -> None:
         assert harness.closed[session].reason is CloseReason.CLEAN
 
 
-def test_a_listener_at_its_cap_ends_an_early_session_after_its_data() -> None:
-    """The price of early data: refusal comes after Established, as a close."""
-    from simnet import SimNet
-
-    from mnet_twisted.config import ListenerLimits
-
+def test_a_full_listener_refuses_early_data_at_the_init() -> None:
+    """A listener at its cap answers the INIT with ABORT: connect() fails, as without."""
     net = SimNet(seed=4, link=Link(delay=ONE_WAY))
     client = net.add_host("10.0.0.1", 4000, config=EARLY, name="client")
     server = net.add_host(
@@ -125,10 +121,34 @@ def test_a_listener_at_its_cap_ends_an_early_session_after_its_data() -> None:
     first = net.add_host("10.0.0.3", 4000, name="first").connect(server)
     net.run_until(lambda: first.state is SessionState.ESTABLISHED, max_time=5)
     conn = client.connect(server)
-    net.run_until(lambda: conn.established, max_time=5)
-    client.write(conn, payload(3000, seed=4))
     took = net.run_until(lambda: conn.closed, max_time=5)
     assert conn.close_reason is CloseReason.REFUSED
-    assert conn.event_types().count(Established) == 1
-    assert took < 0.1, "refused at once, not at the connect timeout"
+    assert Established not in conn.event_types()
+    assert took < 2 * ONE_WAY * 1.5, "refused at the INIT, one round trip"
+    assert net.stats.by_type["COOKIE"] == 1  # the first session's only
+
+
+def test_a_listener_filled_after_the_cookie_ends_an_early_session() -> None:
+    """The price of early data: room taken between COOKIE and echo ends the
+    session after Established, as a close rather than a failed connect()."""
+    net = SimNet(seed=5, link=Link(delay=ONE_WAY))
+    client = net.add_host("10.0.0.1", 4000, config=EARLY, name="client")
+    other = net.add_host("10.0.0.3", 4000, name="other")
+    server = net.add_host(
+        "10.0.0.2", 5000, accepting=True, name="server", limits=ListenerLimits(max_sessions=1)
+    )
+    net.drop = drop_packets("COOKIE_ECHO", [1], src=client)
+
+    def write_when_established(record: SessionRecord, event: object) -> None:
+        if isinstance(event, Established):
+            record.session.send(b"early")
+
+    client.on_event = write_when_established
+    conn = client.connect(server)
+    net.run_for(0.002)
+    rival = other.connect(server)  # its echo arrives before ours is sent again
+    net.run_until(lambda: conn.closed, max_time=5)
+    assert rival.state is SessionState.ESTABLISHED
+    assert conn.close_reason is CloseReason.REFUSED
+    assert conn.event_types() == [Established, Closed]
     assert len(server.demux) == 1
