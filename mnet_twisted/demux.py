@@ -216,6 +216,11 @@ class Demultiplexer:
             self._on_cookie(data, address, now)
         else:
             session = self._by_peer_tag.get((address, tag))
+            if session is None and self._handshakes:
+                # As for DATA above: an early session's ABORT or SHUTDOWN may
+                # come right behind its echo.
+                self._take_handshakes()
+                session = self._by_peer_tag.get((address, tag))
             if kind == wire.PacketType.ABORT:
                 if session is None:
                     session = self._by_local_tag.get((address, tag))

@@ -152,3 +152,17 @@ def test_a_listener_filled_after_the_cookie_ends_an_early_session() -> None:
     assert conn.close_reason is CloseReason.REFUSED
     assert conn.event_types() == [Established, Closed]
     assert len(server.demux) == 1
+
+
+def test_listener_takes_an_echo_before_the_abort_behind_it_in_one_batch() -> None:
+    """An early session aborted at once: its ABORT follows the echo in one batch
+    and must end the session the echo makes, not reach a stranger's ear."""
+    driver = Driver()
+    cookie = driver.cookie_for(b"abc")
+    driver.demux.receive_datagram(b"\x03" + cookie[1:], ("192.0.2.10", 40000), 1.0)
+    driver.demux.receive_datagram(b"\x08abc", ("192.0.2.10", 40000), 1.0)
+    driver.drain(1.0)
+    events = [e for _, e in driver.events]
+    assert [type(e) for e in events] == [Established, Closed]
+    assert events[1].reason is CloseReason.ABORTED_BY_PEER  # type: ignore[attr-defined]
+    assert driver.demux.open_sessions == 0
