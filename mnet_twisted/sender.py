@@ -335,6 +335,23 @@ class StreamSender:
     def write(self, data: bytes) -> None:
         self._buffer.append(data)
 
+    def resend_unheard(self) -> None:
+        """Send everything unacknowledged again, without a congestion signal.
+
+        For early data that reached a listener before the session it belongs
+        to (it answered ABORT): nothing of it was kept, so waiting for a probe
+        timeout to learn so one segment at a time would only cost time.  A
+        go-back pass over all of it; copies of what the peer did keep are
+        duplicates it acknowledges, and none of it gives an RTT sample.
+        """
+        start = self._buffer.start
+        if self.snd_max <= start:
+            return
+        self.snd_nxt = self._pass_from = start
+        self._go_back_until = self._pass_trusted_until = self.snd_max
+        self._delivered_beyond = 0
+        self.pto_deadline = None  # armed again as the pass goes out
+
     def discard(self) -> None:
         """Drop everything: the session is over."""
         self._buffer.release_until(self._buffer.end)

@@ -595,6 +595,8 @@ class Session:
         self._handshake_retry_at = None
         if self._early == _NOT_EARLY:
             self._events.append(Established())
+        elif self._early == _EARLY_HELD:
+            self._sender.resend_unheard()  # the listener dropped what it answered
         if self._close_requested:
             self.state = _S.SHUTDOWN_PENDING
             self._advance_shutdown(now)

@@ -49,8 +49,12 @@ def test_early_data_survives_a_lost_echo() -> None:
     net.run_until(lambda: conn.established, max_time=5)
     message = payload(5000, seed=2)
     client.write(conn, message)
-    net.run_until(lambda: bytes(conn.received) == message, max_time=5)
+    took = net.run_until(lambda: bytes(conn.received) == message, max_time=5)
     assert net.stats.by_type["ABORT"] >= 1, "the lone DATA was answered with ABORT"
+    # Resent as soon as the echo is answered, not after a probe timeout each:
+    # the echo's round trip again, then the message's.
+    assert took < 3 * 2 * ONE_WAY * 1.2, took
+    assert conn.session.stats().retransmissions == 4  # the four early segments, once
     assert not conn.closed
     assert conn.event_types().count(Established) == 1
     assert len(server.demux) == 1
