@@ -781,15 +781,8 @@ class Session:
             self._terminate(CloseReason.PROTOCOL_ERROR, "SHUTDOWN-ACK on an open session", now)
 
     def _on_abort(self, now: float) -> None:
-        if self.state is _S.COOKIE_ECHOED and self._early != _NOT_EARLY:
-            if self._early == _EARLY_SENDING:
-                # Perhaps the answer to early DATA that reached the listener
-                # without the echo: hold the data, try the echo once more.
-                self._early = _EARLY_HELD
-                self._send_echo(now)
-            if self._early_datagrams > 0:
-                self._early_datagrams -= 1  # (an answer to one of them)
-                return
+        if self._early_datagrams > 0 and self._early_excuses_abort(now):
+            return
         if self.state in _HANDSHAKING:
             self._terminate(CloseReason.REFUSED, "the listener answered ABORT", now)
         elif self.state is _S.SHUTDOWN_ACK_SENT:
@@ -797,6 +790,31 @@ class Session:
             self._terminate(CloseReason.CLEAN, "", now)
         else:
             self._terminate(CloseReason.ABORTED_BY_PEER, "the peer sent ABORT", now)
+
+    def _early_excuses_abort(self, now: float) -> bool:
+        """Whether an ABORT may answer early DATA that reached the listener
+        before its echo, rather than end the session.
+
+        Before the COOKIE-ACK the first one holds the data back and sends the
+        echo once more.  Later ones are excused while they cannot be the
+        answer to that echo (sooner than the least RTT after it), or while
+        fewer came than early DATA went out; a path that duplicates
+        datagrams may bring more.  After the COOKIE-ACK an answer it
+        overtook may still come, within two probe timeouts of the last echo;
+        later an ABORT is the peer's word again.
+        """
+        if self.state is _S.COOKIE_ECHOED:
+            if self._early == _EARLY_SENDING:
+                self._early = _EARLY_HELD
+                self._send_echo(now)
+                self._early_datagrams -= 1
+                return True
+            least = self._sender.rtt.minimum
+            if least is not None and now - self._handshake_sent_at < least:
+                return True
+            self._early_datagrams -= 1
+            return self._early_datagrams >= 0
+        return self.state in _OPEN and now - self._handshake_sent_at <= 2 * self._sender.rtt.rto
 
     def _send_abort(self) -> None:
         self._outbox.append(wire.Abort(self.local_tag).to_bytes())
