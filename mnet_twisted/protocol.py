@@ -563,6 +563,10 @@ class MNETDatagramProtocol(DatagramProtocol):
             # Lingering sessions need not hold the port: a peer that misses
             # our SHUTDOWN-COMPLETE ends cleanly by itself.
             and self.demux.open_sessions == 0
+            # But a closed session whose application has not been told yet
+            # (its end waits behind data it paused reading) holds it: closing
+            # now would strand that data and the connectionLost after it.
+            and not self._transports
             and self._port is not None
         ):
             if self._idleGrace > 0 and not graceOver:

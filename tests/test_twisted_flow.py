@@ -10,7 +10,7 @@ import struct
 
 import pytest
 import pytest_twisted
-from conftest import within
+from conftest import sleep, within
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -462,3 +462,37 @@ async def test_echo_over_real_sockets_with_packet_loss(mnet, loggedErrors, seed)
     assert server_drops[0] > 0 and client_drops[0] > 0  # loss really happened
     assert client.transport.session.retransmissions > 0
     assert not loggedErrors
+
+
+class SendAndClose(Protocol):
+    """Sends a block as soon as it is connected, then closes."""
+
+    block = os.urandom(100_000)
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.block)
+        self.transport.loseConnection()
+
+
+class PausedCollector(Collector):
+    """Pauses reading at once, as a protocol whose own output is backed up does."""
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_ending_while_reading_is_paused_is_told_after_its_data(mnet) -> None:
+    """The session closes (cleanly, at the MNET level) while the application
+    has paused reading: its private UDP port must stay open until the
+    application has resumed, taken the data and heard connectionLost."""
+    port = await mnet.listen(Factory.forProtocol(SendAndClose))
+    client = await mnet.connect(port, Factory.forProtocol(PausedCollector))
+    session = client.transport._session
+    await mnet.waitFor(lambda: session.closed)
+    await sleep(0.05)
+    assert client.received == b"" and not client.lost.called
+    client.transport.resumeProducing()
+    await within(client.lost)
+    assert client.received == SendAndClose.block
+    assert client.reason.check(error.ConnectionDone)
