@@ -322,6 +322,11 @@ class Session:
     def abort(self, now: float) -> None:
         """End the session at once; the peer is told with ABORT."""
         if self.state is _S.CLOSED:
+            # Already over, perhaps with its end waiting behind data the
+            # application paused: it wants the end now, not the data.
+            if self._reading_paused and self._unread:
+                self._drop_unread()
+                self._notify(self)
             return
         self._send_abort()
         self._terminate(CloseReason.ABORTED_LOCALLY, "aborted by the application", now)
@@ -816,6 +821,12 @@ class Session:
             return self._early_datagrams >= 0
         return self.state in _OPEN and now - self._handshake_sent_at <= 2 * self._sender.rtt.rto
 
+    def _drop_unread(self) -> None:
+        """Forget data the application held back, as a TCP reset does: after
+        an abort its end must not wait on the application's reading."""
+        self._events = [e for e in self._events if not isinstance(e, _PendingData)]
+        self._unread = 0
+
     def _send_abort(self) -> None:
         self._outbox.append(wire.Abort(self.local_tag).to_bytes())
 
@@ -830,5 +841,7 @@ class Session:
         self._linger_until = now + self.config.linger if linger else None
         self._receiver.discard()
         self._sender.discard()
+        if self._reading_paused and reason is not CloseReason.CLEAN:
+            self._drop_unread()
         self._events.append(Closed(reason, detail))
         self._notify(self)

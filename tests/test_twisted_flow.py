@@ -496,3 +496,32 @@ async def test_a_session_ending_while_reading_is_paused_is_told_after_its_data(m
     await within(client.lost)
     assert client.received == SendAndClose.block
     assert client.reason.check(error.ConnectionDone)
+
+
+class SendAndStay(Protocol):
+    """Sends a block as soon as it is connected, and stays."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(SendAndClose.block)
+
+
+@pytest.mark.parametrize(
+    ("server", "reason"),
+    [(SendAndStay, error.ConnectionAborted), (SendAndClose, error.ConnectionDone)],
+    ids=["open", "closed-cleanly"],
+)
+@pytest_twisted.ensureDeferred
+async def test_aborting_while_reading_is_paused_ends_at_once(mnet, server, reason) -> None:
+    """abortConnection does not wait for the application to read what it held
+    back, whether the session is still open or already over: as with a TCP
+    reset, that data is dropped and connectionLost comes."""
+    port = await mnet.listen(Factory.forProtocol(server))
+    client = await mnet.connect(port, Factory.forProtocol(PausedCollector))
+    session = client.transport._session
+    await mnet.waitFor(lambda: session.receive_buffer_size >= len(SendAndClose.block))
+    if server is SendAndClose:
+        await mnet.waitFor(lambda: session.closed)
+    client.transport.abortConnection()
+    await within(client.lost)
+    assert client.received == b""
+    assert client.reason.check(reason)
