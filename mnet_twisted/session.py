@@ -119,7 +119,7 @@ class Session:
         "_control_retry_at",
         "_cookie_echo",
         "_early",
-        "_early_datagrams",
+        "_early_aborts",
         "_echo_tries",
         "_events",
         "_handshake_interval",
@@ -210,9 +210,9 @@ class Session:
         #: the COOKIE and sending (_EARLY_SENDING) or holding data back
         #: after an ABORT that may have answered it (_EARLY_HELD).
         self._early = _NOT_EARLY
-        #: Early DATA datagrams sent, so ABORTs a listener may have answered
-        #: them with (one each) are told from one answering the echo.
-        self._early_datagrams = 0
+        #: ABORTs taken as answers to early DATA (at most one per DATA
+        #: datagram sent), told so from one answering the echo.
+        self._early_aborts = 0
         # Shutdown: SHUTDOWN / SHUTDOWN-ACK retransmission, then linger.
         self._control_retry_at: float | None = None
         self._linger_until: float | None = None
@@ -386,8 +386,6 @@ class Session:
             segments = self._sender.transmit(now)
             if segments:
                 self._emit(segments, out)
-                if self.state is _S.COOKIE_ECHOED:
-                    self._early_datagrams += len(segments)
         if self._ack_pending:
             self._ack_pending = False
             out.append(self._pure_ack())
@@ -786,7 +784,12 @@ class Session:
             self._terminate(CloseReason.PROTOCOL_ERROR, "SHUTDOWN-ACK on an open session", now)
 
     def _on_abort(self, now: float) -> None:
-        if self._early_datagrams > 0 and self._early_excuses_abort(now):
+        if self._early != _NOT_EARLY and self._answers_early_data(now):
+            if self._early == _EARLY_SENDING and self.state is _S.COOKIE_ECHOED:
+                # Early DATA reached the listener without its echo: hold the
+                # data, and try the echo once more.
+                self._early = _EARLY_HELD
+                self._send_echo(now)
             return
         if self.state in _HANDSHAKING:
             self._terminate(CloseReason.REFUSED, "the listener answered ABORT", now)
@@ -796,30 +799,31 @@ class Session:
         else:
             self._terminate(CloseReason.ABORTED_BY_PEER, "the peer sent ABORT", now)
 
-    def _early_excuses_abort(self, now: float) -> bool:
+    def _answers_early_data(self, now: float) -> bool:
         """Whether an ABORT may answer early DATA that reached the listener
-        before its echo, rather than end the session.
+        before its echo, rather than end the session (counted if so).
 
-        Before the COOKIE-ACK the first one holds the data back and sends the
-        echo once more.  Later ones are excused while they cannot be the
-        answer to that echo (sooner than the least RTT after it), or while
-        fewer came than early DATA went out; a path that duplicates
-        datagrams may bring more.  After the COOKIE-ACK an answer it
-        overtook may still come, within two probe timeouts of the last echo;
-        later an ABORT is the peer's word again.
+        Before the COOKIE-ACK: while it cannot be the answer to an echo sent
+        again (sooner than the least RTT after it), or while fewer came than
+        DATA went out; a path that duplicates datagrams may bring more.  After
+        it, one it overtook may still come, within two probe timeouts of the
+        last echo; later an ABORT is the peer's word again.
         """
+        sender = self._sender
         if self.state is _S.COOKIE_ECHOED:
-            if self._early == _EARLY_SENDING:
-                self._early = _EARLY_HELD
-                self._send_echo(now)
-                self._early_datagrams -= 1
+            least = sender.rtt.minimum
+            if (
+                self._early == _EARLY_HELD
+                and least is not None
+                and now - self._handshake_sent_at < least
+            ):
                 return True
-            least = self._sender.rtt.minimum
-            if least is not None and now - self._handshake_sent_at < least:
-                return True
-            self._early_datagrams -= 1
-            return self._early_datagrams >= 0
-        return self.state in _OPEN and now - self._handshake_sent_at <= 2 * self._sender.rtt.rto
+        elif self.state not in _OPEN or now - self._handshake_sent_at > 2 * sender.rtt.rto:
+            return False
+        if self._early_aborts >= sender.stats.data_datagrams_sent:
+            return False
+        self._early_aborts += 1
+        return True
 
     def _drop_unread(self) -> None:
         """Forget data the application held back, as a TCP reset does: after
