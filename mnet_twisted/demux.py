@@ -191,11 +191,7 @@ class Demultiplexer:
             # The hot path: most datagrams are DATA of a known session.
             session = self._by_peer_tag.get((address, tag))
             if session is None:
-                if self._handshakes:
-                    # Early data: the COOKIE-ECHO just before it in this
-                    # batch makes the session it belongs to.
-                    self._take_handshakes()
-                    session = self._by_peer_tag.get((address, tag))
+                session = self._after_handshakes(address, tag)
                 if session is None:
                     self._reply_abort(tag, address, now)
                     return False
@@ -215,12 +211,7 @@ class Demultiplexer:
         elif kind == wire.PacketType.COOKIE:
             self._on_cookie(data, address, now)
         else:
-            session = self._by_peer_tag.get((address, tag))
-            if session is None and self._handshakes:
-                # As for DATA above: an early session's ABORT or SHUTDOWN may
-                # come right behind its echo.
-                self._take_handshakes()
-                session = self._by_peer_tag.get((address, tag))
+            session = self._by_peer_tag.get((address, tag)) or self._after_handshakes(address, tag)
             if kind == wire.PacketType.ABORT:
                 if session is None:
                     session = self._by_local_tag.get((address, tag))
@@ -323,6 +314,18 @@ class Demultiplexer:
 
     # ------------------------------------------------------------------
     # Drains
+
+    def _after_handshakes(self, address: Address, tag: bytes) -> Session | None:
+        """The session of (address, tag) once this batch's handshakes are taken.
+
+        Handshakes wait for the end of a read batch, but early data's DATA (or
+        an early session's ABORT or SHUTDOWN) may come right behind the
+        COOKIE-ECHO that makes its session.
+        """
+        if not self._handshakes:
+            return None
+        self._take_handshakes()
+        return self._by_peer_tag.get((address, tag))
 
     def _take_handshakes(self) -> None:
         handshakes, self._handshakes = self._handshakes, []
