@@ -347,10 +347,14 @@ class StreamSender:
         start = self._buffer.start
         if self.snd_max <= start:
             return
-        self.snd_nxt = self._pass_from = start
-        self._go_back_until = self._pass_trusted_until = self.snd_max
+        self._begin_pass(start, self.snd_max)
         self._delivered_beyond = 0
         self.pto_deadline = None  # armed again as the pass goes out
+
+    def _begin_pass(self, start: int, until: int) -> None:
+        """Send [start, until) again before new data; its copies are trusted."""
+        self.snd_nxt = self._pass_from = start
+        self._go_back_until = self._pass_trusted_until = until
 
     def discard(self) -> None:
         """Drop everything: the session is over."""
@@ -961,9 +965,7 @@ class StreamSender:
                 else:
                     self.stats.burst_resends += 1
             self._episode_went_back = True
-            self.snd_nxt = end
-            self._go_back_until = self._pass_trusted_until = pass_end
-            self._pass_from = end
+            self._begin_pass(end, pass_end)
         resent = self._repair is not None and self._repair.end == end
         self._repair = _Repair(end, now, self._unreported_beyond(end), resent=resent, probe=probe)
         self._arm_pto(now)
