@@ -479,12 +479,16 @@ async def test_early_data_connect_echo_close_over_a_shared_socket(mnet) -> None:
     rides right behind the COOKIE-ECHO; over real sockets every echo comes back."""
     from conftest import Collector
 
+    from mnet_twisted.session import SessionState
+
     port = await mnet.listen(Factory.forProtocol(Echo))
     early = mnet.withConfig(early_data=True)
     for round_ in range(20):
         client = await mnet.connect(
             port, Factory.forProtocol(Collector), config=early, shareSocket=True
         )
+        # Fired at the COOKIE: the COOKIE-ACK has not been taken yet.
+        assert client.transport._session.state is SessionState.COOKIE_ECHOED
         message = b"%02d" % round_ * 32
         client.transport.write(message)
         await mnet.waitFor(lambda c=client, m=message: c.received == m)
