@@ -28,9 +28,9 @@ class SessionConfig:
     #: alone (the echo lost or overtaken), the listener answers ABORT, which
     #: then only holds the data back until the echo, sent again, is answered.
     #: Off by default, as the reference connectors do: with it ``connect()``
-    #: fires before the listener has taken the session, so a listener at its
-    #: session cap, or an expired cookie, ends the connection after
-    #: ``connectionMade`` instead of failing ``connect()``.
+    #: fires before the listener has taken the session, so a listener that
+    #: fills up (or starts stopping) between COOKIE and echo ends the
+    #: connection after ``connectionMade`` instead of failing ``connect()``.
     early_data: bool = False
     #: Lifetime of a cookie minted by a listener, in whole seconds.
     cookie_lifetime: int = 5

@@ -793,6 +793,30 @@ def connected_pair(
     return net, client, server, conn, server.only_session()
 
 
+def echo_round(
+    seed: int, link: Link, config: SessionConfig, size: int = 40_000, max_time: float = 120.0
+) -> tuple[SimNet, SessionRecord, Host]:
+    """A connector sends ``size`` bytes to an echo listener once established
+    and closes once all came back; runs until the connector's session ends.
+
+    Returns the network, the connector's record and the listening host.
+    """
+    net, client, server = pair(seed=seed, link=link, config=config)
+    server.echo_new_sessions = True
+    message = payload(size, seed=seed)
+
+    def on_event(record: SessionRecord, event: Event) -> None:
+        if isinstance(event, Established):
+            record.session.send(message)
+        elif isinstance(event, DataReceived) and len(record.received) == size:
+            record.session.close(net.now)
+
+    client.on_event = on_event
+    conn = client.connect(server)
+    net.run_until(lambda: conn.closed, max_time=max_time, what="the connector's end")
+    return net, conn, server
+
+
 # -- the reference trace ---------------------------------------------------------
 
 #: A verbatim copy of ``shared/conformance/reference-trace.txt`` (a session

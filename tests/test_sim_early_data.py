@@ -9,7 +9,16 @@ import dataclasses
 import random
 
 import pytest
-from simnet import Link, SessionRecord, SimNet, drop_all, drop_packets, pair, payload
+from simnet import (
+    Link,
+    SessionRecord,
+    SimNet,
+    drop_all,
+    drop_packets,
+    echo_round,
+    pair,
+    payload,
+)
 from test_demux_bad_input import Driver
 
 from mnet_twisted import wire
@@ -178,19 +187,8 @@ def test_early_data_under_loss_duplication_and_reordering(seed: int) -> None:
     """Whatever happens to the handshake, every byte arrives once, in order,
     and both ends close cleanly with one session each."""
     link = Link(delay=0.005, jitter=0.003, loss=0.15, duplicate=0.1, reorder=0.2)
-    net, client, server = pair(seed=seed, link=link, config=EARLY)
-    server.echo_new_sessions = True
+    net, conn, server = echo_round(seed, link, EARLY)
     message = payload(40_000, seed=seed)
-
-    def on_event(record: SessionRecord, event: object) -> None:
-        if isinstance(event, Established):
-            record.session.send(message)
-        elif isinstance(event, DataReceived) and len(record.received) == len(message):
-            record.session.close(net.now)
-
-    client.on_event = on_event
-    conn = client.connect(server)
-    net.run_until(lambda: conn.closed, max_time=60)
     assert bytes(conn.received) == message
     assert conn.close_reason is CloseReason.CLEAN
     peer = server.only_session()
