@@ -214,3 +214,16 @@ def test_early_data_the_pacer_holds_back_leaves_on_its_time() -> None:
     # One way plus the pacer's spacing: 17 ms here.  Without the pacer's
     # deadline the held segments waited for the listener's first ack: 33 ms.
     assert took < 2.5 * ONE_WAY, took
+
+
+def test_an_unreachable_report_after_the_cookie_does_not_refuse_early_data() -> None:
+    """The COOKIE came from the port: an ICMP-style report after it (easy to
+    spoof) must not end a connection the application already has."""
+    net, client, server = pair(seed=6, link=Link(delay=ONE_WAY), config=EARLY)
+    conn = client.connect(server)
+    net.run_until(lambda: conn.established, max_time=5)
+    assert conn.state is SessionState.COOKIE_ECHOED
+    client.demux.destination_unreachable(server.addr, net.now)
+    net.flush()
+    assert not conn.closed
+    net.run_until(lambda: conn.state is SessionState.ESTABLISHED, max_time=5)
