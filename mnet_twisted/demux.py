@@ -181,7 +181,9 @@ class Demultiplexer:
 
         Returns whether what it left to send should go before anything else
         is read: the ack of a segment that filled a hole, which the peer's
-        sender waits for to learn where the next hole is.
+        sender waits for to learn where the next hole is, or the answer to
+        a close (SHUTDOWN-ACK, SHUTDOWN-COMPLETE), which should not wait
+        for the application's ``connectionLost``.
         """
         if len(data) < 4:
             return False
@@ -219,6 +221,9 @@ class Demultiplexer:
                     session.receive_datagram(data, now)
             elif session is not None:
                 session.receive_datagram(data, now)
+                if session.ack_urgent:
+                    session.ack_urgent = False
+                    return True
             else:
                 self._reply_abort(tag, address, now)
         return False
@@ -334,6 +339,15 @@ class Demultiplexer:
                 self._on_init(data, address, now)
             else:
                 self._on_cookie_echo(data, address, now)
+
+    @property
+    def answers_waiting(self) -> bool:
+        """Handshakes to answer, or stateless replies made: they go before events.
+
+        A COOKIE-ACK need not wait while the application builds the
+        session's protocol; the connector's ``connect()`` waits for it.
+        """
+        return bool(self._handshakes or self._stateless)
 
     def next_event(self) -> tuple[Session, Event] | None:
         if self._handshakes:
