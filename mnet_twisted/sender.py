@@ -39,18 +39,13 @@ SACK one episode can last many round trips, again (at most once per RTT)
 for each repair lost or timeout within it.
 
 Some receivers (the reference peers among them) throw away every segment
-that does not start exactly at their offset.  For them repairing one hole
-per round trip would crawl, so the sender goes back N — resends everything
-after the hole — once acks after three repairs in a row stopped exactly at
-the repaired segment's end although later segments were reported arrived,
-and at most once per pass over the outstanding data.  A peer is known to
-keep out-of-order data once it acked eight segments past a repaired one at
-once, or acked in-order data less than three times per four segments (ours
-ack every second one; the references ack each): for such a peer stops only
-mean a burst of losses, answered by resending the next 2, 4, 8 … segments
-that were not reported arrived, never by a whole pass for that reason.
-Any peer gets one go-back pass after a repair when nothing at all was heard
-of the data beyond the hole (a whole flight lost).
+that does not start exactly at their offset; ``habits.ReceiverHabits``
+tells them from ours by their acks.  For them the sender goes back N
+(resends everything after the hole), at most once per pass over the
+outstanding data; for a peer that keeps out-of-order data, acks that stop
+at repairs mean a burst of losses, answered by resending the segments right
+behind.  Any peer gets one go-back pass after a repair when nothing at all
+was heard of the data beyond the hole (a whole flight lost).
 
 Bytes outstanding never exceed ``max_congestion_window``, whatever the pipe
 estimate allows: MNET has no receive window on the wire, and a receiver
@@ -71,6 +66,7 @@ from dataclasses import dataclass
 
 from .config import SessionConfig
 from .congestion import make_controller
+from .habits import ReceiverHabits
 from .pacing import Pacer
 from .peerprogress import PeerProgress
 from .pmtud import SizeProbes
@@ -88,21 +84,10 @@ Segment = tuple[int, bytes]
 DUPLICATE_ACK_THRESHOLD = 3
 #: Probe timeouts in a row after which the window collapses (RFC 9002 7.6).
 PERSISTENT_CONGESTION_TIMEOUTS = 3
-#: An ack this many segments past a repaired one shows the peer kept them.
-KEPT_JUMP_SEGMENTS = 8
-#: In-order segments acked, with at most 3 acks per 4 of them, that show a
-#: receiver coalescing its acks, as ours do and the references never do.
-HABIT_SEGMENTS = 32
 #: Duplicate acks that prove a repair lost: ones beyond what the segments
 #: sent before it can draw, arriving after its ack was due (two, so that one
 #: segment reordered past it does not).
 LATE_DUPLICATES_FOR_LOST_REPAIR = 2
-#: Repairs in a row whose ack stopped exactly at their end although later
-#: segments were reported arrived, before the sender stops believing those
-#: reports and goes back N: a receiver that discards out-of-order segments
-#: does this on every repair; one that keeps them only after a burst of
-#: four losses, or after dropping data for lack of room.
-STOPS_BEFORE_GOING_BACK = 3
 #: An ack of a repaired segment within this share of the least RTT ever seen
 #: cannot answer the repair: it answers the original.
 _SPURIOUS_SHARE = 0.8
@@ -173,8 +158,7 @@ class StreamSender:
         "_episode_went_back",
         "_first_sent",
         "_go_back_until",
-        "_in_order_acks",
-        "_in_order_segments",
+        "_habits",
         "_last_loss_event",
         "_max_outstanding",
         "_mss",
@@ -188,7 +172,6 @@ class StreamSender:
         "_retransmitted_until",
         "_round_end",
         "_second_ack_due",
-        "_stops_in_a_row",
         "_timeouts_in_a_row",
         "congestion",
         "in_recovery",
@@ -197,7 +180,6 @@ class StreamSender:
         "pacing_deadline",
         "path_size",
         "peer",
-        "peer_keeps_out_of_order",
         "pto_deadline",
         "rtt",
         "snd_max",
@@ -260,11 +242,7 @@ class StreamSender:
         self.pto_deadline: float | None = None
         #: When to look again at a hole that reordering may still fill.
         self.loss_deadline: float | None = None
-        #: Whether the peer ever acked past a repaired segment (so it keeps
-        #: out-of-order segments).
-        self.peer_keeps_out_of_order = False
-        self._stops_in_a_row = 0
-        self._in_order_acks = self._in_order_segments = 0
+        self._habits = ReceiverHabits()
         #: A go-back pass resends [from, until), then new data follows; its
         #: copies stand in for repairs up to ``trusted_until``.
         self._pass_from = config.stream_origin
@@ -315,7 +293,12 @@ class StreamSender:
     @property
     def peer_discards_out_of_order(self) -> bool:
         """Whether the peer behaves like the reference receivers."""
-        return not self.peer_keeps_out_of_order and self._stops_in_a_row >= STOPS_BEFORE_GOING_BACK
+        return self._habits.discards_out_of_order
+
+    @property
+    def peer_keeps_out_of_order(self) -> bool:
+        """Whether the peer proved that it keeps out-of-order segments."""
+        return self._habits.keeps_out_of_order
 
     @property
     def reorder_window(self) -> float:
@@ -636,7 +619,7 @@ class StreamSender:
         if self.snd_max > ack:
             self._arm_pto(now)
         if repair is not None and ack >= repair.end and not repair.in_pass:
-            self._learn_receiver_behaviour(ack, repair.end)
+            self._habits.repair_answered(ack, repair.end, bool(self._delivered_beyond), self._mss)
         if not self.in_recovery:
             round_start = ack >= self._round_end
             if round_start:
@@ -650,7 +633,7 @@ class StreamSender:
                 # echo session would otherwise reach the largest window one
                 # small message at a time, and then burst it all at once.
                 self.congestion.on_app_limited_sample(sample)
-            self._learn_ack_habit(newly)
+            self._habits.in_order_ack(newly, self._mss)
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode(now)
@@ -888,50 +871,19 @@ class StreamSender:
             # is old enough to have been heard of (a timeout may only mean
             # the flight sits in a queue that grew, and then it is on its way).
             return self._sent_before(now - self._repair_answer_time())
-        if self._stops_in_a_row >= 2:
+        burst = self._habits.burst_after_stop()
+        if burst:
             # A burst of losses: resend the segments right behind the repair,
-            # twice as many at each stop, never more than are unreported and
-            # old enough to have been reported by now (behind a deep queue
-            # most unreported segments are simply still on their way).
+            # never more than are unreported and old enough to have been
+            # reported by now (behind a deep queue most unreported segments
+            # are simply still on their way).
             missing = self._unreported_beyond(ack) - self._sent_within(
                 self._repair_answer_time(), now
             )
-            burst = min(missing, 1 << (self._stops_in_a_row - 1))
+            burst = min(missing, burst)
             if burst:
                 return min(self.snd_max, ack + self._mss * (burst + 1))
         return None
-
-    def _learn_ack_habit(self, newly: int) -> None:
-        """Tell our own receivers from the reference ones by how often they ack.
-
-        A reference receiver acks every segment; ours ack in-order data every
-        second segment, and keep out-of-order data.  So a peer that sent far
-        fewer acks than segments in order is one that keeps them, before any
-        loss had to show it (a burst lost at the start would look like a
-        discarding receiver).  Lost acks cannot fake this: a tenth of them
-        lost still leaves nine acks for ten segments.
-        """
-        if self.peer_keeps_out_of_order:
-            return
-        self._in_order_acks += 1
-        self._in_order_segments += -(-newly // self._mss)
-        if (
-            self._in_order_segments >= HABIT_SEGMENTS
-            and self._in_order_acks * 4 <= self._in_order_segments * 3
-        ):
-            self.peer_keeps_out_of_order = True
-
-    def _learn_receiver_behaviour(self, ack: int, repaired_end: int) -> None:
-        if ack >= repaired_end + KEPT_JUMP_SEGMENTS * self._mss:
-            # The repair released many segments at once: they had been kept.
-            # (A few can be in-order data that came after the repair, which
-            # even a discarding receiver accepts, acked out of order.)
-            self.peer_keeps_out_of_order = True
-            self._stops_in_a_row = 0
-        elif ack == repaired_end and self._delivered_beyond:
-            # Later segments arrived (their duplicate acks came), yet the ack
-            # stopped at the repair: a burst of losses, or they were not kept.
-            self._stops_in_a_row += 1
 
     def _retransmit_first(
         self,

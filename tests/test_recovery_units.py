@@ -16,9 +16,10 @@ from test_interop_reference import THEIRS, Harness
 
 from mnet_twisted.config import SessionConfig
 from mnet_twisted.congestion import Adaptive, NewReno, make_controller
+from mnet_twisted.habits import STOPS_BEFORE_GOING_BACK
 from mnet_twisted.receiver import Ack, StreamReceiver
 from mnet_twisted.rtt import GRANULARITY, RttEstimator
-from mnet_twisted.sender import STOPS_BEFORE_GOING_BACK, StreamSender
+from mnet_twisted.sender import StreamSender
 from mnet_twisted.seqnum import wrap
 
 MSS = 1000
