@@ -181,9 +181,7 @@ class Demultiplexer:
 
         Returns whether what it left to send should go before anything else
         is read: the ack of a segment that filled a hole, which the peer's
-        sender waits for to learn where the next hole is, or the answer to
-        a close (SHUTDOWN-ACK, SHUTDOWN-COMPLETE), which should not wait
-        for the application's ``connectionLost``.
+        sender waits for to learn where the next hole is.
         """
         if len(data) < 4:
             return False
@@ -221,9 +219,6 @@ class Demultiplexer:
                     session.receive_datagram(data, now)
             elif session is not None:
                 session.receive_datagram(data, now)
-                if session.ack_urgent:
-                    session.ack_urgent = False
-                    return True
             else:
                 self._reply_abort(tag, address, now)
         return False

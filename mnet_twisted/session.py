@@ -184,10 +184,8 @@ class Session:
         self._unread = 0
         self._reading_paused = False
         self._ack_pending = False
-        #: What the outbox holds should leave before the rest of the read
-        #: batch is taken and before the application hears of anything: the
-        #: ack of a filled hole, or the answer the peer's close waits for
-        #: (the demultiplexer reports and clears it).
+        #: An ack in the outbox should leave before the rest of the read
+        #: batch is taken (the demultiplexer reports and clears it).
         self.ack_urgent = False
 
         # A list, not a deque: it holds a few items at most (received data
@@ -751,7 +749,6 @@ class Session:
         elif self.state is _S.SHUTDOWN_RECEIVED:
             self.state = _S.SHUTDOWN_ACK_SENT
             self._send_control(wire.ShutdownAck(self.local_tag), now)
-            self.ack_urgent = True
 
     def _send_control(self, packet: wire.Shutdown | wire.ShutdownAck, now: float) -> None:
         self._outbox.append(packet.to_bytes())
@@ -781,7 +778,6 @@ class Session:
     def _on_shutdown_ack(self, now: float) -> None:
         if self.state in (_S.SHUTDOWN_SENT, _S.SHUTDOWN_ACK_SENT):
             self._outbox.append(wire.ShutdownComplete(self.local_tag).to_bytes())
-            self.ack_urgent = True  # ahead of the application's connectionLost
             self._terminate(CloseReason.CLEAN, "", now, linger=True)
         elif self.state in _OPEN:
             self._send_abort()
