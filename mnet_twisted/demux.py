@@ -335,15 +335,6 @@ class Demultiplexer:
             else:
                 self._on_cookie_echo(data, address, now)
 
-    @property
-    def answers_waiting(self) -> bool:
-        """Handshakes to answer, or stateless replies made: they go before events.
-
-        A COOKIE-ACK need not wait while the application builds the
-        session's protocol; the connector's ``connect()`` waits for it.
-        """
-        return bool(self._handshakes or self._stateless)
-
     def next_event(self) -> tuple[Session, Event] | None:
         if self._handshakes:
             self._take_handshakes()

@@ -455,8 +455,6 @@ class MNETDatagramProtocol(DatagramProtocol):
         if self._stopped or self.demux is None:
             return
         demux = self.demux
-        if demux.answers_waiting:
-            self._sendAll(demux.datagrams_to_send(self._reactor.seconds()))
         self._inEventLoop = True
         try:
             while (item := demux.next_event()) is not None:
