@@ -19,6 +19,10 @@ process of its own.  The kernel's share of a ``sendmsg`` is not counted.
 whole cycle of connect (the client sharing one socket between its
 sessions, as ``bench/suite.py``'s connect scenario does), one echo, and
 close, the next cycle starting once both ends have seen the close.
+
+``--tcp`` runs the same over Twisted's TCP, for the floor: there the
+kernel does the handshake, the acks and the retransmission timers, so
+its user-space count is what Twisted itself costs per message.
 """
 
 from __future__ import annotations
@@ -123,15 +127,24 @@ class EndCountingFactory(protocol.Factory):
             await self.waiting
 
 
-async def cycles(reactor: Any, count: int) -> float:
+def _server(tcp: bool) -> str:
+    return ("tcp" if tcp else "mnet") + ":0:interface=127.0.0.1"
+
+
+async def cycles(reactor: Any, count: int, tcp: bool = False) -> float:
     """Seconds for ``count`` cycles of connect, one echo and close, both ends closed."""
-    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.endpoints import clientFromString, serverFromString
 
     from mnet_twisted import MNETClientEndpoint
 
     ends = EndCountingFactory()
-    port = await serverFromString(reactor, "mnet:0:interface=127.0.0.1").listen(ends)
-    client = MNETClientEndpoint(reactor, "127.0.0.1", port.getHost().port, shareSocket=True)
+    port = await serverFromString(reactor, _server(tcp)).listen(ends)
+    number = port.getHost().port
+    client = (
+        clientFromString(reactor, f"tcp:host=127.0.0.1:port={number}")
+        if tcp
+        else MNETClientEndpoint(reactor, "127.0.0.1", number, shareSocket=True)
+    )
     started = time.perf_counter()
     for done in range(1, count + 1):
         asker = await client.connect(protocol.Factory.forProtocol(CycleAsker))
@@ -142,14 +155,13 @@ async def cycles(reactor: Any, count: int) -> float:
     return elapsed
 
 
-async def echo(reactor: Any, count: int) -> float:
+async def echo(reactor: Any, count: int, tcp: bool = False) -> float:
     """Seconds for ``count`` round trips (the connect and close not included)."""
     from twisted.internet.endpoints import clientFromString, serverFromString
 
-    port = await serverFromString(reactor, "mnet:0:interface=127.0.0.1").listen(
-        protocol.Factory.forProtocol(Echo)
-    )
-    client = clientFromString(reactor, f"mnet:host=127.0.0.1:port={port.getHost().port}")
+    port = await serverFromString(reactor, _server(tcp)).listen(protocol.Factory.forProtocol(Echo))
+    kind = "tcp" if tcp else "mnet"
+    client = clientFromString(reactor, f"{kind}:host=127.0.0.1:port={port.getHost().port}")
     asker = Asker(count)
     started = time.perf_counter()
     await client.connect(protocol.Factory.forProtocol(lambda: asker))
@@ -160,11 +172,11 @@ async def echo(reactor: Any, count: int) -> float:
     return elapsed
 
 
-def run(count: int, whole_cycles: bool) -> float:
+def run(count: int, whole_cycles: bool, tcp: bool = False) -> float:
     from twisted.internet import reactor
 
     result: list[Any] = []
-    done = defer.ensureDeferred((cycles if whole_cycles else echo)(reactor, count))
+    done = defer.ensureDeferred((cycles if whole_cycles else echo)(reactor, count, tcp))
     done.addBoth(result.append)
     done.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
@@ -182,6 +194,9 @@ def main() -> None:
         help="each message is a cycle of connect, one echo and close (a shared client socket)",
     )
     parser.add_argument(
+        "--tcp", action="store_true", help="Twisted's TCP instead of MNET, for comparison"
+    )
+    parser.add_argument(
         "--instructions",
         action="store_true",
         help="count the user-space CPU instructions per round trip instead of timing "
@@ -189,8 +204,10 @@ def main() -> None:
     )
     options = parser.parse_args()
     what = "connect + echo + close" if options.cycles else "socket echo round trip"
+    if options.tcp:
+        what += " (Twisted TCP)"
     if not options.instructions:
-        seconds = run(options.messages, options.cycles)
+        seconds = run(options.messages, options.cycles, options.tcp)
         print(f"{what}, both ends: {seconds / options.messages * 1e6:.1f} µs")
     elif not available():
         print("valgrind is not installed: instructions not counted")
@@ -198,7 +215,7 @@ def main() -> None:
         short, long = (
             (_SHORT_RUN // 5, _LONG_RUN // 5) if options.cycles else (_SHORT_RUN, _LONG_RUN)
         )
-        mode = ["--cycles"] if options.cycles else []
+        mode = (["--cycles"] if options.cycles else []) + (["--tcp"] if options.tcp else [])
         count = per_unit(
             __file__, lambda messages: [*mode, "--messages", str(messages)], short, long
         )

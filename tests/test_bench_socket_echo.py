@@ -17,3 +17,10 @@ def test_socket_echo_cycles_report_microseconds_per_connect_echo_close() -> None
     stdout = run_bench("socket_echo.py", "--cycles", "--messages", "30")
     figure = re.search(r"connect \+ echo \+ close, both ends: ([0-9.]+) µs", stdout)
     assert figure is not None and float(figure.group(1)) > 0, stdout
+
+
+def test_socket_echo_runs_over_twisted_tcp_for_comparison() -> None:
+    stdout = run_bench("socket_echo.py", "--tcp", "--messages", "200")
+    assert re.search(r"round trip \(Twisted TCP\), both ends: [0-9.]+ µs", stdout), stdout
+    stdout = run_bench("socket_echo.py", "--tcp", "--cycles", "--messages", "30")
+    assert re.search(r"close \(Twisted TCP\), both ends: [0-9.]+ µs", stdout), stdout
