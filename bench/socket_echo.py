@@ -39,6 +39,15 @@ from _instructions import available, per_unit
 from twisted.internet import defer, protocol
 
 MESSAGE = b"x" * 64
+#: The client transports' classes, printed after the timing: what carried it.
+CARRIERS: set[str] = set()
+
+
+def _note_carrier(transport: Any) -> None:
+    kind = type(transport)
+    CARRIERS.add(f"{kind.__module__}.{kind.__qualname__}")
+
+
 #: The two run lengths whose difference ``--instructions`` reports.
 _SHORT_RUN, _LONG_RUN = 1_000, 3_000
 
@@ -57,6 +66,7 @@ class Asker(protocol.Protocol):
         self.done: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
+        _note_carrier(self.transport)
         self._ask()
 
     def _ask(self) -> None:
@@ -84,6 +94,7 @@ class CycleAsker(protocol.Protocol):
         self.closed: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
+        _note_carrier(self.transport)
         self.transport.write(MESSAGE)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
@@ -209,6 +220,7 @@ def main() -> None:
     if not options.instructions:
         seconds = run(options.messages, options.cycles, options.tcp)
         print(f"{what}, both ends: {seconds / options.messages * 1e6:.1f} µs")
+        print(f"carried by: {', '.join(sorted(CARRIERS))}")
     elif not available():
         print("valgrind is not installed: instructions not counted")
     else:

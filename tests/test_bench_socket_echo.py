@@ -22,5 +22,12 @@ def test_socket_echo_cycles_report_microseconds_per_connect_echo_close() -> None
 def test_socket_echo_runs_over_twisted_tcp_for_comparison() -> None:
     stdout = run_bench("socket_echo.py", "--tcp", "--messages", "200")
     assert re.search(r"round trip \(Twisted TCP\), both ends: [0-9.]+ µs", stdout), stdout
+    assert "carried by: twisted.internet.tcp.Client\n" in stdout, stdout
     stdout = run_bench("socket_echo.py", "--tcp", "--cycles", "--messages", "30")
     assert re.search(r"close \(Twisted TCP\), both ends: [0-9.]+ µs", stdout), stdout
+    assert "carried by: twisted.internet.tcp.Client\n" in stdout, stdout
+
+
+def test_socket_echo_runs_over_mnet_by_default() -> None:
+    stdout = run_bench("socket_echo.py", "--messages", "50")
+    assert "carried by: mnet_twisted.transport.MNETTransport\n" in stdout, stdout
