@@ -358,7 +358,7 @@ class Demultiplexer:
             address = session.peer_address
             for datagram in session.datagrams_to_send(now):
                 out.append((datagram, address))
-            if session.forgettable:
+            if session.state is SessionState.CLOSED and session.forgettable:
                 self._forget(session)
             else:
                 self._unscheduled[session] = None
@@ -393,12 +393,16 @@ class Demultiplexer:
             # The first deadline moved later (each ack pushes a probe
             # timeout back): answered with the registered one, the adapter
             # would wake for nothing, which costs it more than this.
-            heapq.heappop(heap)
-            del scheduled[session]
-            if actual is not None:
-                self._schedule(session, actual)
-                if heap[0][2] is session:
-                    return actual
+            if actual is None:
+                heapq.heappop(heap)
+                del scheduled[session]
+                continue
+            # Moved, not gone: re-filed in one heap operation (_schedule's
+            # work, for an entry known to be the first and current).
+            scheduled[session] = actual
+            heapq.heapreplace(heap, (actual, next(self._tiebreak), session))
+            if heap[0][2] is session:
+                return actual
         return None
 
     # ------------------------------------------------------------------

@@ -71,13 +71,17 @@ class RttEstimator:
 
     def add_sample(self, rtt: float) -> None:
         """Fold in one measurement from a segment that was never retransmitted."""
-        rtt = max(rtt, 0.0)
+        if rtt < 0.0:
+            rtt = 0.0
         self.latest = rtt
-        if self.minimum is None or rtt < self.minimum:
+        minimum = self.minimum
+        if minimum is None or rtt < minimum:
             self.minimum = rtt
         self._smooth(rtt)
         self._backoff = 0
-        self._update_rto()
+        # _update_rto with no backoff (one sample per ack: written out here).
+        base = self._base_rto
+        self.rto = min(self._max_rto, base if base > self._min_rto else self._min_rto)
 
     def add_lower_bound(self, rtt: float) -> None:
         """The round trip now takes at least ``rtt``: fold it in if that is news.

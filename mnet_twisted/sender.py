@@ -72,7 +72,7 @@ from .peerprogress import PeerProgress
 from .pmtud import SizeProbes
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
-from .seqnum import unwrap, wrap
+from .seqnum import WIRE_MASK, unwrap, wrap
 from .wire import DATA_HEADER_SIZE
 
 __all__ = ["RecoveryStats", "Segment", "StreamSender"]
@@ -282,6 +282,7 @@ class StreamSender:
 
     @property
     def deadline(self) -> float | None:
+        # (Session.next_deadline writes this out on its hot path: keep both alike.)
         earliest = self.loss_deadline
         pto, pacing = self.pto_deadline, self.pacing_deadline
         if pto is not None and (earliest is None or pto < earliest):
@@ -416,8 +417,9 @@ class StreamSender:
                 break
         if out:
             self.stats.data_datagrams_sent += len(out)
-            if self.pto_deadline is None:
-                self._arm_pto(now)
+            if self.pto_deadline is None:  # _arm_pto, once per send, written out
+                self._pto_armed_at = now
+                self.pto_deadline = now + self.rtt.rto
         return out
 
     def _pipe(self) -> int:
@@ -633,8 +635,11 @@ class StreamSender:
                 # echo session would otherwise reach the largest window one
                 # small message at a time, and then burst it all at once.
                 self.congestion.on_app_limited_sample(sample)
-            self._habits.in_order_ack(newly, self._mss)
-            return self._detect_loss(now)
+            habits = self._habits
+            if not habits.keeps_out_of_order:  # (once it does, nothing more to learn)
+                habits.in_order_ack(newly, self._mss)
+            # _detect_loss's own first test: no duplicate ack since the advance.
+            return self._detect_loss(now) if self._delivered_beyond >= self._mss else []
         if ack >= self._recover:
             self._end_episode(now)
             if (
@@ -696,7 +701,7 @@ class StreamSender:
         # a hole measures the repair, not the path.
         clean = self._buffer.start >= self._retransmitted_until and not self.in_recovery
         self._buffer.release_until(ack)
-        self.wire_acked = wrap(ack)
+        self.wire_acked = ack & WIRE_MASK  # wrap(), on the hot path
         if ack > self.snd_nxt:
             self.snd_nxt = ack
         if sent_at is None or not clean:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["MODULUS", "unwrap", "wrap"]
+__all__ = ["MODULUS", "WIRE_MASK", "unwrap", "wrap"]
 
 MODULUS: Final = 1 << 32
-_MASK: Final = MODULUS - 1
+#: ``offset & WIRE_MASK`` is ``wrap(offset)``, for hot paths that save the call.
+WIRE_MASK: Final = MODULUS - 1
+_MASK: Final = WIRE_MASK
 _HALF: Final = 1 << 31
 
 

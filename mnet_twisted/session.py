@@ -24,7 +24,7 @@ from .peerprogress import PeerProgress
 from .receiver import Ack, StreamReceiver
 from .recvbuf import SharedBudget
 from .sender import Segment, StreamSender
-from .seqnum import wrap
+from .seqnum import WIRE_MASK, wrap
 from .trace import SessionTracer
 
 __all__ = ["ProbeDatagram", "Session", "SessionState", "SessionStats"]
@@ -404,7 +404,26 @@ class Session:
             tracer.datagram(now, datagram, sent=True)
 
     def next_deadline(self) -> float | None:
-        if self.state is _S.CLOSED:
+        state = self.state
+        if state is _S.ESTABLISHED and self._control_retry_at is None:
+            # The usual case, asked after every drain: the sender's deadline
+            # (``StreamSender.deadline``) and, while nothing is unacknowledged,
+            # the keep-alive (``_keepalive_deadline``), written out here.
+            sender = self._sender
+            earliest = sender.loss_deadline
+            pto, pacing = sender.pto_deadline, sender.pacing_deadline
+            if pto is not None and (earliest is None or pto < earliest):
+                earliest = pto
+            if pacing is not None and (earliest is None or pacing < earliest):
+                earliest = pacing
+            interval = self.config.keepalive_interval
+            if interval is None or sender.awaiting_ack:
+                return earliest
+            keepalive = self._probe_retry_at
+            if keepalive is None:
+                keepalive = self._last_heard + interval
+            return keepalive if earliest is None or keepalive < earliest else earliest
+        if state is _S.CLOSED:
             return self._linger_until
         if self.state in _HANDSHAKING:
             retry = self._handshake_retry_at
@@ -672,11 +691,11 @@ class Session:
     def _emit(self, segments: list[Segment], out: list[bytes]) -> None:
         if not segments:
             return
-        ack = wrap(self._receiver.rcv_nxt)
+        ack = self._receiver.rcv_nxt & WIRE_MASK  # wrap(), written out on the hot path
         tag, encode = self.local_tag, wire.encode_data
         probe_end = self._sender.size_probe_end
         for end, payload in segments:
-            datagram = encode(tag, wrap(end), ack, payload)
+            datagram = encode(tag, end & WIRE_MASK, ack, payload)
             out.append(ProbeDatagram(datagram) if end == probe_end else datagram)
         self._ack_pending = False
         self._receiver.on_ack_sent()
@@ -692,11 +711,12 @@ class Session:
         if sent != self._pure_ack_sent or received != self._pure_ack_received:
             self._pure_ack_sent, self._pure_ack_received = sent, received
             self._pure_ack_bytes = wire.encode_data(
-                self.local_tag, wrap(sent), wrap(received), b""
+                self.local_tag, sent & WIRE_MASK, received & WIRE_MASK, b""
             )
         return self._pure_ack_bytes
 
     def _keepalive_deadline(self) -> float | None:
+        # (next_deadline writes this out for an established session: keep both alike.)
         interval = self.config.keepalive_interval
         if (
             interval is None
