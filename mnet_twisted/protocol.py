@@ -179,6 +179,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._armLowWater: list[MNETTransport] = []
         self._flushCall: Any = None
         self._timerCall: Any = None
+        # The deadline _timerCall was last set for (None: no call).
+        self._timerAt: float | None = None
         self._inEventLoop = False
         # Inside an MNETPort read batch: the flush waits for its end.
         self._inReadBatch = False
@@ -250,7 +252,10 @@ class MNETDatagramProtocol(DatagramProtocol):
             addr = (addr[0], addr[1])  # ports normally cut IPv6 addresses down already
         if self.demux.receive_datagram(datagram, addr, self._reactor.seconds()):
             self._sendUrgent()
-        self.scheduleFlush()
+        if self._inReadBatch and not self._inEventLoop:
+            self._flushAfterBatch = True  # scheduleFlush's usual answer, without the call
+        else:
+            self.scheduleFlush()
 
     def readBatchStarted(self) -> None:
         """The port starts reading a batch of datagrams (see ``udpport``)."""
@@ -304,6 +309,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             if call is not None and call.active():
                 call.cancel()
         self._flushCall = self._timerCall = self._idleCall = None
+        self._timerAt = None
         self._trimmer.stop()
         demux = self.demux
         if demux is not None:
@@ -479,7 +485,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._armTimer(demux.next_deadline(), now)
         if now >= self._limitsLogDue and demux.limits_hit:
             self._logLimits(now)
-        self._maybeClose()
+        if self._closeWhenIdle:  # (_maybeClose's first test, saving listeners the call)
+            self._maybeClose()
 
     def _logLimits(self, now: float) -> None:
         # One line per ten seconds at most, however many peers are turned away.
@@ -505,24 +512,31 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._limitsLogDue = now + 10.0
 
     def _armTimer(self, deadline: float | None, now: float) -> None:
-        call = self._timerCall
-        if deadline is None:
-            if call is not None and call.active():
-                call.cancel()
-            self._timerCall = None
+        # Runs after every drain: the call is live exactly while _timerAt is
+        # set (it is cleared wherever the call fires or is cancelled), so the
+        # usual case needs no questions to the DelayedCall.
+        if deadline == self._timerAt:
             return
-        delay = max(0.0, deadline - now)
-        if call is not None and call.active():
+        call = self._timerCall
+        self._timerAt = deadline
+        if deadline is None:
+            self._timerCall = None
+            if call is not None:
+                call.cancel()
+            return
+        delay = deadline - now
+        if delay < 0.0:
+            delay = 0.0
+        if call is not None:
             # Moving a DelayedCall later is cheap (Twisted only notes the
             # delay, and re-files it when the first time comes), and far
             # cheaper than waking this port for nothing.
-            if deadline != call.getTime():
-                call.reset(delay)
+            call.reset(delay)
         else:
             self._timerCall = self._reactor.callLater(delay, self._onTimer)
 
     def _onTimer(self) -> None:
-        self._timerCall = None
+        self._timerCall = self._timerAt = None
         if self._stopped or self.demux is None:
             return
         self._readBeforeTimers()
@@ -583,9 +597,13 @@ class MNETDatagramProtocol(DatagramProtocol):
     def _sendAll(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
         """Send in order; consecutive datagrams to one peer go to the port together."""
         sendmany = self._sendMany
-        if sendmany is None or not self._port.gso or len(datagrams) == 1:
+        if sendmany is None or len(datagrams) == 1 or not self._port.gso:
+            write = self._write
             for datagram, addr in datagrams:
-                self._sendDatagram(datagram, addr)
+                if type(datagram) is bytes:  # _sendDatagram's usual case, without the hop
+                    self._sendVia(write, datagram, addr, 1)
+                else:
+                    self._sendDatagram(datagram, addr)
             return
         index, count = 0, len(datagrams)
         while index < count:
