@@ -28,6 +28,10 @@ from .session import Session, SessionState
 from .trace import SessionTracer
 
 _DATA = int(wire.PacketType.DATA)
+_INIT = int(wire.PacketType.INIT)
+_COOKIE_ECHO = int(wire.PacketType.COOKIE_ECHO)
+_COOKIE = int(wire.PacketType.COOKIE)
+_ABORT = int(wire.PacketType.ABORT)
 #: INITs and COOKIE-ECHOs taken per drain (one read batch, in the adapter).
 HANDSHAKES_PER_DRAIN = 1024
 #: Per-session tables that never held this many sessions are not rebuilt.
@@ -48,6 +52,9 @@ def table_oversized(held: int, peak: int) -> bool:
 
 
 __all__ = ["Demultiplexer"]
+
+#: (An Enum member read off its class costs a call's worth: see session.py.)
+_CLOSED = SessionState.CLOSED
 
 Address = tuple[str, int]
 _Key = tuple[Address, bytes]
@@ -126,7 +133,13 @@ class Demultiplexer:
     @property
     def limits_hit(self) -> int:
         """Handshakes refused plus stateless replies left unsent: any limit at work."""
-        return self.sessions_refused + self.replies_limited + self.handshakes_dropped
+        # (Asked after every drain: replies_limited written out.)
+        return (
+            self.sessions_refused
+            + self._cookie_replies.limited
+            + self._abort_replies.limited
+            + self.handshakes_dropped
+        )
 
     @property
     def replies_limited(self) -> int:
@@ -200,7 +213,7 @@ class Demultiplexer:
                 session.ack_urgent = False
                 return True
             return False
-        if kind == wire.PacketType.INIT or kind == wire.PacketType.COOKIE_ECHO:
+        if kind in (_INIT, _COOKIE_ECHO):
             # Sessions first: strangers' handshakes wait until the drain, after
             # the batch's session traffic, and beyond a batch's share they are
             # dropped unread (a real connector retries).
@@ -208,11 +221,11 @@ class Demultiplexer:
                 self._handshakes.append((data, address, now))
             else:
                 self.handshakes_dropped += 1
-        elif kind == wire.PacketType.COOKIE:
+        elif kind == _COOKIE:
             self._on_cookie(data, address, now)
         else:
             session = self._by_peer_tag.get((address, tag)) or self._after_handshakes(address, tag)
-            if kind == wire.PacketType.ABORT:
+            if kind == _ABORT:
                 if session is None:
                     session = self._by_local_tag.get((address, tag))
                 if session is not None:
@@ -330,7 +343,7 @@ class Demultiplexer:
     def _take_handshakes(self) -> None:
         handshakes, self._handshakes = self._handshakes, []
         for data, address, now in handshakes:
-            if data[0] == wire.PacketType.INIT:
+            if data[0] == _INIT:
                 self._on_init(data, address, now)
             else:
                 self._on_cookie_echo(data, address, now)
@@ -358,7 +371,7 @@ class Demultiplexer:
             address = session.peer_address
             for datagram in session.datagrams_to_send(now):
                 out.append((datagram, address))
-            if session.state is SessionState.CLOSED and session.forgettable:
+            if session.state is _CLOSED and session.forgettable:
                 self._forget(session)
             else:
                 self._unscheduled[session] = None
@@ -531,7 +544,7 @@ class Demultiplexer:
     def _touch(self, session: Session) -> None:
         self._with_output[session] = None
         self._with_events[session] = None
-        if session.state is SessionState.CLOSED:  # session.closed, without the call
+        if session.state is _CLOSED:  # session.closed, without the call
             # Closing always notifies, so this keeps the count of open
             # sessions exact without walking every lingering one.
             self._closed(session)

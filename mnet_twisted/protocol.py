@@ -489,10 +489,13 @@ class MNETDatagramProtocol(DatagramProtocol):
             self._maybeClose()
 
     def _logLimits(self, now: float) -> None:
-        # One line per ten seconds at most, however many peers are turned away.
+        # One line per ten seconds at most, however many peers are turned away;
+        # with nothing new since the last, the counts are looked at again a
+        # second later, not after every drain.
         demux = self.demux
         counts = (demux.sessions_refused, demux.replies_limited, demux.handshakes_dropped)
         if counts == self._limitsLogged:
+            self._limitsLogDue = now + 1.0
             return
         refused, limited, dropped = (
             new - old for new, old in zip(counts, self._limitsLogged, strict=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from enum import Enum
 
 from .recvbuf import SEGMENT_OVERHEAD, ReassemblyBuffer, SharedBudget
-from .seqnum import unwrap
+from .seqnum import MODULUS, WIRE_HALF, WIRE_MASK
 
 __all__ = ["Ack", "StreamReceiver"]
 
@@ -29,6 +29,11 @@ class Ack(Enum):
     NOW = "now"
     #: As NOW, and before the rest of the read batch: a hole was filled.
     FILLED = "filled"
+
+
+# (An Enum member read off its class costs a call's worth: on_segment's
+# answers are module constants.)
+_NOW, _LATER, _FILLED = Ack.NOW, Ack.LATER, Ack.FILLED
 
 
 class StreamReceiver:
@@ -81,13 +86,14 @@ class StreamReceiver:
         """
         rcv_nxt = self.rcv_nxt
         size = len(payload)
-        end = unwrap(wire_seq, rcv_nxt)
+        delta = (wire_seq - rcv_nxt) & WIRE_MASK  # seqnum.unwrap, once per packet: written out
+        end = rcv_nxt + (delta - MODULUS if delta >= WIRE_HALF else delta)
         start = end - size
         if size > self._full_segment:
             self._full_segment = size
         if end <= rcv_nxt:
             self.duplicate_segments += 1
-            return [], Ack.NOW  # a duplicate: our earlier ack was lost
+            return [], _NOW  # a duplicate: our earlier ack was lost
         reassembly = self._reassembly
         if start > rcv_nxt:
             self.out_of_order_segments += 1
@@ -96,10 +102,10 @@ class StreamReceiver:
             cost = size + SEGMENT_OVERHEAD
             if unread + reassembly.cost + cost <= self._limit:
                 reassembly.add(start, payload, rcv_nxt)
-            return [], Ack.NOW
+            return [], _NOW
         fresh = payload if start == rcv_nxt else payload[rcv_nxt - start :]
         if unread + len(fresh) > self._limit:
-            return [], Ack.NOW  # no room: the sender will try again later
+            return [], _NOW  # no room: the sender will try again later
         self.rcv_nxt = end
         self._unacknowledged += len(fresh)
         if reassembly is not None:
@@ -116,7 +122,7 @@ class StreamReceiver:
             if following:
                 for data in following:
                     self.rcv_nxt += len(data)
-                return [fresh, *following], Ack.FILLED
+                return [fresh, *following], _FILLED
         if self._unacknowledged >= 2 * self._full_segment:
-            return [fresh], Ack.NOW
-        return [fresh], Ack.LATER
+            return [fresh], _NOW
+        return [fresh], _LATER

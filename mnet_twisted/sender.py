@@ -72,7 +72,7 @@ from .peerprogress import PeerProgress
 from .pmtud import SizeProbes
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
-from .seqnum import WIRE_MASK, unwrap, wrap
+from .seqnum import MODULUS, WIRE_HALF, WIRE_MASK, unwrap, wrap
 from .wire import DATA_HEADER_SIZE
 
 __all__ = ["RecoveryStats", "Segment", "StreamSender"]
@@ -501,7 +501,8 @@ class StreamSender:
         carried nothing else, the only kind that counts as a duplicate ack.
         """
         acked = self._buffer.start
-        ack = unwrap(wire_ack, acked)
+        delta = (wire_ack - acked) & WIRE_MASK  # seqnum.unwrap, once per packet: written out
+        ack = acked + (delta - MODULUS if delta >= WIRE_HALF else delta)
         if ack > self.snd_max or ack < acked:
             return 0, []  # acknowledges nothing we sent, or an old ack overtaken
         if ack == acked:
