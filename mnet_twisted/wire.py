@@ -229,9 +229,18 @@ _TAG_ONLY: Final[dict[int, type[CookieAck | ShutdownAck | ShutdownComplete | Abo
 }
 
 
-def _require_length(datagram: bytes, expected: int, name: str) -> None:
+def _require_length(datagram: bytes, expected: int, kind: int) -> None:
     if len(datagram) != expected:
+        name = PacketType(kind).name  # (only now: an Enum lookup costs a call's worth)
         raise MalformedPacket(f"{name} is {expected} bytes, got {len(datagram)}")
+
+
+# The types ``parse`` compares with, as plain ints (an Enum member read off
+# its class costs as much as a function call).
+_INIT_TYPE: Final = int(PacketType.INIT)
+_COOKIE_TYPE: Final = int(PacketType.COOKIE)
+_COOKIE_ECHO_TYPE: Final = int(PacketType.COOKIE_ECHO)
+_SHUTDOWN_TYPE: Final = int(PacketType.SHUTDOWN)
 
 
 def parse_data(datagram: bytes) -> tuple[int, int, bytes] | None:
@@ -270,7 +279,7 @@ def parse(datagram: bytes) -> Packet:
     if not datagram:
         raise MalformedPacket("empty datagram")
     kind = datagram[0]
-    if kind == PacketType.DATA:
+    if kind == _DATA_TYPE:
         if len(datagram) < DATA_HEADER_SIZE:
             raise MalformedPacket(f"DATA is at least {DATA_HEADER_SIZE} bytes")
         _, tag, seq, ack, length = _DATA_HEADER.unpack_from(datagram)
@@ -279,22 +288,22 @@ def parse(datagram: bytes) -> Packet:
                 f"DATA says {length} payload bytes but carries {len(datagram) - DATA_HEADER_SIZE}"
             )
         return Data(tag, seq, ack, bytes(datagram[DATA_HEADER_SIZE:]))
-    if kind == PacketType.INIT:
-        _require_length(datagram, 9, "INIT")
+    if kind == _INIT_TYPE:
+        _require_length(datagram, 9, kind)
         if datagram[1:5] != MAGIC:
             raise MalformedPacket("INIT without the MNET magic")
         return Init(bytes(datagram[6:9]), datagram[5])
-    if kind in (PacketType.COOKIE, PacketType.COOKIE_ECHO):
-        _require_length(datagram, _COOKIE.size, PacketType(kind).name)
+    if kind in (_COOKIE_TYPE, _COOKIE_ECHO_TYPE):
+        _require_length(datagram, _COOKIE.size, kind)
         _, listener_tag, connector_tag, version, expiration, mac = _COOKIE.unpack_from(datagram)
-        cls = Cookie if kind == PacketType.COOKIE else CookieEcho
+        cls = Cookie if kind == _COOKIE_TYPE else CookieEcho
         return cls(listener_tag, connector_tag, version, expiration, mac)
-    if kind == PacketType.SHUTDOWN:
-        _require_length(datagram, _SHUTDOWN.size, "SHUTDOWN")
+    if kind == _SHUTDOWN_TYPE:
+        _require_length(datagram, _SHUTDOWN.size, kind)
         _, tag, ack = _SHUTDOWN.unpack_from(datagram)
         return Shutdown(tag, ack)
     tag_only = _TAG_ONLY.get(kind)
     if tag_only is None:
         raise MalformedPacket(f"unknown packet type {kind}")
-    _require_length(datagram, 4, PacketType(kind).name)
+    _require_length(datagram, 4, kind)
     return tag_only(bytes(datagram[1:4]))
