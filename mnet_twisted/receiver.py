@@ -17,7 +17,7 @@ from __future__ import annotations
 from enum import Enum
 
 from .recvbuf import SEGMENT_OVERHEAD, ReassemblyBuffer, SharedBudget
-from .seqnum import MODULUS, WIRE_HALF, WIRE_MASK
+from .seqnum import unwrap
 
 __all__ = ["Ack", "StreamReceiver"]
 
@@ -86,8 +86,7 @@ class StreamReceiver:
         """
         rcv_nxt = self.rcv_nxt
         size = len(payload)
-        delta = (wire_seq - rcv_nxt) & WIRE_MASK  # seqnum.unwrap, once per packet: written out
-        end = rcv_nxt + (delta - MODULUS if delta >= WIRE_HALF else delta)
+        end = unwrap(wire_seq, rcv_nxt)
         start = end - size
         if size > self._full_segment:
             self._full_segment = size

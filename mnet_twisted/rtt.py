@@ -79,9 +79,7 @@ class RttEstimator:
             self.minimum = rtt
         self._smooth(rtt)
         self._backoff = 0
-        # _update_rto with no backoff (one sample per ack: written out here).
-        base = self._base_rto
-        self.rto = min(self._max_rto, base if base > self._min_rto else self._min_rto)
+        self._update_rto()
 
     def add_lower_bound(self, rtt: float) -> None:
         """The round trip now takes at least ``rtt``: fold it in if that is news.

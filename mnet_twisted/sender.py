@@ -72,7 +72,7 @@ from .peerprogress import PeerProgress
 from .pmtud import SizeProbes
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
-from .seqnum import MODULUS, WIRE_HALF, WIRE_MASK, unwrap, wrap
+from .seqnum import WIRE_MASK, unwrap, wrap
 from .wire import DATA_HEADER_SIZE
 
 __all__ = ["RecoveryStats", "Segment", "StreamSender"]
@@ -282,7 +282,6 @@ class StreamSender:
 
     @property
     def deadline(self) -> float | None:
-        # (Session.next_deadline writes this out on its hot path: keep both alike.)
         earliest = self.loss_deadline
         pto, pacing = self.pto_deadline, self.pacing_deadline
         if pto is not None and (earliest is None or pto < earliest):
@@ -417,9 +416,8 @@ class StreamSender:
                 break
         if out:
             self.stats.data_datagrams_sent += len(out)
-            if self.pto_deadline is None:  # _arm_pto, once per send, written out
-                self._pto_armed_at = now
-                self.pto_deadline = now + self.rtt.rto
+            if self.pto_deadline is None:
+                self._arm_pto(now)
         return out
 
     def _pipe(self) -> int:
@@ -501,8 +499,7 @@ class StreamSender:
         carried nothing else, the only kind that counts as a duplicate ack.
         """
         acked = self._buffer.start
-        delta = (wire_ack - acked) & WIRE_MASK  # seqnum.unwrap, once per packet: written out
-        ack = acked + (delta - MODULUS if delta >= WIRE_HALF else delta)
+        ack = unwrap(wire_ack, acked)
         if ack > self.snd_max or ack < acked:
             return 0, []  # acknowledges nothing we sent, or an old ack overtaken
         if ack == acked:
@@ -636,11 +633,8 @@ class StreamSender:
                 # echo session would otherwise reach the largest window one
                 # small message at a time, and then burst it all at once.
                 self.congestion.on_app_limited_sample(sample)
-            habits = self._habits
-            if not habits.keeps_out_of_order:  # (once it does, nothing more to learn)
-                habits.in_order_ack(newly, self._mss)
-            # _detect_loss's own first test: no duplicate ack since the advance.
-            return self._detect_loss(now) if self._delivered_beyond >= self._mss else []
+            self._habits.in_order_ack(newly, self._mss)
+            return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode(now)
             if (

@@ -411,24 +411,6 @@ class Session:
 
     def next_deadline(self) -> float | None:
         state = self.state
-        if state is _ESTABLISHED and self._control_retry_at is None:
-            # The usual case, asked after every drain: the sender's deadline
-            # (``StreamSender.deadline``) and, while nothing is unacknowledged,
-            # the keep-alive (``_keepalive_deadline``), written out here.
-            sender = self._sender
-            earliest = sender.loss_deadline
-            pto, pacing = sender.pto_deadline, sender.pacing_deadline
-            if pto is not None and (earliest is None or pto < earliest):
-                earliest = pto
-            if pacing is not None and (earliest is None or pacing < earliest):
-                earliest = pacing
-            interval = self.config.keepalive_interval
-            if interval is None or sender.awaiting_ack:
-                return earliest
-            keepalive = self._probe_retry_at
-            if keepalive is None:
-                keepalive = self._last_heard + interval
-            return keepalive if earliest is None or keepalive < earliest else earliest
         if state is _CLOSED:
             return self._linger_until
         if self.state in _HANDSHAKING:
@@ -462,10 +444,7 @@ class Session:
             # The hot path: DATA without building a packet object.
             if self.state is not _CLOSED:
                 if self._on_data(*fields, now):
-                    # _heard, written out: once per packet.  (Keep both alike.)
-                    self._last_heard = now
-                    self._unanswered_timeouts = 0
-                    self._probe_retry_at = None
+                    self._heard(now)
                 self._notify(self)
             return
         try:
@@ -524,7 +503,6 @@ class Session:
         acks that acknowledge nothing, or data we cannot take, while ours
         goes unacknowledged, is as good as gone.
         """
-        # (receive_datagram writes this out for DATA: keep both alike.)
         self._last_heard = now
         self._unanswered_timeouts = 0
         self._probe_retry_at = None
@@ -726,7 +704,6 @@ class Session:
         return self._pure_ack_bytes
 
     def _keepalive_deadline(self) -> float | None:
-        # (next_deadline writes this out for an established session: keep both alike.)
         interval = self.config.keepalive_interval
         if (
             interval is None
