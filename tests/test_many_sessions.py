@@ -420,3 +420,37 @@ def test_a_trim_is_owed_until_the_next_full_collection() -> None:
     heap.release_after_next_full_collection()
     assert gc.callbacks.count(heap._after_full_collection.collected) == 1
     gc.collect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_port_timer_is_due_at_the_cores_deadline_after_every_drain(mnet) -> None:  # type: ignore[no-untyped-def]
+    """The port's one DelayedCall is re-armed only when the core's deadline moved.
+
+    ``_armTimer`` remembers the deadline it set instead of asking the call;
+    between echoes, after the last one, and once the session is gone, the
+    call must still be due exactly when the core next needs it (or absent).
+    """
+    port = await mnet.listen(Factory.forProtocol(_Echo))
+    protocol, demux = port.protocol, port.protocol.demux
+
+    def check() -> None:
+        deadline = demux.next_deadline()
+        assert protocol._timerAt == deadline
+        call = protocol._timerCall
+        if deadline is None:
+            assert call is None
+        else:
+            assert call is not None and call.active()
+            # Set relative to the drain's clock reading: equal within that delay.
+            assert abs(call.getTime() - deadline) < 0.05
+
+    client = await mnet.connect(port, Factory.forProtocol(lambda: _PingPong(50)))
+    for _ in range(5):
+        await mnet.sleep(0.001)
+        check()
+    await mnet.within(client.done)
+    check()
+    client.transport.loseConnection()
+    await mnet.waitFor(lambda: len(demux) == 0, seconds=30)
+    check()
+    assert protocol._timerCall is None
