@@ -133,13 +133,7 @@ class Demultiplexer:
     @property
     def limits_hit(self) -> int:
         """Handshakes refused plus stateless replies left unsent: any limit at work."""
-        # (Asked after every drain: replies_limited written out.)
-        return (
-            self.sessions_refused
-            + self._cookie_replies.limited
-            + self._abort_replies.limited
-            + self.handshakes_dropped
-        )
+        return self.sessions_refused + self.replies_limited + self.handshakes_dropped
 
     @property
     def replies_limited(self) -> int:
@@ -371,7 +365,7 @@ class Demultiplexer:
             address = session.peer_address
             for datagram in session.datagrams_to_send(now):
                 out.append((datagram, address))
-            if session.state is _CLOSED and session.forgettable:
+            if session.forgettable:
                 self._forget(session)
             else:
                 self._unscheduled[session] = None

@@ -252,8 +252,8 @@ class MNETDatagramProtocol(DatagramProtocol):
             addr = (addr[0], addr[1])  # ports normally cut IPv6 addresses down already
         if self.demux.receive_datagram(datagram, addr, self._reactor.seconds()):
             self._sendUrgent()
-        if self._inReadBatch and not self._inEventLoop:
-            self._flushAfterBatch = True  # scheduleFlush's usual answer, without the call
+        if self._inReadBatch:
+            self._flushAfterBatch = True  # readBatchEnded answers the batch
         else:
             self.scheduleFlush()
 
@@ -266,6 +266,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._inReadBatch = False
         if self._flushAfterBatch:
             self._flushAfterBatch = False
+            if self._inEventLoop:
+                return  # a read inside a drain (before a timer's): that drain answers it
             call, self._flushCall = self._flushCall, None
             if call is not None and call.active():
                 call.cancel()
@@ -485,8 +487,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._armTimer(demux.next_deadline(), now)
         if now >= self._limitsLogDue and demux.limits_hit:
             self._logLimits(now)
-        if self._closeWhenIdle:  # (_maybeClose's first test, saving listeners the call)
-            self._maybeClose()
+        self._maybeClose()
 
     def _logLimits(self, now: float) -> None:
         # One line per ten seconds at most, however many peers are turned away;
@@ -601,12 +602,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         """Send in order; consecutive datagrams to one peer go to the port together."""
         sendmany = self._sendMany
         if sendmany is None or len(datagrams) == 1 or not self._port.gso:
-            write = self._write
             for datagram, addr in datagrams:
-                if type(datagram) is bytes:  # _sendDatagram's usual case, without the hop
-                    self._sendVia(write, datagram, addr, 1)
-                else:
-                    self._sendDatagram(datagram, addr)
+                self._sendDatagram(datagram, addr)
             return
         index, count = 0, len(datagrams)
         while index < count:

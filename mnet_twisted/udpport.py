@@ -190,12 +190,7 @@ class MNETPort(udp.Port):
                 if quiet:
                     return
         finally:
-            if len(run) == 1:  # a quiet read's usual datagram: _handRun's case, inline
-                try:
-                    self.protocol.datagramReceived(run[0], run_from)
-                except BaseException:
-                    log.err()
-            elif run:
+            if run:
                 self._handRun(run, run_from, batch)
 
     def _handRun(self, run: list[bytes], addr: Any, batch: Any) -> None:
