@@ -26,12 +26,8 @@ from .recvbuf import SharedBudget
 from .seqnum import unwrap
 from .session import Session, SessionState
 from .trace import SessionTracer
+from .wire import ABORT_TYPE, COOKIE_ECHO_TYPE, COOKIE_TYPE, DATA_TYPE, INIT_TYPE
 
-_DATA = int(wire.PacketType.DATA)
-_INIT = int(wire.PacketType.INIT)
-_COOKIE_ECHO = int(wire.PacketType.COOKIE_ECHO)
-_COOKIE = int(wire.PacketType.COOKIE)
-_ABORT = int(wire.PacketType.ABORT)
 #: INITs and COOKIE-ECHOs taken per drain (one read batch, in the adapter).
 HANDSHAKES_PER_DRAIN = 1024
 #: Per-session tables that never held this many sessions are not rebuilt.
@@ -194,7 +190,7 @@ class Demultiplexer:
             return False
         kind = data[0]
         tag = bytes(data[1:4])
-        if kind == _DATA:
+        if kind == DATA_TYPE:
             # The hot path: most datagrams are DATA of a known session.
             session = self._by_peer_tag.get((address, tag))
             if session is None:
@@ -207,7 +203,7 @@ class Demultiplexer:
                 session.ack_urgent = False
                 return True
             return False
-        if kind in (_INIT, _COOKIE_ECHO):
+        if kind in (INIT_TYPE, COOKIE_ECHO_TYPE):
             # Sessions first: strangers' handshakes wait until the drain, after
             # the batch's session traffic, and beyond a batch's share they are
             # dropped unread (a real connector retries).
@@ -215,11 +211,11 @@ class Demultiplexer:
                 self._handshakes.append((data, address, now))
             else:
                 self.handshakes_dropped += 1
-        elif kind == _COOKIE:
+        elif kind == COOKIE_TYPE:
             self._on_cookie(data, address, now)
         else:
             session = self._by_peer_tag.get((address, tag)) or self._after_handshakes(address, tag)
-            if kind == _ABORT:
+            if kind == ABORT_TYPE:
                 if session is None:
                     session = self._by_local_tag.get((address, tag))
                 if session is not None:
@@ -337,7 +333,7 @@ class Demultiplexer:
     def _take_handshakes(self) -> None:
         handshakes, self._handshakes = self._handshakes, []
         for data, address, now in handshakes:
-            if data[0] == _INIT:
+            if data[0] == INIT_TYPE:
                 self._on_init(data, address, now)
             else:
                 self._on_cookie_echo(data, address, now)

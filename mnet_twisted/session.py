@@ -21,7 +21,7 @@ from .config import SessionConfig
 from .errors import SessionClosedError
 from .events import Closed, CloseReason, DataReceived, Established, Event, SendBufferLow
 from .peerprogress import PeerProgress
-from .receiver import Ack, StreamReceiver
+from .receiver import ACK_FILLED, ACK_LATER, StreamReceiver
 from .recvbuf import SharedBudget
 from .sender import Segment, StreamSender
 from .seqnum import WIRE_MASK, wrap
@@ -49,7 +49,6 @@ _S = SessionState
 # module constants.
 _CLOSED = _S.CLOSED
 _ESTABLISHED = _S.ESTABLISHED
-_ACK_LATER, _ACK_FILLED = Ack.LATER, Ack.FILLED
 # Tuples, not sets: membership by identity, without hashing an Enum member
 # (a Python-level call) on every packet.
 _HANDSHAKING = (_S.COOKIE_WAIT, _S.COOKIE_ECHOED)
@@ -410,8 +409,7 @@ class Session:
             tracer.datagram(now, datagram, sent=True)
 
     def next_deadline(self) -> float | None:
-        state = self.state
-        if state is _CLOSED:
+        if self.state is _CLOSED:
             return self._linger_until
         if self.state in _HANDSHAKING:
             retry = self._handshake_retry_at
@@ -636,11 +634,11 @@ class Session:
             delivered, ack_when = self._receiver.on_segment(seq, payload, self._unread)
             if delivered:
                 self._deliver(delivered)
-            if ack_when is _ACK_LATER:
+            if ack_when is ACK_LATER:
                 self._ack_pending = True
             else:
                 self._outbox.append(self._pure_ack())
-                if ack_when is _ACK_FILLED:
+                if ack_when is ACK_FILLED:
                     self.ack_urgent = True
         return bool(newly_acked or delivered) or self._awaits_no_answer()
 

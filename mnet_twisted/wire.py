@@ -15,8 +15,14 @@ from enum import IntEnum
 from typing import Final
 
 __all__ = [
+    "ABORT_TYPE",
+    "COOKIE_ECHO_TYPE",
+    "COOKIE_TYPE",
+    "DATA_TYPE",
+    "INIT_TYPE",
     "MAGIC",
     "MAX_PAYLOAD",
+    "SHUTDOWN_TYPE",
     "VERSION",
     "Abort",
     "Cookie",
@@ -43,7 +49,6 @@ MAX_PAYLOAD: Final = 0xFFFF
 MAX_DATAGRAM: Final = DATA_HEADER_SIZE + MAX_PAYLOAD
 
 _DATA_HEADER = struct.Struct("<B3sIIH")
-_DATA_TYPE: Final = 0  # PacketType.DATA, as a plain int for the hot path
 _COOKIE = struct.Struct("<B3s3sBI20s")
 _SHUTDOWN = struct.Struct("<B3sI")
 
@@ -58,6 +63,17 @@ class PacketType(IntEnum):
     SHUTDOWN_ACK = 6
     SHUTDOWN_COMPLETE = 7
     ABORT = 8
+
+
+#: The packet types as plain ints, for the comparisons made on every
+#: datagram: reading a member off an Enum class costs about as much as a
+#: function call on CPython 3.11.
+DATA_TYPE: Final = int(PacketType.DATA)
+INIT_TYPE: Final = int(PacketType.INIT)
+COOKIE_TYPE: Final = int(PacketType.COOKIE)
+COOKIE_ECHO_TYPE: Final = int(PacketType.COOKIE_ECHO)
+SHUTDOWN_TYPE: Final = int(PacketType.SHUTDOWN)
+ABORT_TYPE: Final = int(PacketType.ABORT)
 
 
 class MalformedPacket(ValueError):
@@ -235,21 +251,13 @@ def _require_length(datagram: bytes, expected: int, kind: int) -> None:
         raise MalformedPacket(f"{name} is {expected} bytes, got {len(datagram)}")
 
 
-# The types ``parse`` compares with, as plain ints (an Enum member read off
-# its class costs as much as a function call).
-_INIT_TYPE: Final = int(PacketType.INIT)
-_COOKIE_TYPE: Final = int(PacketType.COOKIE)
-_COOKIE_ECHO_TYPE: Final = int(PacketType.COOKIE_ECHO)
-_SHUTDOWN_TYPE: Final = int(PacketType.SHUTDOWN)
-
-
 def parse_data(datagram: bytes) -> tuple[int, int, bytes] | None:
     """The hot path's parse: ``(seq, ack, payload)`` of a well-formed DATA, else None.
 
     No packet object is built; anything else (or a malformed DATA) returns
     None and goes through :func:`parse`, which says what is wrong.
     """
-    if len(datagram) < DATA_HEADER_SIZE or datagram[0] != _DATA_TYPE:
+    if len(datagram) < DATA_HEADER_SIZE or datagram[0] != DATA_TYPE:
         return None
     _, _, seq, ack, length = _DATA_HEADER.unpack_from(datagram)
     if len(datagram) != DATA_HEADER_SIZE + length:
@@ -259,7 +267,7 @@ def parse_data(datagram: bytes) -> tuple[int, int, bytes] | None:
 
 def parse_pure_ack(datagram: bytes) -> tuple[bytes, int, int] | None:
     """``(tag, seq, ack)`` of a well-formed DATA without payload (a pure ack), else None."""
-    if len(datagram) != DATA_HEADER_SIZE or datagram[0] != _DATA_TYPE:
+    if len(datagram) != DATA_HEADER_SIZE or datagram[0] != DATA_TYPE:
         return None
     _, tag, seq, ack, length = _DATA_HEADER.unpack_from(datagram)
     return None if length else (tag, seq, ack)
@@ -271,7 +279,7 @@ def encode_data(tag: bytes, seq: int, ack: int, payload: bytes) -> bytes:
     The caller guarantees a 3-byte tag, 32-bit ``seq``/``ack`` and a payload
     of at most MAX_PAYLOAD bytes (a session's own segments always are).
     """
-    return _DATA_HEADER.pack(_DATA_TYPE, tag, seq, ack, len(payload)) + payload
+    return _DATA_HEADER.pack(DATA_TYPE, tag, seq, ack, len(payload)) + payload
 
 
 def parse(datagram: bytes) -> Packet:
@@ -279,7 +287,7 @@ def parse(datagram: bytes) -> Packet:
     if not datagram:
         raise MalformedPacket("empty datagram")
     kind = datagram[0]
-    if kind == _DATA_TYPE:
+    if kind == DATA_TYPE:
         if len(datagram) < DATA_HEADER_SIZE:
             raise MalformedPacket(f"DATA is at least {DATA_HEADER_SIZE} bytes")
         _, tag, seq, ack, length = _DATA_HEADER.unpack_from(datagram)
@@ -288,17 +296,17 @@ def parse(datagram: bytes) -> Packet:
                 f"DATA says {length} payload bytes but carries {len(datagram) - DATA_HEADER_SIZE}"
             )
         return Data(tag, seq, ack, bytes(datagram[DATA_HEADER_SIZE:]))
-    if kind == _INIT_TYPE:
+    if kind == INIT_TYPE:
         _require_length(datagram, 9, kind)
         if datagram[1:5] != MAGIC:
             raise MalformedPacket("INIT without the MNET magic")
         return Init(bytes(datagram[6:9]), datagram[5])
-    if kind in (_COOKIE_TYPE, _COOKIE_ECHO_TYPE):
+    if kind in (COOKIE_TYPE, COOKIE_ECHO_TYPE):
         _require_length(datagram, _COOKIE.size, kind)
         _, listener_tag, connector_tag, version, expiration, mac = _COOKIE.unpack_from(datagram)
-        cls = Cookie if kind == _COOKIE_TYPE else CookieEcho
+        cls = Cookie if kind == COOKIE_TYPE else CookieEcho
         return cls(listener_tag, connector_tag, version, expiration, mac)
-    if kind == _SHUTDOWN_TYPE:
+    if kind == SHUTDOWN_TYPE:
         _require_length(datagram, _SHUTDOWN.size, kind)
         _, tag, ack = _SHUTDOWN.unpack_from(datagram)
         return Shutdown(tag, ack)
