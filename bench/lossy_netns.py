@@ -207,6 +207,7 @@ def summarize(levels: list[float], transfers: list[dict[str, Any]]) -> list[dict
             out_of_order_share(t["receiver"], t["sender"]) for t in mnet_runs
         )
         row["mnet_repair_wait"] = median_or_none(repair_wait(t["sender"]) for t in mnet_runs)
+        row["mnet_timeout_wait_share"] = median_or_none(timeout_wait_share(t) for t in mnet_runs)
         row["udp_rcvbuf_errors"] = sum(
             t["counters"].get("Udp.RcvbufErrors", 0) for t in runs if t["proto"] == "mnet"
         )
@@ -239,6 +240,13 @@ def repair_wait(sender: dict[str, Any] | None) -> float | None:
     stats = (sender or {}).get("recovery_stats") or {}
     answered = stats.get("repairs_answered")
     return stats["repair_wait_total"] / answered if answered else None
+
+
+def timeout_wait_share(transfer: dict[str, Any]) -> float | None:
+    """The share of an MNET transfer's time its sender spent waiting for probe timeouts."""
+    stats = (transfer["sender"] or {}).get("recovery_stats") or {}
+    total, took = stats.get("timeout_wait_total"), transfer.get("seconds")
+    return total / took if total is not None and took else None
 
 
 def cpu_steal() -> tuple[int, int] | None:
@@ -285,6 +293,7 @@ def print_loss_table(
     print(
         " loss | MNET MB/s   share | TCP MB/s   share | checksums  | timeouts M/T"
         " | retransmits M/T | UDP rcvbuf | MNET CPU s tx/rx | acks/data | early | repair ms"
+        " | PTO wait"
     )
     for r in rows:
         bad = f", {r['checksums_bad']} BAD" if r["checksums_bad"] else ""
@@ -297,7 +306,7 @@ def print_loss_table(
             f" {r['udp_rcvbuf_errors']:>10} |"
             f" {seconds(r['mnet_sender_cpu']):>7}/{seconds(r['mnet_receiver_cpu']):<8} |"
             f" {ratio(r['mnet_acks_per_data']):9} | {ratio(r['mnet_out_of_order_share']):5} |"
-            f" {milliseconds(r['mnet_repair_wait'])}"
+            f" {milliseconds(r['mnet_repair_wait']):>9} | {share(r['mnet_timeout_wait_share'])}"
         )
     print(
         "(share: of the same protocol's goodput at 0 % loss; retransmits: medians of the MNET"
@@ -307,7 +316,8 @@ def print_loss_table(
         " acks/data: datagrams the MNET receiver sent per DATA datagram; early: DATA"
         " datagrams that reached the MNET receiver ahead of a hole, per DATA datagram;"
         " repair ms: the MNET sender's mean wait from a repair to its ack, which"
-        " bounds how fast it gets past one hole after another)",
+        " bounds how fast it gets past one hole after another; PTO wait: the share of"
+        " the MNET transfer's time its sender waited for probe timeouts to fire)",
         flush=True,
     )
     if steal is not None:

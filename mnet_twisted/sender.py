@@ -100,8 +100,11 @@ class RecoveryStats:
     data_datagrams_sent: int = 0
     retransmissions: int = 0
     timeouts: int = 0
-    #: The longest a probe timeout waited, from when it was armed to firing.
+    #: The longest a probe timeout waited, from when it was armed to firing,
+    #: and the waits of all of them summed: how long the sender sat waiting
+    #: for timers rather than acks.
     longest_timeout_wait: float = 0.0
+    timeout_wait_total: float = 0.0
     #: Passes resending everything outstanding after a hole.
     go_back_passes: int = 0
     #: Bounded resends of the few segments behind a repair (burst losses).
@@ -980,10 +983,12 @@ class StreamSender:
 
     def _on_probe_timeout(self, now: float) -> list[Segment]:
         """The probe timeout expired with data outstanding: resend, and back off."""
-        self.stats.timeouts += 1
-        self.stats.longest_timeout_wait = max(
-            self.stats.longest_timeout_wait, now - self._pto_armed_at
-        )
+        stats = self.stats
+        stats.timeouts += 1
+        waited = now - self._pto_armed_at
+        stats.timeout_wait_total += waited
+        if waited > stats.longest_timeout_wait:
+            stats.longest_timeout_wait = waited
         self.rtt.back_off()
         self._timeouts_in_a_row += 1
         if self._timeouts_in_a_row >= PERSISTENT_CONGESTION_TIMEOUTS:

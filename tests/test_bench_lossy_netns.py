@@ -80,6 +80,10 @@ def test_random_loss_transfers_are_intact(tmp_path: Path) -> None:
     assert 0 < lossy["mnet_out_of_order_share"] <= 1, lossy
     assert loss_free["mnet_repair_wait"] is None, loss_free  # nothing to repair
     assert 0 < lossy["mnet_repair_wait"] < 1, lossy
+    # Probe-timeout waits, as a share of each transfer's time (a busy
+    # machine may stall even a clean transfer past one).
+    for row in (loss_free, lossy):
+        assert 0 <= row["mnet_timeout_wait_share"] < 1, row
 
 
 def test_bottleneck_flows_are_counted(tmp_path: Path) -> None:

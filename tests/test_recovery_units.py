@@ -350,6 +350,23 @@ def test_probe_timeout_resends_only_the_first_segment_with_one_reduction() -> No
     assert sender.rtt.smoothed is None  # Karn: no sample from a retransmitted segment
 
 
+def test_probe_timeouts_add_up_their_waits() -> None:
+    """``timeout_wait_total`` sums each timeout's wait from arming to firing; the longest stays."""
+    sender = _sender(window=4)
+    sender.write(bytes(10 * MSS))
+    sender.transmit(now=0.0)
+    first = sender.pto_deadline
+    assert first is not None
+    sender.on_timer(now=first)
+    second = sender.pto_deadline
+    assert second is not None and second - first > first  # backed off
+    sender.on_timer(now=second)
+    stats = sender.stats
+    assert stats.timeouts == 2
+    assert stats.timeout_wait_total == pytest.approx(second)
+    assert stats.longest_timeout_wait == pytest.approx(second - first)
+
+
 def _timed_out_sender() -> StreamSender:
     """Four segments in flight, then a probe timeout resent the first and halved the window."""
     sender = _sender(window=4)
