@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from array import array
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -64,33 +65,41 @@ def collected_rss() -> int:
 
 
 class GcPauses:
-    """The collector's own pauses in this process: how many, the longest, their sum."""
+    """The collector's own pauses in this process: how many, the longest, their sum.
+
+    Kept in arrays: a number that lasts the whole run and is set while the
+    sessions live would, as an object of its own, sit in a memory arena of
+    theirs and keep it from going back after they close (docs/scaling.md),
+    adding the benchmark's own numbers to the listener's RSS.
+    """
 
     #: Set while the benchmark collects on purpose (not counted).
     explicit = False
 
     def __init__(self) -> None:
-        self.count = 0
-        self.longest = 0.0
-        self.total = 0.0
-        self._began = 0.0
+        self._count = array("q", [0])
+        #: The longest, the sum, and when the current one began.
+        self._times = array("d", [0.0, 0.0, 0.0])
         gc.callbacks.append(self._callback)
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if GcPauses.explicit:
             return
+        times = self._times
         if phase == "start":
-            self._began = time.perf_counter()
+            times[2] = time.perf_counter()
             return
-        pause = time.perf_counter() - self._began
-        self.count += 1
-        self.total += pause
-        self.longest = max(self.longest, pause)
+        pause = time.perf_counter() - times[2]
+        self._count[0] += 1
+        times[1] += pause
+        if pause > times[0]:
+            times[0] = pause
 
     def report(self) -> dict[str, float]:
         """Since the last report."""
-        figures = {"gc_pauses": self.count, "gc_longest": self.longest, "gc_total": self.total}
-        self.count, self.longest, self.total = 0, 0.0, 0.0
+        times = self._times
+        figures = {"gc_pauses": self._count[0], "gc_longest": times[0], "gc_total": times[1]}
+        self._count[0], times[0], times[1] = 0, 0.0, 0.0
         return figures
 
 
@@ -125,14 +134,18 @@ class _Counting:
     """Counts the calls of one method of a class (the server's instrumentation)."""
 
     def __init__(self, owner: type, name: str) -> None:
-        self.calls = 0
+        calls = self._calls = array("q", [0])  # in place, as GcPauses's numbers
         original = getattr(owner, name)
 
         def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
+            calls[0] += 1
             return original(*args, **kwargs)
 
         setattr(owner, name, counted)
+
+    @property
+    def calls(self) -> int:
+        return self._calls[0]
 
 
 async def serve(options: argparse.Namespace, reactor: Any) -> None:

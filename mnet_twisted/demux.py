@@ -14,7 +14,7 @@ import heapq
 import itertools
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from . import wire
 from .config import ListenerLimits, SessionConfig
@@ -82,6 +82,12 @@ class Demultiplexer:
         self._accepted_by_source: dict[str, int] = {}
         #: INIT and COOKIE-ECHO datagrams waiting for the drain (see receive_datagram).
         self._handshakes: list[tuple[bytes, Address, float]] = []
+        #: Each container that a drain takes whole and starts afresh has a
+        #: spare, emptied after use, that takes its place: they are made
+        #: once, with the listener.  One made during a wave of sessions would
+        #: keep a memory arena of that wave from going back to the system
+        #: after it (docs/scaling.md), and it costs an allocation per drain.
+        self._handshakes_spare: list[tuple[bytes, Address, float]] = []
         #: Handshakes refused because a limit was reached, or dropped over a
         #: drain's share; sessions accepted; COOKIE-ECHOs rejected (forged or
         #: expired); ABORTs sent to strangers.
@@ -112,6 +118,7 @@ class Demultiplexer:
         self._peers: dict[Address, PeerProgress] = {}
         self._sessions: dict[Session, None] = {}
         self._with_output: dict[Session, None] = {}
+        self._with_output_spare: dict[Session, None] = {}
         #: Taken from the end: the first key of a dict whose front was
         #: deleted is found by walking the holes (quadratic over a large
         #: batch), while popping the last leaves none.
@@ -122,6 +129,7 @@ class Demultiplexer:
         #: Sessions drained since their deadline was last taken: it is taken
         #: when a deadline is next asked for, after the datagrams have left.
         self._unscheduled: dict[Session, float | None] = {}
+        self._unscheduled_spare: dict[Session, float | None] = {}
         self._tiebreak = itertools.count()
         #: The most sessions the tables have held since they were last rebuilt.
         self._tables_peak = 0
@@ -294,7 +302,9 @@ class Demultiplexer:
 
     def handle_timers(self, now: float) -> None:
         """Let every session whose deadline has passed act on it."""
-        self._schedule_drained()
+        drained = self._schedule_drained()
+        if drained is not None:
+            drained.clear()
         # self._heap each time: rescheduling may rebuild it.
         while self._heap and self._heap[0][0] <= now:
             deadline, _, session = heapq.heappop(self._heap)
@@ -331,12 +341,14 @@ class Demultiplexer:
         return self._by_peer_tag.get((address, tag))
 
     def _take_handshakes(self) -> None:
-        handshakes, self._handshakes = self._handshakes, []
+        handshakes = self._handshakes
+        self._handshakes, self._handshakes_spare = self._handshakes_spare, handshakes
         for data, address, now in handshakes:
             if data[0] == INIT_TYPE:
                 self._on_init(data, address, now)
             else:
                 self._on_cookie_echo(data, address, now)
+        handshakes.clear()
 
     def next_event(self) -> tuple[Session, Event] | None:
         if self._handshakes:
@@ -353,10 +365,10 @@ class Demultiplexer:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         if self._handshakes:
             self._take_handshakes()
-        out = self._stateless
-        self._stateless = []
+        out = self._stateless[:]  # the caller's to keep
+        self._stateless.clear()
         sessions = self._with_output
-        self._with_output = {}
+        self._with_output, self._with_output_spare = self._with_output_spare, sessions
         for session in sessions:
             address = session.peer_address
             for datagram in session.datagrams_to_send(now):
@@ -365,6 +377,7 @@ class Demultiplexer:
                 self._forget(session)
             else:
                 self._unscheduled[session] = None
+        sessions.clear()
         return out
 
     def _schedule_drained(self) -> dict[Session, float | None] | None:
@@ -372,8 +385,9 @@ class Demultiplexer:
         drained = self._unscheduled
         if not drained:
             return None
-        self._unscheduled = {}
-        for session in drained:  # the dict is ours now: it carries the answers back
+        # The caller empties it once it has used the answers.
+        self._unscheduled, self._unscheduled_spare = self._unscheduled_spare, drained
+        for session in drained:  # it carries the answers back
             deadline = drained[session] = session.next_deadline()
             if deadline is not None:
                 self._schedule(session, deadline)
@@ -381,32 +395,36 @@ class Demultiplexer:
 
     def next_deadline(self) -> float | None:
         fresh = self._schedule_drained()
-        heap, scheduled = self._heap, self._scheduled
-        while heap:
-            deadline, _, session = heap[0]
-            if scheduled.get(session) != deadline:
-                heapq.heappop(heap)  # superseded, or forgotten
-                continue
-            if fresh is not None and session in fresh:
-                actual = fresh[session]
-            else:
-                actual = session.next_deadline()
-            if actual == deadline:
-                return deadline
-            # The first deadline moved later (each ack pushes a probe
-            # timeout back): answered with the registered one, the adapter
-            # would wake for nothing, which costs it more than this.
-            if actual is None:
-                heapq.heappop(heap)
-                del scheduled[session]
-                continue
-            # Moved, not gone: re-filed in one heap operation (_schedule's
-            # work, for an entry known to be the first and current).
-            scheduled[session] = actual
-            heapq.heapreplace(heap, (actual, next(self._tiebreak), session))
-            if heap[0][2] is session:
-                return actual
-        return None
+        try:
+            heap, scheduled = self._heap, self._scheduled
+            while heap:
+                deadline, _, session = heap[0]
+                if scheduled.get(session) != deadline:
+                    heapq.heappop(heap)  # superseded, or forgotten
+                    continue
+                if fresh is not None and session in fresh:
+                    actual = fresh[session]
+                else:
+                    actual = session.next_deadline()
+                if actual == deadline:
+                    return deadline
+                # The first deadline moved later (each ack pushes a probe
+                # timeout back): answered with the registered one, the adapter
+                # would wake for nothing, which costs it more than this.
+                if actual is None:
+                    heapq.heappop(heap)
+                    del scheduled[session]
+                    continue
+                # Moved, not gone: re-filed in one heap operation (_schedule's
+                # work, for an entry known to be the first and current).
+                scheduled[session] = actual
+                heapq.heapreplace(heap, (actual, next(self._tiebreak), session))
+                if heap[0][2] is session:
+                    return actual
+            return None
+        finally:
+            if fresh is not None:
+                fresh.clear()
 
     # ------------------------------------------------------------------
     # The handshake, answered without state until the cookie comes back
@@ -559,8 +577,8 @@ class Demultiplexer:
         if len(heap) <= 2 * len(self._scheduled) + STALE_DEADLINES_KEPT:
             return
         scheduled = self._scheduled
-        self._heap = [entry for entry in heap if scheduled.get(entry[2]) == entry[0]]
-        heapq.heapify(self._heap)
+        heap[:] = [entry for entry in heap if scheduled.get(entry[2]) == entry[0]]
+        heapq.heapify(heap)
 
     def _closed(self, session: Session) -> None:
         """``session`` is no longer open (closed, or forgotten)."""
@@ -611,20 +629,48 @@ class Demultiplexer:
         ):
             if tag is not None and table.get((address, tag)) is session:
                 del table[(address, tag)]
-        if table_oversized(held, self._tables_peak):
+        if not self._sessions:
+            self._empty_tables()
+        elif table_oversized(held, self._tables_peak):
             self._shrink_tables()
         self._drop_stale_deadlines()
 
+    def _per_session_tables(self) -> tuple[dict[Any, Any], ...]:
+        return (
+            self._by_peer_tag,
+            self._by_local_tag,
+            self._open,
+            self._sessions,
+            self._with_events,
+            self._scheduled,
+            self._unscheduled,
+        )
+
     def _shrink_tables(self) -> None:
-        """Rebuild the per-session tables at their present size (see ``table_oversized``)."""
-        self._by_peer_tag = dict(self._by_peer_tag)
-        self._by_local_tag = dict(self._by_local_tag)
-        self._open = dict(self._open)
-        self._sessions = dict(self._sessions)
-        self._with_events = dict(self._with_events)
-        self._scheduled = dict(self._scheduled)
-        self._unscheduled = dict(self._unscheduled)
+        """Rebuild the per-session tables at their present size (see ``table_oversized``).
+
+        In place: each table stays the object made with the listener (see
+        ``_handshakes_spare``), and only its storage is made anew.
+        """
+        for table in self._per_session_tables():
+            entries = dict(table)
+            table.clear()
+            table.update(entries)
         self._tables_peak = len(self._sessions)
+
+    def _empty_tables(self) -> None:
+        """The last session is gone: give back the storage of every table it used.
+
+        A dict or list keeps its storage when its entries are removed one
+        by one; storage made during a wave of sessions would keep that
+        wave's memory from going back to the system.
+        """
+        for table in self._per_session_tables():
+            if not table:  # (an event of the last one may still wait its turn)
+                table.clear()
+        if not self._scheduled:
+            self._heap.clear()  # only superseded entries were left
+        self._tables_peak = 0
 
 
 #: What identifies a pure ack for batching: (sender's tag, its sequence

@@ -299,6 +299,44 @@ def test_tables_give_back_their_room_once_most_sessions_are_gone() -> None:
     assert pair.received[again.local_tag] == b"still here"
 
 
+def test_a_wave_leaves_the_listeners_containers_as_they_were_made_and_empty() -> None:
+    """After a thousand sessions came and went, no container of the listener is new or holds room.
+
+    Made during the wave, one would sit in that wave's memory and keep it
+    from going back to the system once the sessions are gone (see
+    docs/scaling.md), and a dict keeps the room of its peak unless cleared.
+    """
+    pair = Pair()
+    containers = (
+        "_handshakes",
+        "_handshakes_spare",
+        "_stateless",
+        "_with_output",
+        "_with_output_spare",
+        "_unscheduled",
+        "_unscheduled_spare",
+        "_heap",
+        "_by_peer_tag",
+        "_by_local_tag",
+        "_open",
+        "_sessions",
+        "_with_events",
+        "_scheduled",
+    )
+    made = {id(getattr(pair.server, name)) for name in containers}
+    sessions = [pair.client.connect(SERVER, pair.now) for _ in range(1000)]
+    pair.run_until(pair.now + 5)
+    assert pair.server.open_sessions == 1000
+    for session in sessions:
+        session.close(pair.now)
+    pair.run_until(pair.now + 60)
+    assert pair.server.open_sessions == 0 and not pair.server._sessions
+    assert {id(getattr(pair.server, name)) for name in containers} == made
+    empty = {dict: sys.getsizeof({}), list: sys.getsizeof([])}
+    sizes = {name: sys.getsizeof(getattr(pair.server, name)) for name in containers}
+    assert sizes == {name: empty[type(getattr(pair.server, name))] for name in containers}
+
+
 def test_a_forgotten_session_is_let_go_before_its_old_deadlines_come() -> None:
     """Closed sessions are freed at once, not when their old keep-alive time comes.
 
