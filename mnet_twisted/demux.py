@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from . import wire
 from .config import ListenerLimits, SessionConfig
 from .cookie import CookieMinter, CookieVerdict
+from .counts import Counts
 from .events import Event
 from .peerprogress import PeerProgress
 from .ratelimit import ReplyLimiter
@@ -56,6 +57,15 @@ Address = tuple[str, int]
 _Key = tuple[Address, bytes]
 
 
+def _counter(name: str, doc: str) -> property:
+    """A read-only attribute: the counter ``name`` of ``counts``."""
+
+    def read(self: Demultiplexer) -> int:
+        return self.counts[name]
+
+    return property(read, doc=doc)
+
+
 class Demultiplexer:
     """Routes datagrams to sessions and collects what they want to send."""
 
@@ -88,17 +98,19 @@ class Demultiplexer:
         #: keep a memory arena of that wave from going back to the system
         #: after it (docs/scaling.md), and it costs an allocation per drain.
         self._handshakes_spare: list[tuple[bytes, Address, float]] = []
-        #: Handshakes refused because a limit was reached, or dropped over a
-        #: drain's share; sessions accepted; COOKIE-ECHOs rejected (forged or
-        #: expired); ABORTs sent to strangers.
-        self.handshakes_dropped = 0
-        self.sessions_refused = 0
-        self.sessions_accepted = 0
-        self.cookies_rejected = 0
-        self.aborts_sent = 0
-        #: Pure acks of a batch passed over because a later one in the same
-        #: batch acknowledges more (``receive_batch``).
-        self.acks_passed_over = 0
+        #: The counters read as the properties below (see ``after_wave``).
+        self.counts = Counts(
+            "handshakes_dropped",
+            "sessions_refused",
+            "sessions_accepted",
+            "cookies_rejected",
+            "aborts_sent",
+            "acks_passed_over",
+        )
+        self._counts = self.counts.live
+        #: Whether a limit turned something away since the adapter last
+        #: looked (``limits_hit`` counts them, but costs more to ask).
+        self.limits_newly_hit = False
         #: Stateless replies (COOKIE, and ABORT to strangers) within their rates.
         limits = self.limits
         self._cookie_replies = ReplyLimiter(limits.cookie_rate, limits.cookie_rate_per_source)
@@ -134,15 +146,38 @@ class Demultiplexer:
         #: The most sessions the tables have held since they were last rebuilt.
         self._tables_peak = 0
 
+    handshakes_dropped = _counter(
+        "handshakes_dropped", "Handshakes dropped unread, over a drain's share."
+    )
+    sessions_refused = _counter("sessions_refused", "Handshakes refused: a limit was reached.")
+    sessions_accepted = _counter("sessions_accepted", "Sessions accepted.")
+    cookies_rejected = _counter("cookies_rejected", "COOKIE-ECHOs rejected (forged or expired).")
+    aborts_sent = _counter("aborts_sent", "ABORTs sent to strangers.")
+    acks_passed_over = _counter(
+        "acks_passed_over",
+        "Pure acks of a batch passed over: a later one in it acknowledges more (receive_batch).",
+    )
+
     @property
     def limits_hit(self) -> int:
         """Handshakes refused plus stateless replies left unsent: any limit at work."""
-        return self.sessions_refused + self.replies_limited + self.handshakes_dropped
+        counts = self.counts
+        return counts["sessions_refused"] + self.replies_limited + counts["handshakes_dropped"]
 
     @property
     def replies_limited(self) -> int:
         """Stateless replies left unsent because their rate was exceeded."""
         return self._cookie_replies.limited + self._abort_replies.limited
+
+    def after_wave(self, now: float) -> None:
+        """A wave of sessions is over: let go of the numbers and state made during it.
+
+        The counts fold into their arrays, and the rate limits forget the
+        sources whose buckets refilled (``mnet_twisted.counts``).
+        """
+        self.counts.fold()
+        self._cookie_replies.forget_full(now)
+        self._abort_replies.forget_full(now)
 
     def __len__(self) -> int:
         """Sessions still known, including closed ones lingering after a clean close."""
@@ -218,7 +253,7 @@ class Demultiplexer:
             if len(self._handshakes) < HANDSHAKES_PER_DRAIN:
                 self._handshakes.append((data, address, now))
             else:
-                self.handshakes_dropped += 1
+                self._limit_hit("handshakes_dropped")
         elif kind == COOKIE_TYPE:
             self._on_cookie(data, address, now)
         else:
@@ -270,7 +305,7 @@ class Demultiplexer:
         while index <= last:
             data, key = datagrams[index], acks[index]
             if 0 < index < last and _grows(acks[index - 1], key) and _grows(key, acks[index + 1]):
-                self.acks_passed_over += 1
+                self._counts["acks_passed_over"] += 1
                 index += 1
                 continue
             if self.receive_datagram(data, address, now) and send_urgent is not None:
@@ -440,10 +475,11 @@ class Demultiplexer:
             # Full now: refuse at once rather than a round trip later, at
             # the echo (which checks again: the cookie may come back when a
             # session has left, or after others took the room).
-            self.sessions_refused += 1
+            self._limit_hit("sessions_refused")
             self._reply_abort(init.tag, address, now)
             return
         if not self._cookie_replies.allow(address[0], now):
+            self._limit_hit(None)
             return  # before the MACs: a flood costs little beyond this check
         listener_tag = self.cookies.listener_tag(address, init.tag)
         expiration = (int(now) + self.config.cookie_lifetime) & 0xFFFFFFFF
@@ -463,7 +499,7 @@ class Demultiplexer:
             return
         verdict = self.cookies.check(echo, connector=address, local_port=self.local_port, now=now)
         if verdict is CookieVerdict.FORGED:
-            self.cookies_rejected += 1
+            self._counts["cookies_rejected"] += 1
             return
         existing = self._by_peer_tag.get((address, echo.connector_tag))
         if existing is not None and not existing.closed:
@@ -472,12 +508,12 @@ class Demultiplexer:
                 self._reply(wire.CookieAck(echo.listener_tag), address)
             return
         if verdict is CookieVerdict.EXPIRED:
-            self.cookies_rejected += 1
+            self._counts["cookies_rejected"] += 1
         if verdict is CookieVerdict.EXPIRED or not self.accepting:
             self._reply_abort(echo.connector_tag, address, now)
             return
         if self._over_limits(address):
-            self.sessions_refused += 1
+            self._limit_hit("sessions_refused")
             self._reply_abort(echo.connector_tag, address, now)
             return
         if existing is not None:
@@ -498,7 +534,7 @@ class Demultiplexer:
         self._sessions[session] = None
         self._open[session] = None
         self._accepted_open += 1
-        self.sessions_accepted += 1
+        self._counts["sessions_accepted"] += 1
         source = address[0]
         self._accepted_by_source[source] = self._accepted_by_source.get(source, 0) + 1
         self._by_peer_tag[(address, echo.connector_tag)] = session
@@ -543,8 +579,16 @@ class Demultiplexer:
     def _reply_abort(self, tag: bytes, address: Address, now: float) -> None:
         """ABORT to a stranger, within the rate the limits allow (else: silence)."""
         if self._abort_replies.allow(address[0], now):
-            self.aborts_sent += 1
+            self._counts["aborts_sent"] += 1
             self._reply(wire.Abort(tag), address)
+        else:
+            self._limit_hit(None)
+
+    def _limit_hit(self, counter: str | None) -> None:
+        """A limit turned something away: count it (``counter``, if its own), flag it."""
+        if counter is not None:
+            self._counts[counter] += 1
+        self.limits_newly_hit = True
 
     def _reply(self, packet: wire.Packet, address: Address) -> None:
         self._stateless.append((packet.to_bytes(), address))
@@ -646,6 +690,9 @@ class Demultiplexer:
             self._unscheduled,
         )
 
+    def _per_peer_tables(self) -> tuple[dict[Any, Any], ...]:
+        return (self._peers, self._accepted_by_source)
+
     def _shrink_tables(self) -> None:
         """Rebuild the per-session tables at their present size (see ``table_oversized``).
 
@@ -665,7 +712,7 @@ class Demultiplexer:
         by one; storage made during a wave of sessions would keep that
         wave's memory from going back to the system.
         """
-        for table in self._per_session_tables():
+        for table in (*self._per_session_tables(), *self._per_peer_tables()):
             if not table:  # (an event of the last one may still wait its turn)
                 table.clear()
         if not self._scheduled:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
+from .counts import numbers, times
+
 __all__ = [
     "WaveTrimmer",
     "can_release_free_memory",
@@ -92,6 +94,11 @@ def release_after_next_full_collection() -> None:
         _after_full_collection.want()
 
 
+#: Positions in ``WaveTrimmer._counts`` and ``_times``.
+_CLOSED, _HELD_PEAK = range(2)
+_LAST_CLOSE, _DUE_SINCE = range(2)
+
+
 class WaveTrimmer:
     """
     Trims the heap of one port once a wave of closed sessions is over.
@@ -109,24 +116,31 @@ class WaveTrimmer:
     def __init__(self, reactor: Any, trimmed: Callable[[float], object]) -> None:
         self._reactor = reactor
         self._trimmed = trimmed
-        self._closed = 0
-        self._held_peak = 0
-        self._last_close = 0.0
-        self._due_since = 0.0
+        # Closes since the last trim and the most sessions held; the last
+        # close and when the trim fell due: in place, as ``counts`` explains
+        # (a number made in the wave would keep some of it in memory).
+        self._counts = numbers(2)
+        self._times = times(2)
         self._call: Any = None
 
     def session_closed(self, held: int, remaining: int, after: int | None, delay: float) -> None:
         """A session of the ``held`` the port had closed; ``remaining`` are left."""
-        self._closed += 1
-        self._last_close = self._reactor.seconds()
-        self._held_peak = max(self._held_peak, held)
+        counts, times_ = self._counts, self._times
+        counts[_CLOSED] += 1
+        times_[_LAST_CLOSE] = self._reactor.seconds()
+        if held > counts[_HELD_PEAK]:
+            counts[_HELD_PEAK] = held
         if after is None:
             return
-        emptied = not remaining and self._held_peak >= after
+        emptied = not remaining and counts[_HELD_PEAK] >= after
         if not remaining:
-            self._held_peak = 0
-        if (self._closed >= after or emptied) and self._call is None and can_release_free_memory():
-            self._due_since = self._last_close
+            counts[_HELD_PEAK] = 0
+        if (
+            (counts[_CLOSED] >= after or emptied)
+            and self._call is None
+            and can_release_free_memory()
+        ):
+            times_[_DUE_SINCE] = times_[_LAST_CLOSE]
             self._call = self._reactor.callLater(delay, self._trim, delay)
 
     def stop(self) -> None:
@@ -136,14 +150,14 @@ class WaveTrimmer:
         self._call = None
 
     def _trim(self, delay: float) -> None:
-        now = self._reactor.seconds()
-        quiet = now - self._last_close
-        if quiet < delay and now - self._due_since < 10 * delay:
+        now, times_ = self._reactor.seconds(), self._times
+        quiet = now - times_[_LAST_CLOSE]
+        if quiet < delay and now - times_[_DUE_SINCE] < 10 * delay:
             # Sessions are still closing: one trim after the wave, not one in it.
             self._call = self._reactor.callLater(delay - quiet, self._trim, delay)
             return
         self._call = None
-        self._closed = 0
+        self._counts[_CLOSED] = 0
         started = perf_counter()
         release_free_memory()
         self._trimmed(perf_counter() - started)

@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from twisted.python.log import ILogContext
 
 from .config import ListenerLimits, SessionConfig
+from .counts import Counts, numbers, times
 from .demux import table_oversized
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
 from .heap import WaveTrimmer
@@ -44,6 +45,16 @@ from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
 from .trace import SessionTracer
 from .transport import MNETTransport
 from .udpport import MNETPort
+
+#: The names of ``MNETDatagramProtocol.stats``.
+_STAT_NAMES = (
+    "datagramsReceived",
+    "datagramsSent",
+    "sendErrors",
+    "probesRefused",
+    "applicationErrors",
+    "memoryTrims",
+)
 
 __all__ = ["ListenerStats", "MNETDatagramProtocol", "peerAddress"]
 
@@ -102,7 +113,8 @@ class MNETDatagramProtocol(DatagramProtocol):
     """
 
     _log = Logger()
-    _sessionCounter = 0
+    #: Sessions numbered so far, by all ports (their log prefixes).
+    _sessionsNumbered = numbers(1)
     #: Log each session's opening and its ordinary ends (a clean close, an
     #: abort from this side) as debug events.  Off by default, as Twisted logs
     #: no event per TCP connection: building and publishing them cost a tenth
@@ -117,8 +129,11 @@ class MNETDatagramProtocol(DatagramProtocol):
     #: (L{longestMemoryTrim}; C{bench/scale_sessions.py} reports it).
     releaseMemoryAfter: int | None = 256
     releaseMemoryDelay = 1.0
-    #: The longest of those trims so far, in seconds (the reactor waits for it).
-    longestMemoryTrim = 0.0
+
+    @property
+    def longestMemoryTrim(self) -> float:
+        """The longest of those trims so far, in seconds (the reactor waits for it)."""
+        return self._longestTrim[0]
 
     def __init__(
         self,
@@ -142,8 +157,9 @@ class MNETDatagramProtocol(DatagramProtocol):
         self.factory = factory
         self.config = config if config is not None else SessionConfig()
         self.limits = limits if limits is not None else ListenerLimits()
-        #: What the limits turned away, as last logged, and when the next log may come.
-        self._limitsLogged = (0, 0, 0)
+        #: What the limits turned away, as last logged (refused, limited,
+        #: dropped), and when the next log may come.
+        self._limitsLogged = numbers(3)
         self._limitsLogDue = 0.0
         self._cookies = cookies
         self._accepting = accepting
@@ -188,15 +204,11 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._stopped = False
         # Set by loseAllConnections: sessions completing after it are refused.
         self._draining = False
-        self.stats = {
-            "datagramsReceived": 0,
-            "datagramsSent": 0,
-            "sendErrors": 0,
-            "probesRefused": 0,
-            "applicationErrors": 0,
-            # Trims of the C heap after waves of closed sessions (see releaseMemoryAfter).
-            "memoryTrims": 0,
-        }
+        # (Trims: of the C heap after waves of closed sessions, see releaseMemoryAfter.)
+        self.stats = Counts(*_STAT_NAMES)
+        self._counts = self.stats.live
+        #: The longest trim, in place (see ``counts``).
+        self._longestTrim = times(1)
 
     # -- DatagramProtocol ---------------------------------------------------
 
@@ -247,7 +259,7 @@ class MNETDatagramProtocol(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         if self.demux is None or self._stopped:
             return
-        self.stats["datagramsReceived"] += 1
+        self._counts["datagramsReceived"] += 1
         if type(addr) is not tuple or len(addr) != 2:
             addr = (addr[0], addr[1])  # ports normally cut IPv6 addresses down already
         if self.demux.receive_datagram(datagram, addr, self._reactor.seconds()):
@@ -277,7 +289,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         """Datagrams from one sender that arrived together (``MNETPort``'s GRO reads)."""
         if self.demux is None or self._stopped:
             return
-        self.stats["datagramsReceived"] += len(datagrams)
+        self._counts["datagramsReceived"] += len(datagrams)
         self.demux.receive_batch(
             datagrams, (addr[0], addr[1]), self._reactor.seconds(), self._sendUrgent
         )
@@ -485,22 +497,19 @@ class MNETDatagramProtocol(DatagramProtocol):
                 transport._armLowWater()
             self.scheduleFlush()
         self._armTimer(demux.next_deadline(), now)
-        if now >= self._limitsLogDue and demux.limits_hit:
+        if demux.limits_newly_hit and now >= self._limitsLogDue:
             self._logLimits(now)
         self._maybeClose()
 
     def _logLimits(self, now: float) -> None:
-        # One line per ten seconds at most, however many peers are turned away;
-        # with nothing new since the last, the counts are looked at again a
-        # second later, not after every drain.
+        # One line per ten seconds at most, however many peers are turned away.
         demux = self.demux
+        demux.limits_newly_hit = False
         counts = (demux.sessions_refused, demux.replies_limited, demux.handshakes_dropped)
-        if counts == self._limitsLogged:
-            self._limitsLogDue = now + 1.0
+        logged = self._limitsLogged
+        if counts == tuple(logged):
             return
-        refused, limited, dropped = (
-            new - old for new, old in zip(counts, self._limitsLogged, strict=True)
-        )
+        refused, limited, dropped = (new - old for new, old in zip(counts, logged, strict=True))
         self._log.warn(
             "MNET port {port} hit its limits: refused {count} session(s) (maxSessions="
             "{maxSessions}, maxSessionsPerSource={perSource}), left {limited} stateless"
@@ -512,7 +521,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             maxSessions=self.limits.max_sessions,
             perSource=self.limits.max_sessions_per_source,
         )
-        self._limitsLogged = counts
+        logged[0], logged[1], logged[2] = counts
         self._limitsLogDue = now + 10.0
 
     def _armTimer(self, deadline: float | None, now: float) -> None:
@@ -649,12 +658,12 @@ class MNETDatagramProtocol(DatagramProtocol):
             if onTooBig is not None and isinstance(error, MessageLengthError):
                 onTooBig(what, addr)
             else:
-                self.stats["sendErrors"] += count
+                self._counts["sendErrors"] += count
         except Exception:
-            self.stats["sendErrors"] += count
+            self._counts["sendErrors"] += count
             self._log.failure("Unexpected error sending MNET datagrams to {addr}", addr=addr)
         else:
-            self.stats["datagramsSent"] += count
+            self._counts["datagramsSent"] += count
 
     def _writeUnfragmented(self, datagram: bytes, addr: tuple[str, int]) -> None:
         control = self._fragmentation
@@ -669,7 +678,7 @@ class MNETDatagramProtocol(DatagramProtocol):
 
     def _probeRefused(self, datagram: bytes, addr: tuple[str, int]) -> None:
         """The stack refused a size probe as too big: it is taken back, not lost."""
-        self.stats["probesRefused"] += 1
+        self._counts["probesRefused"] += 1
         self.demux.datagram_refused(datagram, addr, self._reactor.seconds())
         self.scheduleFlush()
 
@@ -690,8 +699,9 @@ class MNETDatagramProtocol(DatagramProtocol):
             self._sessionClosed(session, event)
 
     def _newTransport(self, session: Any, protocol: Any) -> MNETTransport:
-        MNETDatagramProtocol._sessionCounter += 1
-        transport = MNETTransport(self, session, protocol, MNETDatagramProtocol._sessionCounter)
+        numbered = MNETDatagramProtocol._sessionsNumbered
+        numbered[0] += 1
+        transport = MNETTransport(self, session, protocol, numbered[0])
         self._transports[session] = transport
         return transport
 
@@ -704,7 +714,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         try:
             protocol = self.factory.buildProtocol(addr) if self.factory is not None else None
         except Exception:
-            self.stats["applicationErrors"] += 1
+            self._applicationError()
             self._log.failure("{factory} failed to build a protocol", factory=self.factory)
             protocol = None
         if protocol is None:
@@ -756,9 +766,31 @@ class MNETDatagramProtocol(DatagramProtocol):
         if trace_file is not None:
             trace_file.close()
 
+    def _applicationError(self) -> None:
+        """Count an exception the application raised into us."""
+        self._counts["applicationErrors"] += 1
+
     def _heapTrimmed(self, seconds: float) -> None:
-        self.stats["memoryTrims"] += 1
-        self.longestMemoryTrim = max(self.longestMemoryTrim, seconds)
+        self._counts["memoryTrims"] += 1
+        if seconds > self._longestTrim[0]:
+            self._longestTrim[0] = seconds
+        self._afterWave()
+
+    def _afterWave(self) -> None:
+        """A wave of sessions is over: let go of the numbers made during it.
+
+        Counted on the hot paths as plain ints and times, each would keep
+        some of the wave's memory from going back to the system
+        (``mnet_twisted.counts``): the counts fold into arrays, the times
+        go back to a constant, and the rate limits forget the sources
+        whose buckets refilled.
+        """
+        self.stats.fold()
+        self._limitsLogDue = 0.0
+        if isinstance(self._port, MNETPort):
+            self._port.afterWave()
+        if self.demux is not None:
+            self.demux.after_wave(self._reactor.seconds())
 
     def _openTrace(self, session: Any, now: float) -> SessionTracer | None:
         """A trace file for a new session: DIR/mnet-<time>-<port>-<tag>.jsonl (if tracing)."""
@@ -839,7 +871,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         try:
             self._callInContext(log_context, method, *args)
         except Exception:
-            self.stats["applicationErrors"] += 1
+            self._applicationError()
             failure = Failure()
             self._log.failure(
                 "Unhandled error in {protocol}; aborting its MNET session",

@@ -13,32 +13,43 @@ from __future__ import annotations
 
 import ipaddress
 
+from .counts import numbers, times
+
 __all__ = ["ReplyLimiter", "TokenBucket", "source_network"]
 
 #: Per-network buckets kept at most; the least recently created go first.
 MAX_TRACKED_NETWORKS = 4096
+#: Positions in ``TokenBucket._state``.
+_RATE, _BURST, _TOKENS, _UPDATED = range(4)
 
 
 class TokenBucket:
     """``rate`` events per second on average, at most ``burst`` at once."""
 
-    __slots__ = ("_burst", "_rate", "_tokens", "_updated")
+    __slots__ = ("_state",)
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
-        self._rate = rate
-        self._burst = burst
-        self._tokens = burst
-        self._updated = now
+        # Rate, burst, tokens and when they were counted, in place (``counts``).
+        state = self._state = times(4)
+        state[_RATE], state[_BURST], state[_TOKENS], state[_UPDATED] = rate, burst, burst, now
 
     def take(self, now: float) -> bool:
         """Spend one token if there is one; returns whether there was."""
-        if now > self._updated:
-            self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
-            self._updated = now
-        if self._tokens < 1.0:
+        state = self._state
+        if now > state[_UPDATED]:
+            refilled = state[_TOKENS] + (now - state[_UPDATED]) * state[_RATE]
+            state[_TOKENS] = min(state[_BURST], refilled)
+            state[_UPDATED] = now
+        if state[_TOKENS] < 1.0:
             return False
-        self._tokens -= 1.0
+        state[_TOKENS] -= 1.0
         return True
+
+    def full(self, now: float) -> bool:
+        """Whether it would hold its whole burst at ``now``: as good as a new one."""
+        state = self._state
+        refilled = state[_TOKENS] + (now - state[_UPDATED]) * state[_RATE]
+        return refilled >= state[_BURST]
 
 
 def source_network(host: str) -> str:
@@ -72,8 +83,25 @@ class ReplyLimiter:
             TokenBucket(rate, max(1.0, rate * burst_seconds), now) if rate is not None else None
         )
         self._networks: dict[str, TokenBucket] = {}
-        #: Replies refused so far.
-        self.limited = 0
+        self._limited = numbers(1)
+
+    @property
+    def limited(self) -> int:
+        """Replies refused so far."""
+        return self._limited[0]
+
+    def forget_full(self, now: float) -> None:
+        """Forget the per-network buckets that have refilled: new ones would be the same.
+
+        A listener calls it after a wave of handshakes, whose networks'
+        buckets would otherwise stay, each keeping a little of the wave's
+        memory from going back to the system (``counts``).
+        """
+        networks = self._networks
+        for network in [n for n, bucket in networks.items() if bucket.full(now)]:
+            del networks[network]
+        if not networks:
+            networks.clear()  # its storage too
 
     def allow(self, host: str, now: float) -> bool:
         """Whether a reply to ``host`` may go now (and if so, it is counted)."""
@@ -87,9 +115,9 @@ class ReplyLimiter:
                 burst = max(1.0, rate * self._burst_seconds)
                 bucket = self._networks[network] = TokenBucket(rate, burst, now)
             if not bucket.take(now):
-                self.limited += 1
+                self._limited[0] += 1
                 return False
         if self._all is not None and not self._all.take(now):
-            self.limited += 1
+            self._limited[0] += 1
             return False
         return True

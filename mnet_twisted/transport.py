@@ -259,7 +259,7 @@ class MNETTransport:
         try:
             protocol.connectionLost(reason)
         except Exception:
-            self._mnet.stats["applicationErrors"] += 1
+            self._mnet._applicationError()
             self._log.failure("Unhandled error in {protocol}.connectionLost", protocol=protocol)
         # As Twisted's TCP connections do: the protocol's reference back to
         # its transport makes a cycle, and a cycle waits for the collector,

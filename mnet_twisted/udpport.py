@@ -32,6 +32,8 @@ from twisted.internet import udp
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.python import log
 
+from .counts import numbers
+
 __all__ = ["MNETPort", "listenMNETUDP"]
 
 
@@ -83,17 +85,48 @@ class MNETPort(udp.Port):
     maxDatagramsPerRead = 64
     #: Whether reads take coalesced batches (UDP_GRO); set in startListening.
     gro = False
-    #: Reads that brought several datagrams at once, and sendmsg calls that
-    #: sent several: how much the offloads did.
-    coalescedReads = 0
-    batchedWrites = 0
-    #: Reads that took one datagram (or batch) after a quiet spell.
-    quietReads = 0
-    #: Read batches (readiness events handled), the unit the protocol answers in.
-    readBatches = 0
-    _lastReadEnded = 0.0
     #: Bind with SO_REUSEPORT, so several processes can serve one port.
     reusePort = False
+
+    # Counted since the last wave (``afterWave``), as plain ints: the hot path.
+    _readBatches = _quietReads = _coalescedReads = _batchedWrites = 0
+    _lastReadEnded = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The counts up to the last wave: read batches, quiet reads,
+        #: coalesced reads, batched writes.
+        self._folded = numbers(4)
+
+    def afterWave(self) -> None:
+        """A wave of sessions is over: fold the counts, forget the time (see ``counts``)."""
+        folded = self._folded
+        folded[0] += self._readBatches
+        folded[1] += self._quietReads
+        folded[2] += self._coalescedReads
+        folded[3] += self._batchedWrites
+        self._readBatches = self._quietReads = self._coalescedReads = self._batchedWrites = 0
+        self._lastReadEnded = 0.0  # (the next read is a quiet one anyway)
+
+    @property
+    def readBatches(self) -> int:
+        """Read batches (readiness events handled), the unit the protocol answers in."""
+        return self._folded[0] + self._readBatches
+
+    @property
+    def quietReads(self) -> int:
+        """Reads that took one datagram (or batch) after a quiet spell."""
+        return self._folded[1] + self._quietReads
+
+    @property
+    def coalescedReads(self) -> int:
+        """Reads that brought several datagrams at once: how much GRO did."""
+        return self._folded[2] + self._coalescedReads
+
+    @property
+    def batchedWrites(self) -> int:
+        """``sendmsg`` calls that sent several datagrams: how much GSO did."""
+        return self._folded[3] + self._batchedWrites
 
     def createInternetSocket(self) -> socket.socket:
         sock: socket.socket = super().createInternetSocket()
@@ -125,7 +158,7 @@ class MNETPort(udp.Port):
         if started is None:
             return super().doRead()
         started()
-        self.readBatches += 1
+        self._readBatches += 1
         try:
             if self.gro:
                 quiet = not drain and perf_counter() - self._lastReadEnded > _QUIET_GAP
@@ -145,7 +178,7 @@ class MNETPort(udp.Port):
         read stops after the first one (see the module's notes).
         """
         if quiet:
-            self.quietReads += 1
+            self._quietReads += 1
         read = datagrams = 0
         largest = self.maxPacketSize
         buffer_size = max(largest, _GRO_BUFFER)
@@ -177,7 +210,7 @@ class MNETPort(udp.Port):
                 run_from = addr
                 segment = _segment_size(ancillary) if ancillary else 0
                 if 0 < segment < len(data):
-                    self.coalescedReads += 1
+                    self._coalescedReads += 1
                     datagrams += -(-len(data) // segment)
                     run += [
                         data[at : at + min(segment, largest)]
@@ -241,7 +274,7 @@ class MNETPort(udp.Port):
         while index < count:
             end = _runEnd(datagrams, index) if self.gso else index + 1
             if end - index > 1 and self._sendSegmented(datagrams[index:end], addr):
-                self.batchedWrites += 1
+                self._batchedWrites += 1
             else:
                 for datagram in datagrams[index:end]:
                     self.writeDatagram(datagram, addr)

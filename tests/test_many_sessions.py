@@ -337,6 +337,61 @@ def test_a_wave_leaves_the_listeners_containers_as_they_were_made_and_empty() ->
     assert sizes == {name: empty[type(getattr(pair.server, name))] for name in containers}
 
 
+def _numbers_held(owners: dict[str, object]) -> dict[str, object]:
+    """Every int and float held by an attribute of ``owners``, by a dotted name."""
+    held: dict[str, object] = {}
+    for owner_name, owner in owners.items():
+        if isinstance(owner, dict):
+            values = dict(owner)
+        else:
+            names = list(getattr(owner, "__dict__", {})) + list(getattr(owner, "__slots__", ()))
+            values = {name: getattr(owner, name, None) for name in names}
+        for name, value in values.items():
+            if type(value) in (int, float):
+                held[f"{owner_name}.{name}"] = value
+    return held
+
+
+def test_no_number_made_during_a_wave_stays_in_the_listener() -> None:
+    """Each int above 256 or float an attribute holds after the wave was there before it.
+
+    A number set while the sessions lived is an object in their memory,
+    and would keep its arena from going back to the system after them
+    (``mnet_twisted.counts``): counters fold into arrays after the wave.
+    """
+    limited = ListenerLimits(max_sessions=None, cookie_rate=None, cookie_rate_per_source=1000.0)
+    pair = Pair()
+    server = pair.server = Demultiplexer(
+        local_port=SERVER[1],
+        cookies=CookieMinter(b"listener secret!"),
+        accepting=True,
+        limits=limited,
+    )
+    owners = {
+        "demux": server,
+        "counts": server.counts.live,
+        "cookie_replies": server._cookie_replies,
+        "abort_replies": server._abort_replies,
+        "out_of_order": server.out_of_order,
+    }
+    before = {name: id(value) for name, value in _numbers_held(owners).items()}
+    sessions = [pair.client.connect(SERVER, pair.now) for _ in range(1000)]
+    pair.run_until(pair.now + 30)  # the cookie rate lets most in, over retries
+    accepted = server.sessions_accepted
+    assert accepted > 256 and server.replies_limited > 256
+    for session in sessions:
+        session.close(pair.now)
+    pair.run_until(pair.now + 60)
+    server.after_wave(pair.now)
+    assert server.open_sessions == 0 and server.sessions_accepted == accepted
+    made_in_wave = {
+        name: value
+        for name, value in _numbers_held(owners).items()
+        if before.get(name) != id(value) and not (type(value) is int and -5 <= value <= 256)
+    }
+    assert made_in_wave == {}
+
+
 def test_a_forgotten_session_is_let_go_before_its_old_deadlines_come() -> None:
     """Closed sessions are freed at once, not when their old keep-alive time comes.
 

@@ -31,6 +31,22 @@ def test_source_networks_are_slash_24_and_slash_64() -> None:
     assert source_network("::ffff:192.0.2.9") == "192.0.2"
 
 
+def test_refilled_network_buckets_are_forgotten_and_limits_hold_after() -> None:
+    """``forget_full`` drops just the per-network buckets a new one would equal."""
+    limiter = ReplyLimiter(rate=None, per_source_rate=100.0)  # bursts of 10
+    assert sum(limiter.allow("192.0.2.1", T0) for _ in range(20)) == 10
+    assert sum(limiter.allow("198.51.100.1", T0 + 0.125) for _ in range(3)) == 3
+    assert limiter.limited == 10
+    # (Times a binary fraction apart: exact at this epoch.)
+    limiter.forget_full(T0 + 0.140625)  # the first refilled; the second lacks 1.5 tokens
+    assert list(limiter._networks) == ["198.51.100"]
+    limiter.forget_full(T0 + 0.25)
+    assert limiter._networks == {}
+    # Afresh, the same limits: a burst, then refusals, counted on.
+    assert sum(limiter.allow("192.0.2.1", T0 + 0.25) for _ in range(20)) == 10
+    assert limiter.limited == 20
+
+
 def test_token_bucket_allows_its_burst_then_its_rate() -> None:
     bucket = TokenBucket(rate=100.0, burst=10.0, now=0.0)
     assert sum(bucket.take(0.0) for _ in range(50)) == 10
