@@ -66,6 +66,15 @@ def _segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
     return 0
 
 
+def _folded_count(position: int, live: str, doc: str) -> property:
+    """A read-only count: what ``MNETPort.afterWave`` folded, plus the ``live`` count since."""
+
+    def read(port: MNETPort) -> int:
+        return port._folded[position] + int(getattr(port, live))
+
+    return property(read, doc=doc)
+
+
 class MNETPort(udp.Port):
     """A ``udp.Port`` that brackets each read batch with calls to its protocol.
 
@@ -108,25 +117,18 @@ class MNETPort(udp.Port):
         self._readBatches = self._quietReads = self._coalescedReads = self._batchedWrites = 0
         self._lastReadEnded = 0.0  # (the next read is a quiet one anyway)
 
-    @property
-    def readBatches(self) -> int:
-        """Read batches (readiness events handled), the unit the protocol answers in."""
-        return self._folded[0] + self._readBatches
-
-    @property
-    def quietReads(self) -> int:
-        """Reads that took one datagram (or batch) after a quiet spell."""
-        return self._folded[1] + self._quietReads
-
-    @property
-    def coalescedReads(self) -> int:
-        """Reads that brought several datagrams at once: how much GRO did."""
-        return self._folded[2] + self._coalescedReads
-
-    @property
-    def batchedWrites(self) -> int:
-        """``sendmsg`` calls that sent several datagrams: how much GSO did."""
-        return self._folded[3] + self._batchedWrites
+    readBatches = _folded_count(
+        0, "_readBatches", "Read batches (readiness events), the unit the protocol answers in."
+    )
+    quietReads = _folded_count(
+        1, "_quietReads", "Reads that took one datagram (or batch) after a quiet spell."
+    )
+    coalescedReads = _folded_count(
+        2, "_coalescedReads", "Reads that brought several datagrams at once: how much GRO did."
+    )
+    batchedWrites = _folded_count(
+        3, "_batchedWrites", "``sendmsg`` calls that sent several datagrams: how much GSO did."
+    )
 
     def createInternetSocket(self) -> socket.socket:
         sock: socket.socket = super().createInternetSocket()
