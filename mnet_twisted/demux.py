@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from . import wire
 from .config import ListenerLimits, SessionConfig
 from .cookie import CookieMinter, CookieVerdict
-from .counts import Counts
+from .counts import Counts, count_property
 from .events import Event
 from .peerprogress import PeerProgress
 from .ratelimit import ReplyLimiter
@@ -55,15 +55,6 @@ _CLOSED = SessionState.CLOSED
 
 Address = tuple[str, int]
 _Key = tuple[Address, bytes]
-
-
-def _counter(name: str, doc: str) -> property:
-    """A read-only attribute: the counter ``name`` of ``counts``."""
-
-    def read(self: Demultiplexer) -> int:
-        return self.counts[name]
-
-    return property(read, doc=doc)
 
 
 class Demultiplexer:
@@ -109,7 +100,8 @@ class Demultiplexer:
         )
         self._counts = self.counts.live
         #: Whether a limit turned something away since the adapter last
-        #: looked (``limits_hit`` counts them, but costs more to ask).
+        #: looked: a flag it can read on every drain, where asking for the
+        #: counts costs several calls.
         self.limits_newly_hit = False
         #: Stateless replies (COOKIE, and ABORT to strangers) within their rates.
         limits = self.limits
@@ -146,23 +138,21 @@ class Demultiplexer:
         #: The most sessions the tables have held since they were last rebuilt.
         self._tables_peak = 0
 
-    handshakes_dropped = _counter(
+    handshakes_dropped = count_property(
         "handshakes_dropped", "Handshakes dropped unread, over a drain's share."
     )
-    sessions_refused = _counter("sessions_refused", "Handshakes refused: a limit was reached.")
-    sessions_accepted = _counter("sessions_accepted", "Sessions accepted.")
-    cookies_rejected = _counter("cookies_rejected", "COOKIE-ECHOs rejected (forged or expired).")
-    aborts_sent = _counter("aborts_sent", "ABORTs sent to strangers.")
-    acks_passed_over = _counter(
+    sessions_refused = count_property(
+        "sessions_refused", "Handshakes refused: a limit was reached."
+    )
+    sessions_accepted = count_property("sessions_accepted", "Sessions accepted.")
+    cookies_rejected = count_property(
+        "cookies_rejected", "COOKIE-ECHOs rejected (forged or expired)."
+    )
+    aborts_sent = count_property("aborts_sent", "ABORTs sent to strangers.")
+    acks_passed_over = count_property(
         "acks_passed_over",
         "Pure acks of a batch passed over: a later one in it acknowledges more (receive_batch).",
     )
-
-    @property
-    def limits_hit(self) -> int:
-        """Handshakes refused plus stateless replies left unsent: any limit at work."""
-        counts = self.counts
-        return counts["sessions_refused"] + self.replies_limited + counts["handshakes_dropped"]
 
     @property
     def replies_limited(self) -> int:
@@ -690,9 +680,6 @@ class Demultiplexer:
             self._unscheduled,
         )
 
-    def _per_peer_tables(self) -> tuple[dict[Any, Any], ...]:
-        return (self._peers, self._accepted_by_source)
-
     def _shrink_tables(self) -> None:
         """Rebuild the per-session tables at their present size (see ``table_oversized``).
 
@@ -712,7 +699,7 @@ class Demultiplexer:
         by one; storage made during a wave of sessions would keep that
         wave's memory from going back to the system.
         """
-        for table in (*self._per_session_tables(), *self._per_peer_tables()):
+        for table in (*self._per_session_tables(), self._peers, self._accepted_by_source):
             if not table:  # (an event of the last one may still wait its turn)
                 table.clear()
         if not self._scheduled:

@@ -32,7 +32,7 @@ from twisted.internet import udp
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.python import log
 
-from .counts import numbers
+from .counts import Counts, count_property
 
 __all__ = ["MNETPort", "listenMNETUDP"]
 
@@ -66,15 +66,6 @@ def _segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
     return 0
 
 
-def _folded_count(position: int, live: str, doc: str) -> property:
-    """A read-only count: what ``MNETPort.afterWave`` folded, plus the ``live`` count since."""
-
-    def read(port: MNETPort) -> int:
-        return port._folded[position] + int(getattr(port, live))
-
-    return property(read, doc=doc)
-
-
 class MNETPort(udp.Port):
     """A ``udp.Port`` that brackets each read batch with calls to its protocol.
 
@@ -97,37 +88,29 @@ class MNETPort(udp.Port):
     #: Bind with SO_REUSEPORT, so several processes can serve one port.
     reusePort = False
 
-    # Counted since the last wave (``afterWave``), as plain ints: the hot path.
-    _readBatches = _quietReads = _coalescedReads = _batchedWrites = 0
     _lastReadEnded = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: The counts up to the last wave: read batches, quiet reads,
-        #: coalesced reads, batched writes.
-        self._folded = numbers(4)
+        self.counts = Counts("readBatches", "quietReads", "coalescedReads", "batchedWrites")
+        self._counts = self.counts.live
 
     def afterWave(self) -> None:
         """A wave of sessions is over: fold the counts, forget the time (see ``counts``)."""
-        folded = self._folded
-        folded[0] += self._readBatches
-        folded[1] += self._quietReads
-        folded[2] += self._coalescedReads
-        folded[3] += self._batchedWrites
-        self._readBatches = self._quietReads = self._coalescedReads = self._batchedWrites = 0
+        self.counts.fold()
         self._lastReadEnded = 0.0  # (the next read is a quiet one anyway)
 
-    readBatches = _folded_count(
-        0, "_readBatches", "Read batches (readiness events), the unit the protocol answers in."
+    readBatches = count_property(
+        "readBatches", "Read batches (readiness events), the unit the protocol answers in."
     )
-    quietReads = _folded_count(
-        1, "_quietReads", "Reads that took one datagram (or batch) after a quiet spell."
+    quietReads = count_property(
+        "quietReads", "Reads that took one datagram (or batch) after a quiet spell."
     )
-    coalescedReads = _folded_count(
-        2, "_coalescedReads", "Reads that brought several datagrams at once: how much GRO did."
+    coalescedReads = count_property(
+        "coalescedReads", "Reads that brought several datagrams at once: how much GRO did."
     )
-    batchedWrites = _folded_count(
-        3, "_batchedWrites", "``sendmsg`` calls that sent several datagrams: how much GSO did."
+    batchedWrites = count_property(
+        "batchedWrites", "``sendmsg`` calls that sent several datagrams: how much GSO did."
     )
 
     def createInternetSocket(self) -> socket.socket:
@@ -160,7 +143,7 @@ class MNETPort(udp.Port):
         if started is None:
             return super().doRead()
         started()
-        self._readBatches += 1
+        self._counts["readBatches"] += 1
         try:
             if self.gro:
                 quiet = not drain and perf_counter() - self._lastReadEnded > _QUIET_GAP
@@ -180,7 +163,7 @@ class MNETPort(udp.Port):
         read stops after the first one (see the module's notes).
         """
         if quiet:
-            self._quietReads += 1
+            self._counts["quietReads"] += 1
         read = datagrams = 0
         largest = self.maxPacketSize
         buffer_size = max(largest, _GRO_BUFFER)
@@ -212,7 +195,7 @@ class MNETPort(udp.Port):
                 run_from = addr
                 segment = _segment_size(ancillary) if ancillary else 0
                 if 0 < segment < len(data):
-                    self._coalescedReads += 1
+                    self._counts["coalescedReads"] += 1
                     datagrams += -(-len(data) // segment)
                     run += [
                         data[at : at + min(segment, largest)]
@@ -276,7 +259,7 @@ class MNETPort(udp.Port):
         while index < count:
             end = _runEnd(datagrams, index) if self.gso else index + 1
             if end - index > 1 and self._sendSegmented(datagrams[index:end], addr):
-                self._batchedWrites += 1
+                self._counts["batchedWrites"] += 1
             else:
                 for datagram in datagrams[index:end]:
                     self.writeDatagram(datagram, addr)
