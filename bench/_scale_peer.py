@@ -2,7 +2,7 @@
 One process of ``bench/scale_sessions.py``: the echo listener, or a client
 holding its share of the sessions.
 
-    python bench/_scale_peer.py server [--tracemalloc]
+    python bench/_scale_peer.py server [--tracemalloc] [--survivors]
     python bench/_scale_peer.py client --port P --sessions N --duration S [--interval S]
 
 Both report JSON lines on stdout and move to their next step on SIGUSR1,
@@ -199,12 +199,16 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
         }
         if options.tracemalloc and collect:
             fields["top_lines"] = _tracemalloc_top(snapshots, stats.sessions_accepted)
+        if survivors is not None and trim:
+            # Last, so its own objects are not in the figures above.
+            fields["survivors"] = survivors.report(limit=100, holders=100)
         emit(event=f"sample{samples}", **fields)
 
     on_signal(reactor, sample)
     # While loaded: no collection, which would stall the listener.
     on_signal(reactor, lambda: sample(collect=False), signal.SIGUSR2)
     on_signal(reactor, lambda: sample(trim=True), signal.SIGHUP)
+    survivors = _arena_survivors() if options.survivors else None
     gc.collect()
     emit(event="listening", port=port.getHost().port, pid=os.getpid())
     await defer.Deferred()  # until terminated
@@ -222,6 +226,18 @@ def recovery_totals(demux: Any) -> dict[str, int]:
         "spurious": sum(c.spurious_undos for c in counters),
         "deferred": sum(c.deferred_timeouts for c in counters),
     }
+
+
+def _arena_survivors() -> Any:
+    """A snapshot of the pools in use now, or None where they cannot be walked."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from arena_survivors import ArenaSurvivors, available
+
+    usable, why = available()
+    if not usable:
+        emit(event="note", note=f"--survivors: {why}")
+        return None
+    return ArenaSurvivors()
 
 
 def _tracemalloc_top(snapshots: list[Any], sessions: int) -> list[str]:
@@ -402,6 +418,11 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=64, help="connects in flight at once")
     parser.add_argument("--timeout", type=float, default=10.0, help="connect timeout, s")
     parser.add_argument("--tracemalloc", action="store_true", help="server: top lines per session")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="server: what lives, after the wave, in memory pools the wave made",
+    )
     parser.add_argument("--peer-ack-delay", type=float, default=0.0, help="SessionConfig's, s")
     options = parser.parse_args()
     quiet_twisted_logs()

@@ -114,7 +114,11 @@ class Run:
     def execute(self) -> dict[str, Any]:
         options = self.options
         config = ["--peer-ack-delay", str(options.peer_ack_delay)]
-        extra = [*config, "--tracemalloc"] if options.tracemalloc else config
+        extra = [
+            *config,
+            *(["--tracemalloc"] if options.tracemalloc else []),
+            *(["--survivors"] if options.survivors else []),
+        ]
         with _listener_environment(options.malloc):
             self.peers.start("server", None, "server", *extra)
         listening = self.peers.wait_for("server", "listening", 30)
@@ -274,6 +278,7 @@ class Run:
                 "send_errors": end["send_errors"],
                 "top_lines": idle_start.get("top_lines"),
                 "top_lines_end": end.get("top_lines"),
+                "survivors_end": end.get("survivors"),
                 "memory_trims": end["memory_trims"],
                 "memory_trim_longest_ms": end["memory_trim_longest_ms"],
             },
@@ -395,6 +400,24 @@ def show(report: dict[str, Any]) -> None:
             print(f" the listener's top allocating lines, per session, {title}:")
             for line in server[key]:
                 print(f"   {line}")
+    if server["survivors_end"]:
+        show_survivors(server["survivors_end"])
+
+
+def show_survivors(found: dict[str, Any]) -> None:
+    """What still lives, after closing all, in memory pools made since the start."""
+    kinds = ", ".join(f"{name} {count}" for name, count in list(found["by_type"].items())[:12])
+    print(
+        f" after closing all, the listener's pools made since the start hold"
+        f" {found['blocks']:,} live block(s) in {found['pools']} pool(s) of"
+        f" {found['arenas']} arena(s): {kinds}"
+    )
+    for entry in found["listed"]:
+        if entry["type"].startswith("("):
+            continue  # buffers and free lists: no holder to name
+        held = ", ".join(entry.get("held_by", []))
+        value = f" {entry['repr']}" if "repr" in entry else ""
+        print(f"   arena {entry['arena']}: {entry['type']}{value}{' <- ' + held if held else ''}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -414,6 +437,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="SessionConfig.peer_ack_delay on both ends (adds to every probe timeout), s",
     )
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="list what still lives, after closing all, in the listener's memory pools"
+        " made since the start (tools/arena_survivors.py; CPython 3.10-3.13 on Linux)",
+    )
     parser.add_argument(
         "--malloc",
         action="store_true",

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "scale_sessions.py"
+sys.path.insert(0, str(BENCH.parent.parent / "tools"))
+
+from arena_survivors import available  # noqa: E402
 
 
 def test_sessions_benchmark_reports_memory_cpu_and_checked_echoes(tmp_path: Path) -> None:
@@ -16,7 +19,7 @@ def test_sessions_benchmark_reports_memory_cpu_and_checked_echoes(tmp_path: Path
     command = [
         *(sys.executable, str(BENCH), "--sessions", str(sessions), "--clients", "2"),
         *("--duration", "1.5", "--interval", "0.5", "--idle-seconds", "0.5"),
-        *("--json", str(report_path)),
+        *("--json", str(report_path), "--survivors"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=110, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -42,6 +45,14 @@ def test_sessions_benchmark_reports_memory_cpu_and_checked_echoes(tmp_path: Path
     # Everything closed, and the sessions' objects are gone again.
     assert server["sessions_open_end"] == 0
     assert server["python_blocks_end"] < server["python_blocks_idle"]
+    # What the wave left in the listener's memory pools, where they can be walked.
+    survivors = server["survivors_end"]
+    if available()[0]:
+        assert survivors["blocks"] == sum(survivors["by_type"].values())
+        assert survivors["arenas"] == len(survivors["by_arena"])
+        assert "pools made since the start hold" in done.stdout
+    else:
+        assert survivors is None
     clients = report["clients_report"]
     assert clients["bytes_per_session"] > 0
     # A segment arrives twice only if it was sent twice: loopback duplicates nothing.
