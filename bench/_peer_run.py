@@ -21,9 +21,10 @@ def emit(**fields: Any) -> None:
 
 def socket_drops(port: int) -> int:
     """Datagrams the kernel dropped for the UDP socket bound to ``port`` (IPv4)."""
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+    # As bytes: see _scale_peer.rss_kib (a text read would pin memory).
+    for line in Path("/proc/net/udp").read_bytes().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port:
+        if int(fields[1].split(b":")[1], 16) == port:
             return int(fields[-1])
     return 0
 

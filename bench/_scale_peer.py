@@ -43,8 +43,11 @@ TICK = 0.01
 
 def rss_kib() -> int:
     """Resident memory of this process (VmRSS), KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+    # Read as bytes: a text read looks up its decoder by a name made anew
+    # each time, which the interpreter's type cache keeps, so a read while
+    # sessions live would keep one of their memory arenas (docs/scaling.md).
+    for line in Path("/proc/self/status").read_bytes().splitlines():
+        if line.startswith(b"VmRSS:"):
             return int(line.split()[1])
     return 0
 
