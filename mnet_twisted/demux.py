@@ -48,6 +48,17 @@ def table_oversized(held: int, peak: int) -> bool:
     return peak >= SHRINK_TABLES_FROM and held * 8 <= peak
 
 
+def shrink_in_place(table: dict[Any, Any]) -> None:
+    """Give ``table`` storage for the entries it holds now, keeping the dict itself.
+
+    A new dict made while sessions live would sit in a memory arena of
+    theirs and keep it from going back once they close (docs/scaling.md).
+    """
+    entries = dict(table)
+    table.clear()
+    table.update(entries)
+
+
 __all__ = ["Demultiplexer"]
 
 #: (An Enum member read off its class costs a call's worth: see session.py.)
@@ -687,9 +698,7 @@ class Demultiplexer:
         ``_handshakes_spare``), and only its storage is made anew.
         """
         for table in self._per_session_tables():
-            entries = dict(table)
-            table.clear()
-            table.update(entries)
+            shrink_in_place(table)
         self._tables_peak = len(self._sessions)
 
     def _empty_tables(self) -> None:

@@ -37,7 +37,7 @@ from twisted.python.log import ILogContext
 
 from .config import ListenerLimits, SessionConfig
 from .counts import Counts, numbers, times
-from .demux import table_oversized
+from .demux import shrink_in_place, table_oversized
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
 from .heap import WaveTrimmer
 from .session import ProbeDatagram
@@ -754,7 +754,7 @@ class MNETDatagramProtocol(DatagramProtocol):
             self._transportsPeak = held
         transport = self._transports.pop(session, None)
         if table_oversized(held, self._transportsPeak):
-            self._transports = dict(self._transports)
+            shrink_in_place(self._transports)
             self._transportsPeak = held
         self._trimmer.session_closed(
             held, len(self._transports), self.releaseMemoryAfter, self.releaseMemoryDelay
