@@ -14,12 +14,19 @@ loops at once; ``--early-data`` makes MNET clients established at the
 COOKIE (``SessionConfig.early_data``).  Each client ends
 with one ``{"event": "result", ...}`` JSON line; every echo is checked byte
 for byte, and a digest of all bytes echoed is reported.
+
+``--breakdown`` (server and echo) times each side's part of a round trip:
+from the read that brought a message to the send of what answers it, and
+the send call itself (the median of each, µs); the echo client adds them to
+its result, the server reports them (``{"event": "breakdown", ...}``) when
+a connection ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import statistics
 import sys
 import time
 from typing import Any
@@ -31,9 +38,74 @@ from twisted.internet.protocol import Factory, Protocol
 MESSAGE_SIZE = 64
 
 
+class Turnarounds:
+    """One side's part of each round trip: its read to its answer's send.
+
+    The time from the start of the read that brought a message to the start
+    of the next send is this process's work (the reactor's and the
+    protocol's); the send call's own time is the kernel's, on loopback
+    including the delivery to the peer and its wake-up.  The read and send
+    methods of the transport's class are wrapped, which adds about a
+    microsecond to each.
+    """
+
+    def __init__(self) -> None:
+        self.read_at: int | None = None
+        self.turns: list[int] = []
+        self.sends: list[int] = []
+
+    def install(self, proto: str) -> None:
+        if proto == "mnet":
+            from mnet_twisted.udpport import MNETPort
+
+            self._wrap(MNETPort, "doRead", "writeDatagram")
+        else:
+            from twisted.internet.tcp import Connection
+
+            self._wrap(Connection, "doRead", "writeSomeData")
+
+    def _wrap(self, kind: type, read_name: str, send_name: str) -> None:
+        read, send = getattr(kind, read_name), getattr(kind, send_name)
+        clock, turnarounds = time.perf_counter_ns, self
+
+        def timed_read(transport: Any, *args: Any, **kwargs: Any) -> Any:
+            if turnarounds.read_at is None:
+                turnarounds.read_at = clock()
+            return read(transport, *args, **kwargs)
+
+        def timed_send(transport: Any, *args: Any, **kwargs: Any) -> Any:
+            started = clock()
+            try:
+                return send(transport, *args, **kwargs)
+            finally:
+                if turnarounds.read_at is not None:
+                    turnarounds.turns.append(started - turnarounds.read_at)
+                    turnarounds.sends.append(clock() - started)
+                    turnarounds.read_at = None
+
+        setattr(kind, read_name, timed_read)
+        setattr(kind, send_name, timed_send)
+
+    def report(self) -> dict[str, float]:
+        if not self.turns:
+            return {}
+        return {
+            "turn_us": statistics.median(self.turns) / 1e3,
+            "send_us": statistics.median(self.sends) / 1e3,
+            "turns": len(self.turns),
+        }
+
+
 class Echo(Protocol):
+    #: Set by ``--breakdown``: reported as each connection ends.
+    turnarounds: Turnarounds | None = None
+
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.turnarounds is not None:
+            emit(event="breakdown", **self.turnarounds.report())
 
 
 class EchoClient(Protocol):
@@ -78,6 +150,9 @@ def _message(index: int) -> bytes:
 
 
 async def serve(options: argparse.Namespace, reactor: Any) -> None:
+    if options.breakdown:
+        Echo.turnarounds = Turnarounds()
+        Echo.turnarounds.install(options.proto)
     server, _ = _endpoints(options, reactor)
     port = await server(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(Echo))
     emit(event="listening", port=port.getHost().port)
@@ -97,6 +172,9 @@ def _client(options: argparse.Namespace, reactor: Any) -> Any:
 
 
 async def echo(options: argparse.Namespace, reactor: Any) -> None:
+    turnarounds = Turnarounds() if options.breakdown else None
+    if turnarounds is not None:
+        turnarounds.install(options.proto)
     endpoint = _client(options, reactor)
     protocol = await endpoint.connect(Factory.forProtocol(EchoClient))
     digest = hashlib.sha256()
@@ -111,7 +189,8 @@ async def echo(options: argparse.Namespace, reactor: Any) -> None:
         digest.update(reply)
     protocol.transport.loseConnection()
     await protocol.closed
-    emit(event="result", times=times, sha256=digest.hexdigest())
+    breakdown = turnarounds.report() if turnarounds is not None else {}
+    emit(event="result", times=times, sha256=digest.hexdigest(), breakdown=breakdown)
 
 
 async def connect(options: argparse.Namespace, reactor: Any) -> None:
@@ -167,6 +246,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--early-data", action="store_true", help="MNET clients send data behind the echo"
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="server, echo: time each side's turnaround"
     )
     options = parser.parse_args()
     job = {"server": serve, "echo": echo, "connect": connect}[options.role]

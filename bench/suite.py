@@ -91,12 +91,18 @@ def bulk_once(proto: str, total: int, timeout: float) -> dict[str, Any]:
     return record
 
 
-def with_server(proto: str, clients: list[list[str]], timeout: float) -> list[dict[str, Any]]:
-    """Start an echo server, run the client jobs at once, return their results."""
+def with_server(
+    proto: str, clients: list[list[str]], timeout: float, server_args: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Start an echo server, run the client jobs at once, return their results.
+
+    With ``--breakdown`` among ``server_args``, the server's own report of
+    the connection comes last.
+    """
     peers = Peers(_peer_script(proto, "_suite_peer.py"))
     results: list[dict[str, Any]] = []
     try:
-        peers.start("server", None, "server", "--proto", proto)
+        peers.start("server", None, "server", "--proto", proto, *server_args)
         listening = peers.wait_for("server", "listening", 20)
         if listening is None:
             return [{"error": peers.problems() or "server did not start"}]
@@ -106,6 +112,8 @@ def with_server(proto: str, clients: list[list[str]], timeout: float) -> list[di
         for index in range(len(clients)):
             result = peers.wait_for(f"client{index}", "result", timeout)
             results.append(result or {"error": peers.problems() or "no result"})
+        if "--breakdown" in server_args:
+            results.append(peers.wait_for("server", "breakdown", 10) or {})
     finally:
         peers.close()
     return results
@@ -116,17 +124,47 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def echo_once(proto: str, count: int) -> dict[str, Any]:
-    (result,) = with_server(proto, [["echo", "--count", str(count)]], 120)
+def echo_once(proto: str, count: int, breakdown: bool = False) -> dict[str, Any]:
+    extra = ("--breakdown",) if breakdown and proto != QUIC else ()
+    result, *server = with_server(proto, [["echo", "--count", str(count), *extra]], 120, extra)
     if "times" not in result:
         return {"proto": proto, "ok": False, "error": result.get("error")}
     times = result["times"][count // 20 :]
-    return {
+    record = {
         "proto": proto,
         "ok": True,
         "p50_us": _percentile(times, 0.5) * 1e6,
         "p99_us": _percentile(times, 0.99) * 1e6,
     }
+    server_figures = server[0] if server else {}
+    for side, figures in (("client", result.get("breakdown") or {}), ("server", server_figures)):
+        for key in ("turn_us", "send_us"):
+            if key in figures:
+                record[f"{side}_{key}"] = figures[key]
+    return record
+
+
+def show_breakdown(records: list[dict[str, Any]]) -> None:
+    """Each side's part of an echo round trip, medians over the rounds."""
+    print("\nEcho round trip by side (--breakdown; medians, µs):")
+    print(f" {'':5} | {'client':>17} | {'server':>17} | {'p50':>6} | rest of the round trip")
+    print(f" {'':5} | {'turn':>8} {'send':>8} | {'turn':>8} {'send':>8} | {'':>6} |")
+    for proto in PROTOCOLS:
+        mine = [r for r in records if r["proto"] == proto and "server_turn_us" in r]
+        if not mine:
+            continue
+        keys = ("client_turn_us", "client_send_us", "server_turn_us", "server_send_us")
+        parts = [statistics.median(r[key] for r in mine) for key in keys]
+        p50 = statistics.median(r["p50_us"] for r in mine)
+        cells = " ".join(f"{value:8.1f}" for value in parts[:2])
+        cells += " | " + " ".join(f"{value:8.1f}" for value in parts[2:])
+        print(f" {proto:5} | {cells} | {p50:6.1f} | {p50 - sum(parts):6.1f}")
+    print(
+        " (turn: from the read that brought a message to the start of its answer's send,"
+        " this process's work; send: the send call, on loopback including the delivery"
+        " and the peer's wake-up; rest: the wake-ups and the reactors' turns"
+        " outside those)"
+    )
 
 
 def _early(proto: str) -> tuple[str, list[str]]:
@@ -184,6 +222,11 @@ def main() -> None:
     parser.add_argument("--sessions-seconds", type=float, default=60.0, help="its load, s")
     parser.add_argument("--json", type=Path, help="write every raw figure here")
     parser.add_argument("--no-quic", action="store_true", help="leave out the aioquic column")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="echo: also time each side's turnaround and send call (timing adds ~1 µs a side)",
+    )
     options = parser.parse_args()
     only = set(options.only.split(","))
     quic = not options.no_quic and importlib.util.find_spec("aioquic") is not None
@@ -205,7 +248,7 @@ def main() -> None:
                     rate = f"{record['goodput']:8.1f} MB/s{note}"
                     print(f"  bulk    {variant:9} round {round_ + 1}: {rate}", file=sys.stderr)
             if "echo" in only:
-                record = echo_once(proto, options.echo_count)
+                record = echo_once(proto, options.echo_count, options.breakdown)
                 runs["echo"].append(record)
                 print(f"  echo    {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
             if proto == QUIC:
@@ -264,6 +307,8 @@ def main() -> None:
             f" {name:40} | {cells[0]} | {cells[1]} | {ratio_text}{quic_cell}"
             f" | {ok}/{len(records)} ok"
         )
+    if options.breakdown and "echo" in only:
+        show_breakdown(runs["echo"])
     if options.json:
         report = {
             "command": sys.argv,
