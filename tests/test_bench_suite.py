@@ -34,6 +34,8 @@ def test_every_scenario_reports_checked_figures(tmp_path: Path) -> None:
     for scenario in ("bulk", "echo", "connect", "rate"):
         report = tmp_path / f"{scenario}.json"
         command = [sys.executable, str(BENCH), *TINY, f"--only={scenario}", f"--json={report}"]
+        if scenario == "echo":
+            command.append("--breakdown")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         runs[scenario] = (process, report)
     for scenario, (process, report_path) in runs.items():
@@ -49,6 +51,16 @@ def test_every_scenario_reports_checked_figures(tmp_path: Path) -> None:
             protocols.add("mnet-early")
         assert {r["proto"] for r in records} - {"mnet-1452"} == protocols, scenario
         assert all(r["ok"] for r in records), records
+        if scenario == "echo":
+            # Each side's turn and send call, for MNET and TCP (not QUIC's peer).
+            assert b"Echo round trip by side" in stdout
+            for record in records:
+                timed = {key for key in record if key.endswith(("_turn_us", "_send_us"))}
+                if record["proto"] in ("mnet", "tcp"):
+                    assert len(timed) == 4, record
+                    assert all(0 < record[key] < record["p99_us"] for key in timed), record
+                else:
+                    assert not timed, record
         for key, figures in report["summary"].items():
             assert figures["mnet"] and figures["tcp"] and figures["ratio"], key
             if QUIC_INSTALLED and scenario in ("bulk", "echo") and "1452" not in key:
