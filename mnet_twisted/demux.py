@@ -409,7 +409,8 @@ class Demultiplexer:
             address = session.peer_address
             for datagram in session.datagrams_to_send(now):
                 out.append((datagram, address))
-            if session.forgettable:
+            # (A session that is not closed is never forgettable: no call then.)
+            if session.state is _CLOSED and session.forgettable:
                 self._forget(session)
             else:
                 self._unscheduled[session] = None

@@ -108,7 +108,9 @@ class MNETTransport:
             self._session.send(data)
         except SessionClosedError:
             return  # the session ended (or is closing) under the application
-        self._mnet.scheduleFlush()
+        mnet = self._mnet
+        if not mnet._inEventLoop:  # inside it, the running flush sends this: no call
+            mnet.scheduleFlush()
         if self.producer is not None:
             self._checkHighWater()
 
