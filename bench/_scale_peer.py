@@ -188,6 +188,8 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
             "sessions_open": stats.sessions_open,
             "sessions_accepted": stats.sessions_accepted,
             "sessions_refused": stats.sessions_refused,
+            "aborts_sent": stats.aborts_sent,
+            "replies_limited": stats.replies_limited,
             "datagrams_received": stats.datagrams_received,
             "datagrams_sent": stats.datagrams_sent,
             "send_errors": stats.send_errors,

@@ -260,6 +260,19 @@ class Run:
                 "delayed_calls_idle": idle_start["delayed_calls"],
                 "delayed_calls_loaded": parts["loaded_sample"]["delayed_calls"],
                 "sessions_open_end": end["sessions_open"],
+                # Closing them all: what the listener took and sent, and how
+                # much of it reached sessions already gone (answered with
+                # ABORT, or left unanswered over the rate the limits allow).
+                "closing": {
+                    key: end[key] - parts["after_load"][key]
+                    for key in ("datagrams_received", "datagrams_sent")
+                }
+                | {
+                    "to_sessions_gone": sum(
+                        end[key] - parts["after_load"][key]
+                        for key in ("aborts_sent", "replies_limited")
+                    )
+                },
                 "seconds_until_all_closed": parts["drained_seconds"],
                 "retransmissions_loaded": parts["after_load"]["retransmissions"],
                 "timeouts_loaded": parts["after_load"]["timeouts"],
@@ -355,6 +368,12 @@ def show(report: dict[str, Any]) -> None:
         f" {server['memory_trim_longest_ms']:.1f} ms),"
         f" {mib(trimmed)} after another malloc_trim ({trimmed / server['rss_start_kib'] - 1:+.1%})"
         f"{blocks}"
+    )
+    closing = server["closing"]
+    print(
+        f" closing them: the listener took {closing['datagrams_received']:,} datagrams and sent"
+        f" {closing['datagrams_sent']:,} (a close needs 2 in and 1 out);"
+        f" {closing['to_sessions_gone']:,} came for sessions already gone"
     )
     print(
         f" listener CPU idle: {server['idle_cpu_per_second']:.3f} s/s over"

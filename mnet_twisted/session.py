@@ -61,6 +61,17 @@ _WRITABLE = (_ESTABLISHED, _S.COOKIE_WAIT, _S.COOKIE_ECHOED)
 #: States in which a SHUTDOWN-ACK from the peer breaks the protocol.
 _OPEN = (_ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED)
 
+#: The least wait, in seconds, before a SHUTDOWN or SHUTDOWN-ACK goes again
+#: (doubling with each try, as the timeout does).  Data needs the round
+#: trip's own timeout to keep a window moving; a close does not, and a peer
+#: closing thousands of sessions at once answers each late: with the
+#: round trip's timeout (about a millisecond on loopback) each session's
+#: SHUTDOWN went six times and its SHUTDOWN-ACK thirteen, and most copies
+#: reached a session already gone (bench/scale_sessions.py).  A lost one
+#: costs a close this long at most; TCP waits 200 ms to resend a FIN.
+CONTROL_RETRY_FLOOR = 0.1
+_CONTROL_FLOOR_DOUBLINGS = 4
+
 
 class ProbeDatagram(bytes):
     """A datagram probing a larger size: it must leave unfragmented.
@@ -757,7 +768,9 @@ class Session:
 
     def _send_control(self, packet: wire.Shutdown | wire.ShutdownAck, now: float) -> None:
         self._outbox.append(packet.to_bytes())
-        self._control_retry_at = now + self._sender.rtt.rto
+        rtt = self._sender.rtt
+        floor = CONTROL_RETRY_FLOOR * (1 << min(rtt.backoff_count, _CONTROL_FLOOR_DOUBLINGS))
+        self._control_retry_at = now + max(rtt.rto, floor)
 
     def _retransmit_control(self, now: float) -> None:
         self._sender.rtt.back_off()

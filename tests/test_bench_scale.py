@@ -44,6 +44,12 @@ def test_sessions_benchmark_reports_memory_cpu_and_checked_echoes(tmp_path: Path
     assert server["delayed_calls_idle"] <= 2 and server["delayed_calls_loaded"] <= 2
     # Everything closed, and the sessions' objects are gone again.
     assert server["sessions_open_end"] == 0
+    # A close takes SHUTDOWN and SHUTDOWN-COMPLETE in, SHUTDOWN-ACK out;
+    # retransmissions add a little, never a storm.
+    closing = server["closing"]
+    assert 2 * sessions <= closing["datagrams_received"] < 4 * sessions
+    assert sessions <= closing["datagrams_sent"] < 2 * sessions
+    assert 0 <= closing["to_sessions_gone"] < sessions
     assert server["python_blocks_end"] < server["python_blocks_idle"]
     # What the wave left in the listener's memory pools, where they can be walked.
     survivors = server["survivors_end"]
