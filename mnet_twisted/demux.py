@@ -409,8 +409,7 @@ class Demultiplexer:
             address = session.peer_address
             for datagram in session.datagrams_to_send(now):
                 out.append((datagram, address))
-            # (A session that is not closed is never forgettable: no call then.)
-            if session.state is _CLOSED and session.forgettable:
+            if session.forgettable:
                 self._forget(session)
             else:
                 self._unscheduled[session] = None

@@ -79,8 +79,7 @@ class RttEstimator:
             self.minimum = rtt
         self._smooth(rtt)
         self._backoff = 0
-        # _update_rto() with no backoff, without the call: once per ack.
-        self.rto = min(self._max_rto, max(self._min_rto, self._base_rto))
+        self._update_rto()
 
     def add_lower_bound(self, rtt: float) -> None:
         """The round trip now takes at least ``rtt``: fold it in if that is news.

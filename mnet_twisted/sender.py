@@ -72,7 +72,7 @@ from .peerprogress import PeerProgress
 from .pmtud import SizeProbes
 from .rtt import RttEstimator
 from .sendbuf import SendBuffer
-from .seqnum import HALF_MODULUS, MODULUS, WIRE_MASK, unwrap, wrap
+from .seqnum import WIRE_MASK, unwrap, wrap
 from .wire import DATA_HEADER_SIZE
 
 __all__ = ["RecoveryStats", "Segment", "StreamSender"]
@@ -420,8 +420,7 @@ class StreamSender:
         if out:
             self.stats.data_datagrams_sent += len(out)
             if self.pto_deadline is None:
-                self._pto_armed_at = now  # _arm_pto(), on the hot path
-                self.pto_deadline = now + self.rtt.rto
+                self._arm_pto(now)
         return out
 
     def _pipe(self) -> int:
@@ -503,8 +502,7 @@ class StreamSender:
         carried nothing else, the only kind that counts as a duplicate ack.
         """
         acked = self._buffer.start
-        delta = (wire_ack - acked) & WIRE_MASK  # unwrap(), on the hot path
-        ack = acked + (delta - MODULUS if delta >= HALF_MODULUS else delta)
+        ack = unwrap(wire_ack, acked)
         if ack > self.snd_max or ack < acked:
             return 0, []  # acknowledges nothing we sent, or an old ack overtaken
         if ack == acked:
@@ -638,11 +636,7 @@ class StreamSender:
                 # echo session would otherwise reach the largest window one
                 # small message at a time, and then burst it all at once.
                 self.congestion.on_app_limited_sample(sample)
-            habits = self._habits
-            if not habits.keeps_out_of_order:  # (its own first test, without the call)
-                habits.in_order_ack(newly, self._mss)
-            if self._delivered_beyond < self._mss:
-                return []  # no duplicate ack reported a later segment: _detect_loss's usual case
+            self._habits.in_order_ack(newly, self._mss)
             return self._detect_loss(now)
         if ack >= self._recover:
             self._end_episode(now)

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["HALF_MODULUS", "MODULUS", "WIRE_MASK", "unwrap", "wrap"]
+__all__ = ["MODULUS", "WIRE_MASK", "unwrap", "wrap"]
 
 MODULUS: Final = 1 << 32
 #: ``offset & WIRE_MASK`` is ``wrap(offset)``, for hot paths that save the call.
 WIRE_MASK: Final = MODULUS - 1
 _MASK: Final = WIRE_MASK
-#: Wire values this far apart or more are taken to lie behind (see ``unwrap``).
-HALF_MODULUS: Final = 1 << 31
-_HALF: Final = HALF_MODULUS
+_HALF: Final = 1 << 31
 
 
 def wrap(offset: int) -> int:

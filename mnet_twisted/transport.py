@@ -108,9 +108,7 @@ class MNETTransport:
             self._session.send(data)
         except SessionClosedError:
             return  # the session ended (or is closing) under the application
-        mnet = self._mnet
-        if not mnet._inEventLoop:  # inside it, the running flush sends this: no call
-            mnet.scheduleFlush()
+        self._mnet.scheduleFlush()
         if self.producer is not None:
             self._checkHighWater()
 
