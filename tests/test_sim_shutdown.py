@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from simnet import (
     Host,
@@ -375,3 +377,27 @@ def test_close_after_an_echo_sends_no_ack_the_shutdown_carries() -> None:
     _assert_closed_last(peer, CloseReason.CLEAN)
     types = [data[0] for _, _, _, data in net.sent_log]
     assert types == [1, 2, 3, 4, 0, 0, 5, 6, 7], types
+
+
+def test_shutdown_packets_wait_the_floor_before_going_again() -> None:
+    """On a fast path a lost SHUTDOWN-COMPLETE draws SHUTDOWN-ACKs 0.2, 0.4, 0.8 s apart.
+
+    The round trip's own timeout (about a millisecond here) would resend them
+    by the dozen while a busy peer answers late (``session.CONTROL_RETRY_FLOOR``).
+    """
+    net, client, server, conn, peer = connected_pair(seed=16, link=Link(delay=0.0002))
+    server.write(peer, b"z" * 100)  # an acked segment: the listener measures the path
+    net.run_until(lambda: peer.session.smoothed_rtt is not None, max_time=5)
+    assert peer.session.smoothed_rtt is not None and peer.session.smoothed_rtt < 0.01
+    net.trace = True
+    net.drop = drop_all("SHUTDOWN_COMPLETE")
+    client.close(conn)
+    net.run_until(lambda: _closed_both(conn, peer), max_time=120)
+    acks = [when for when, _, _, data in net.sent_log if data[0] == 6]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(acks)]
+    assert len(gaps) >= 3, acks
+    # The figures themselves, not the constant: a floor of 0 must fail here.
+    for gap, least in zip(gaps, (0.2, 0.4, 0.8), strict=False):
+        assert gap >= least - 1e-6, gaps
+    assert peer.close_reason is CloseReason.CLEAN
+    _settle(net, client, server)
