@@ -92,12 +92,16 @@ def bulk_once(proto: str, total: int, timeout: float) -> dict[str, Any]:
 
 
 def with_server(
-    proto: str, clients: list[list[str]], timeout: float, server_args: tuple[str, ...] = ()
+    proto: str,
+    clients: list[list[str]],
+    timeout: float,
+    server_args: tuple[str, ...] = (),
+    server_report: str | None = None,
 ) -> list[dict[str, Any]]:
     """Start an echo server, run the client jobs at once, return their results.
 
-    With ``--breakdown`` among ``server_args``, the server's own report of
-    the connection comes last.
+    ``server_report`` names an event the server emits once the clients are
+    done; it comes last (empty if it never came).
     """
     peers = Peers(_peer_script(proto, "_suite_peer.py"))
     results: list[dict[str, Any]] = []
@@ -112,8 +116,8 @@ def with_server(
         for index in range(len(clients)):
             result = peers.wait_for(f"client{index}", "result", timeout)
             results.append(result or {"error": peers.problems() or "no result"})
-        if "--breakdown" in server_args:
-            results.append(peers.wait_for("server", "breakdown", 10) or {})
+        if server_report is not None:
+            results.append(peers.wait_for("server", server_report, 10) or {})
     finally:
         peers.close()
     return results
@@ -125,8 +129,15 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def echo_once(proto: str, count: int, breakdown: bool = False) -> dict[str, Any]:
-    extra = ("--breakdown",) if breakdown and proto != QUIC else ()
-    result, *server = with_server(proto, [["echo", "--count", str(count), *extra]], 120, extra)
+    timed = breakdown and proto != QUIC
+    extra = ("--breakdown",) if timed else ()
+    result, *server = with_server(
+        proto,
+        [["echo", "--count", str(count), *extra]],
+        120,
+        server_args=extra,
+        server_report="breakdown" if timed else None,
+    )
     if "times" not in result:
         return {"proto": proto, "ok": False, "error": result.get("error")}
     times = result["times"][count // 20 :]
