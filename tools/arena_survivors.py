@@ -138,7 +138,8 @@ class ArenaSurvivors:
         probe = 10**30 + id(self)  # an int of its own, made now
         pool = id(probe) & ~(POOL_SIZE - 1)
         size = (_u32(pool + _SIZE_INDEX) + 1) * _ALIGNMENT
-        if not _is_pool(pool) or size != (sys.getsizeof(probe) + _ALIGNMENT - 1) // 16 * 16:
+        fits = (sys.getsizeof(probe) + _ALIGNMENT - 1) // _ALIGNMENT * _ALIGNMENT
+        if not _is_pool(pool) or size != fits:
             raise RuntimeError("arena survivors: this interpreter's pools are laid out otherwise")
 
     def _was_used(self, pool: int) -> bool:
@@ -148,7 +149,6 @@ class ArenaSurvivors:
     def _live_blocks(self) -> tuple[array[int], array[int], array[int]]:
         """Live blocks of pools used since the snapshot: addresses, sizes, arenas."""
         pools, blocks, sizes, arenas = (array("Q") for _ in range(4))
-        free: array[int] = array("Q")
         _used_pools(pools)
         for pool in pools:
             if self._was_used(pool):
@@ -211,7 +211,8 @@ class ArenaSurvivors:
                 if isinstance(found, _PLAIN):
                     entry["repr"] = repr(found)[:60]
                 elif found is None:
-                    entry["words"] = [hex(_u64(block + at)) for at in range(0, min(size, 32), 8)]
+                    words = range(0, min(size, 32), 8)
+                    entry["words"] = [hex(_u64(block + word)) for word in words]
                 if found is not None and len(listed) < holders:
                     entry["held_by"] = _holders(found, listed)
                 listed.append(entry)
