@@ -187,11 +187,12 @@ class ArenaSurvivors:
         types = {id(kind): kind for kind in _all_types()}
         by_type: Counter[str] = Counter()
         by_arena: dict[int, Counter[str]] = {}
+        pools: set[int] = set()
         listed: list[dict[str, Any]] = []
         blocks, sizes, arenas = self._live_blocks()
         # Walked twice: what lived only through the first walk was the walk's.
         again = array("Q", sorted(self._live_blocks()[0]))
-        own = (again, blocks, sizes, arenas, types, by_type, listed, by_arena)
+        own = (again, blocks, sizes, arenas, types, by_type, listed, by_arena, pools)
         for index in range(len(blocks)):
             block, size, arena = blocks[index], sizes[index], arenas[index]
             at = bisect_left(again, block)
@@ -206,6 +207,7 @@ class ArenaSurvivors:
                 continue  # the walk's own
             by_type[name] += 1
             by_arena.setdefault(arena, Counter())[name] += 1
+            pools.add(block & ~(POOL_SIZE - 1))
             if len(listed) < limit:
                 entry: dict[str, Any] = {"arena": arena, "size": size, "type": name}
                 if isinstance(found, _PLAIN):
@@ -219,8 +221,8 @@ class ArenaSurvivors:
             del found
         return {
             "blocks": sum(by_type.values()),
-            "pools": len({block & ~(POOL_SIZE - 1) for block in blocks}),
-            "arenas": len(set(arenas)),
+            "pools": len(pools),
+            "arenas": len(by_arena),
             "by_type": dict(by_type.most_common()),
             "by_arena": {str(arena): dict(kinds) for arena, kinds in sorted(by_arena.items())},
             "listed": listed,
