@@ -45,8 +45,8 @@ class Turnarounds:
     of the next send is this process's work (the reactor's and the
     protocol's); the send call's own time is the kernel's, on loopback
     including the delivery to the peer and its wake-up.  The read and send
-    methods of the transport's class are wrapped, which adds about a
-    microsecond to each.
+    methods of the transport's class are wrapped, which adds a call and a
+    clock reading or two to each, on both protocols alike.
     """
 
     def __init__(self) -> None:

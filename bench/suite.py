@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="echo: also time each side's turnaround and send call (timing adds ~1 µs a side)",
+        help="echo: also time each side's turnaround and send call (wrapped: a call more each)",
     )
     options = parser.parse_args()
     only = set(options.only.split(","))
