@@ -68,8 +68,8 @@ _OPEN = (_ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED)
 #: round trip's timeout (about a millisecond on loopback) each session's
 #: SHUTDOWN went six times and its SHUTDOWN-ACK thirteen, and most copies
 #: reached a session already gone (bench/scale_sessions.py); with 100 ms,
-#: closing 10,000 still brought 15,000 copies, with 200 ms 0 to 796 in five
-#: runs of six.  A lost one costs a close this long, as a lost FIN costs TCP
+#: closing 10,000 still brought 15,000 copies, with 200 ms 0 to 796 in four
+#: runs of five.  A lost one costs a close this long, as a lost FIN costs TCP
 #: (which waits at least 200 ms to resend it).
 CONTROL_RETRY_FLOOR = 0.2
 _CONTROL_FLOOR_DOUBLINGS = 4
