@@ -12,7 +12,9 @@ With ``PYTHONMALLOC=malloc`` every object lives in the C heap, and a server
 comes back to its starting size.  With CPython's default (pymalloc), most
 objects live in 1 MiB arenas that go back only once all their objects are
 gone, and a few long-lived objects allocated during the wave keep some of
-them; only the larger blocks (tables, buffers) are trimmed.
+them; only the larger blocks (tables, buffers) are trimmed.  The trim
+also clears the interpreter's type cache, the most common such keeper
+(:func:`forget_cached_names`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from .counts import numbers, times
 __all__ = [
     "WaveTrimmer",
     "can_release_free_memory",
+    "forget_cached_names",
+    "format_a_first_event",
     "release_after_next_full_collection",
     "release_free_memory",
 ]
@@ -59,6 +63,42 @@ def release_free_memory() -> bool:
     if _malloc_trim is None:
         return False
     return bool(_malloc_trim(0))
+
+
+def forget_cached_names() -> None:
+    """Clear the interpreter's type attribute cache.
+
+    The cache holds each attribute name it looked up.  Some callers build
+    the name anew for each lookup (datetime asks a time zone for its
+    ``"utcoffset"`` so; a text read asks its codec for
+    ``"incrementaldecoder"``), so the last such name made during a wave of
+    sessions sits in one of the wave's memory arenas and keeps that
+    megabyte from going back to the system after the wave.  Refilling the
+    cache costs one slower lookup per attribute used afterwards.
+    """
+    clear = getattr(sys, "_clear_type_cache", None)  # CPython's
+    if clear is not None:
+        clear()
+
+
+class _FirstEvent:
+    formatted = False
+
+
+def format_a_first_event() -> None:
+    """Format one log event now, as Twisted's text observers would (once a process).
+
+    Twisted's formatting evaluates a ``typing`` expression at each event,
+    whose cached value then lives as long as the process.  Made first
+    while a wave of sessions lives (a listener's first "hit its limits"
+    warning comes in one), it would keep one of the wave's arenas after it.
+    """
+    if _FirstEvent.formatted:
+        return
+    _FirstEvent.formatted = True
+    from twisted.logger import formatEventAsClassicLogText
+
+    formatEventAsClassicLogText({"log_format": "{n}", "n": 0, "log_time": 0.0})
 
 
 class _AfterFullCollection:
@@ -159,6 +199,7 @@ class WaveTrimmer:
         self._call = None
         self._counts[_CLOSED] = 0
         started = perf_counter()
+        forget_cached_names()
         release_free_memory()
         self._trimmed(perf_counter() - started)
         release_after_next_full_collection()

@@ -39,7 +39,7 @@ from .config import ListenerLimits, SessionConfig
 from .counts import Counts, numbers, times
 from .demux import shrink_in_place, table_oversized
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
-from .heap import WaveTrimmer
+from .heap import WaveTrimmer, format_a_first_event
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
 from .trace import SessionTracer
@@ -237,6 +237,8 @@ class MNETDatagramProtocol(DatagramProtocol):
             limits=self.limits,
             tracer_factory=self._openTrace,
         )
+        if self._accepting and self.releaseMemoryAfter is not None:
+            format_a_first_event()  # now rather than in the first wave
 
     def _sizeSocketBuffers(self) -> None:
         size = self.config.socket_buffer_size
