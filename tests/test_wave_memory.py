@@ -4,9 +4,10 @@ What a wave of sessions must not leave behind in a listener's memory.
 CPython's allocator gives a 1 MiB arena back to the system only once every
 object in it is gone.  After ten thousand sessions close, a handful of
 objects that were made while they lived and that outlast them keeps some
-of their arenas (``docs/scaling.md``).  These tests pin down such objects
-that the listener used to leave: names in the interpreter's type cache,
-and the cache that Twisted's log formatting builds at its first event.
+of their arenas (``docs/scaling.md``).  These tests pin down three such
+objects that the listener used to leave: names in the interpreter's type
+cache, the cache that Twisted's log formatting builds at its first event,
+and ``twisted.python.failure.count``'s value after one Failure per close.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 import pytest_twisted
 from conftest import child_env
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
+from twisted.python import failure
 
 from mnet_twisted.heap import can_release_free_memory, forget_cached_names
 
@@ -52,6 +56,13 @@ def test_forgetting_cached_names_lets_the_type_cache_go_of_a_name() -> None:
     assert sys.getrefcount(name) == alone
 
 
+class _Recorder(Protocol):
+    reasons: list[Any] = []
+
+    def connectionLost(self, reason: Any = None) -> None:
+        _Recorder.reasons.append(reason)
+
+
 @TYPE_CACHE_ONLY
 @pytest.mark.skipif(not can_release_free_memory(), reason="the C library has no malloc_trim")
 @pytest_twisted.ensureDeferred
@@ -76,6 +87,26 @@ async def test_the_trim_after_a_wave_clears_the_type_cache(mnet) -> None:  # typ
     assert sys.getrefcount(name) > alone
     await mnet.waitFor(lambda: listener.stats["memoryTrims"] == 1)
     assert sys.getrefcount(name) == alone
+
+
+@pytest_twisted.ensureDeferred
+async def test_clean_closes_share_one_reason_and_make_no_failure(mnet) -> None:  # type: ignore[no-untyped-def]
+    """As Twisted's own ``connectionDone``: one Failure for every clean close, on both sides."""
+    _Recorder.reasons = []
+    port = await mnet.listen(Factory.forProtocol(_Recorder))
+    endpoint = mnet.client(port, shareSocket=True)
+    clients = [
+        await mnet.within(endpoint.connect(Factory.forProtocol(_Recorder))) for _ in range(3)
+    ]
+    await mnet.waitFor(lambda: port.protocol.demux.open_sessions == 3)
+    made = failure.count
+    for client in clients:
+        client.transport.loseConnection()
+    await mnet.waitFor(lambda: len(_Recorder.reasons) == 6)
+    assert failure.count == made
+    assert all(reason is _Recorder.reasons[0] for reason in _Recorder.reasons)
+    assert _Recorder.reasons[0].check(ConnectionDone)
+    assert str(_Recorder.reasons[0].value) == "Connection was closed cleanly: clean."
 
 
 _FIRST_EVENT = textwrap.dedent(
