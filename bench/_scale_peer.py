@@ -176,14 +176,19 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
     def sample(collect: bool = True, trim: bool = False) -> None:
         nonlocal samples
         samples += 1
+        # Memory first: the sample's own objects, made later, would sit in
+        # the wave's freed memory pools and keep some of them while read.
+        rss = collected_rss() if collect else rss_kib()
+        trimmed = trimmed_rss() if trim else None
+        # Python's own small blocks in use: whether the objects went away.
+        blocks = sys.getallocatedblocks()
         stats = port.getStats()
         fields = {
             **pauses.report(),
             "socket_drops": socket_drops(number),
-            "rss_kib": collected_rss() if collect else rss_kib(),
-            "rss_trimmed_kib": trimmed_rss() if trim else None,
-            # Python's own small blocks in use: whether the objects went away.
-            "python_blocks": sys.getallocatedblocks(),
+            "rss_kib": rss,
+            "rss_trimmed_kib": trimmed,
+            "python_blocks": blocks,
             "cpu": cpu_seconds(),
             "sessions_open": stats.sessions_open,
             "sessions_accepted": stats.sessions_accepted,
