@@ -281,7 +281,13 @@ class MNETTransport:
         if lost:
             return Failure(ConnectionLost(f"the MNET port closed: {detail}"))
         if event.reason is CloseReason.CLEAN:
-            return _CLEAN_CLOSE if not event.detail else Failure(ConnectionDone(detail))
+            if event.detail:
+                return Failure(ConnectionDone(detail))
+            # A protocol may have raised it (reason.raiseException()): what
+            # that left on it would keep the raiser's frames.
+            shared = _CLEAN_CLOSE.value
+            shared.__traceback__ = shared.__context__ = shared.__cause__ = None
+            return _CLEAN_CLOSE
         if event.reason is CloseReason.ABORTED_LOCALLY:
             return Failure(ConnectionAborted(detail))
         return Failure(ConnectionLost(f"MNET session ended: {detail}"))

@@ -12,10 +12,13 @@ and ``twisted.python.failure.count``'s value after one Failure per close.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import subprocess
 import sys
 import textwrap
+import weakref
 from typing import Any
 
 import pytest
@@ -107,6 +110,38 @@ async def test_clean_closes_share_one_reason_and_make_no_failure(mnet) -> None: 
     assert all(reason is _Recorder.reasons[0] for reason in _Recorder.reasons)
     assert _Recorder.reasons[0].check(ConnectionDone)
     assert str(_Recorder.reasons[0].value) == "Connection was closed cleanly: clean."
+
+
+class _Raiser(Protocol):
+    """Raises its reason and keeps nothing, as a protocol may."""
+
+    def connectionLost(self, reason: Any = None) -> None:
+        marker = _Marker()
+        _Raiser.markers.append(weakref.ref(marker))
+        with contextlib.suppress(ConnectionDone):
+            reason.raiseException()
+
+    markers: list[weakref.ref[_Marker]] = []
+
+
+class _Marker:
+    pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_shared_reason_keeps_nothing_of_whoever_raised_it(mnet) -> None:  # type: ignore[no-untyped-def]
+    """Raised, it carried the raiser's frames; they go by the next clean close."""
+    _Raiser.markers = []
+    port = await mnet.listen(Factory.forProtocol(Protocol))
+    endpoint = mnet.client(port, shareSocket=True)
+    for kind in (_Raiser, Protocol):
+        client = await mnet.within(endpoint.connect(Factory.forProtocol(kind)))
+        client.transport.loseConnection()
+        await mnet.waitFor(lambda: port.protocol.demux.open_sessions == 0)
+        await mnet.sleep(0.05)  # the client's own close
+    assert len(_Raiser.markers) == 1
+    gc.collect()
+    assert _Raiser.markers[0]() is None
 
 
 _FIRST_EVENT = textwrap.dedent(
