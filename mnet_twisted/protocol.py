@@ -39,12 +39,21 @@ from .config import ListenerLimits, SessionConfig
 from .counts import Counts, numbers, times
 from .demux import shrink_in_place, table_oversized
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
+from .finetimer import FineTimer, fine_timer
 from .heap import WaveTrimmer, format_a_first_event
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
 from .trace import SessionTracer
 from .transport import MNETTransport
 from .udpport import MNETPort
+
+#: How much later than asked the reactor may run a call: epoll waits whole
+#: milliseconds, rounded up (a call due in 1.3 ms ran after 2.1 ms here).
+#: The port's timer asks to be woken that much early, then waits the rest on
+#: a fine timer where it has one (``finetimer.py``).
+_REACTOR_LATENESS = 0.001
+#: A deadline this near when the reactor's call runs is taken as come.
+_CLOSE_ENOUGH = 20e-6
 
 #: The names of ``MNETDatagramProtocol.stats``.
 _STAT_NAMES = (
@@ -129,6 +138,13 @@ class MNETDatagramProtocol(DatagramProtocol):
     #: (L{longestMemoryTrim}; C{bench/scale_sessions.py} reports it).
     releaseMemoryAfter: int | None = 256
     releaseMemoryDelay = 1.0
+    #: Finish each wait for a session deadline on a Linux C{timerfd}, to the
+    #: microsecond: the epoll reactor rounds its waits up to whole
+    #: milliseconds, which made every probe timeout on a fast path wait up
+    #: to a millisecond longer than it should (L{mnet_twisted.finetimer}).
+    #: Used where the C library has C{timerfd} and the reactor watches file
+    #: descriptors; C{False}: C{callLater} alone.
+    fineTimers = True
 
     @property
     def longestMemoryTrim(self) -> float:
@@ -195,7 +211,9 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._armLowWater: list[MNETTransport] = []
         self._flushCall: Any = None
         self._timerCall: Any = None
-        # The deadline _timerCall was last set for (None: no call).
+        # Finishes the wait for a deadline to the microsecond (finetimer.py).
+        self._fineTimer: FineTimer | None = None
+        # The deadline _timerCall or _fineTimer was last set for (None: neither).
         self._timerAt: float | None = None
         self._inEventLoop = False
         # Inside an MNETPort read batch: the flush waits for its end.
@@ -222,6 +240,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._write = getattr(self.transport, "writeDatagram", self.transport.write)
         self._sendMany = getattr(self.transport, "writeDatagrams", None)
         self._sizeSocketBuffers()
+        if self.fineTimers:
+            self._fineTimer = fine_timer(self._reactor, self._onTimerDue)
         sock = getattr(self.transport, "socket", None)
         self._fragmentation = FragmentationControl(sock) if sock is not None else None
         if self._fragmentation is None or not self._fragmentation.supported:
@@ -326,6 +346,9 @@ class MNETDatagramProtocol(DatagramProtocol):
                 call.cancel()
         self._flushCall = self._timerCall = self._idleCall = None
         self._timerAt = None
+        if self._fineTimer is not None:
+            self._fineTimer.close()
+            self._fineTimer = None
         self._trimmer.stop()
         demux = self.demux
         if demux is not None:
@@ -527,19 +550,23 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._limitsLogDue = now + 10.0
 
     def _armTimer(self, deadline: float | None, now: float) -> None:
-        # Runs after every drain: the call is live exactly while _timerAt is
-        # set (it is cleared wherever the call fires or is cancelled), so the
-        # usual case needs no questions to the DelayedCall.
+        # Runs after every drain: the call or the fine timer is live exactly
+        # while _timerAt is set (it is cleared wherever they fire or are
+        # cancelled), so the usual case needs no questions to the DelayedCall.
         if deadline == self._timerAt:
             return
-        call = self._timerCall
+        call, fine = self._timerCall, self._fineTimer
         self._timerAt = deadline
+        if fine is not None and fine.armed:
+            fine.cancel()
         if deadline is None:
             self._timerCall = None
             if call is not None:
                 call.cancel()
             return
         delay = deadline - now
+        if fine is not None:
+            delay -= _REACTOR_LATENESS  # the fine timer waits the rest
         if delay < 0.0:
             delay = 0.0
         if call is not None:
@@ -551,7 +578,17 @@ class MNETDatagramProtocol(DatagramProtocol):
             self._timerCall = self._reactor.callLater(delay, self._onTimer)
 
     def _onTimer(self) -> None:
-        self._timerCall = self._timerAt = None
+        self._timerCall = None
+        fine, deadline = self._fineTimer, self._timerAt
+        if fine is not None and deadline is not None and not self._stopped:
+            left = deadline - self._reactor.seconds()
+            if left > _CLOSE_ENOUGH:
+                fine.start(left)
+                return
+        self._onTimerDue()
+
+    def _onTimerDue(self) -> None:
+        self._timerAt = None
         if self._stopped or self.demux is None:
             return
         self._readBeforeTimers()

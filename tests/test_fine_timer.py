@@ -1,0 +1,122 @@
+"""
+The port's timer: woken early by the reactor, then finished on a ``timerfd``.
+
+The epoll reactor rounds every wait up to whole milliseconds, so a probe
+timeout due in 1.3 ms ran after 2.1 ms; ``mnet_twisted.finetimer`` waits the
+rest to the microsecond.  These tests run the real reactor and a real
+``timerfd``; where there is none they check the ``callLater`` fallback only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import pytest_twisted
+from conftest import _reactor
+from twisted.internet.protocol import Factory, Protocol
+
+from mnet_twisted.finetimer import fine_timer
+from mnet_twisted.protocol import MNETDatagramProtocol
+
+HAVE_TIMERFD = fine_timer(_reactor(), lambda: None) is not None
+NEEDS_TIMERFD = pytest.mark.skipif(not HAVE_TIMERFD, reason="no timerfd here (Linux only)")
+
+
+@NEEDS_TIMERFD
+@pytest_twisted.ensureDeferred
+async def test_a_fine_timer_fires_once_not_before_its_time_and_not_once_cancelled(mnet) -> None:  # type: ignore[no-untyped-def]
+    fired: list[float] = []
+    timer = fine_timer(mnet.reactor, lambda: fired.append(time.monotonic()))
+    assert timer is not None
+    try:
+        began = time.monotonic()
+        timer.start(0.05)
+        timer.start(0.002)  # moved earlier: one firing, at the new time
+        await mnet.waitFor(lambda: fired)
+        await mnet.sleep(0.08)
+        assert len(fired) == 1 and fired[0] - began >= 0.002
+        assert not timer.armed
+        timer.start(0.005)
+        timer.cancel()
+        await mnet.sleep(0.03)
+        assert len(fired) == 1
+    finally:
+        timer.close()
+
+
+class _Deadlines:
+    """Records the times the port's demultiplexer was asked to act on its deadlines."""
+
+    def __init__(self, listener: Any) -> None:
+        self.times: list[float] = []
+        demux = listener.demux
+        original = demux.handle_timers
+
+        def handle_timers(now: float) -> Any:
+            self.times.append(now)
+            return original(now)
+
+        demux.handle_timers = handle_timers
+
+
+@NEEDS_TIMERFD
+@pytest_twisted.ensureDeferred
+async def test_the_port_wakes_early_and_finishes_the_wait_on_its_fine_timer(mnet) -> None:  # type: ignore[no-untyped-def]
+    port = await mnet.listen(Factory.forProtocol(Protocol))
+    listener = port.protocol
+    fine = listener._fineTimer
+    assert fine is not None
+    waits: list[float] = []
+    start = fine.start
+
+    def recordingStart(delay: float) -> None:
+        waits.append(delay)
+        start(delay)
+
+    fine.start = recordingStart
+    deadlines = _Deadlines(listener)
+    now = mnet.reactor.seconds()
+    listener._armTimer(now + 0.005, now)
+    # The reactor is asked for the deadline less the millisecond it may be late.
+    assert listener._timerCall.getTime() == pytest.approx(now + 0.004, abs=1e-4)
+    await mnet.waitFor(lambda: deadlines.times)
+    assert deadlines.times[0] >= now + 0.005
+    assert len(waits) == 1 and 0 < waits[0] <= 0.001 + 0.0005
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_fine_timers_the_reactor_alone_runs_the_deadline(mnet) -> None:  # type: ignore[no-untyped-def]
+    MNETDatagramProtocol.fineTimers = False
+    try:
+        port = await mnet.listen(Factory.forProtocol(Protocol))
+    finally:
+        MNETDatagramProtocol.fineTimers = True
+    listener = port.protocol
+    assert listener._fineTimer is None
+    deadlines = _Deadlines(listener)
+    now = mnet.reactor.seconds()
+    listener._armTimer(now + 0.005, now)
+    assert listener._timerCall.getTime() == pytest.approx(now + 0.005, abs=1e-4)
+    await mnet.waitFor(lambda: deadlines.times)
+    assert deadlines.times[0] >= now + 0.005
+
+
+@NEEDS_TIMERFD
+@pytest_twisted.ensureDeferred
+async def test_a_port_that_stops_closes_its_fine_timer(mnet) -> None:  # type: ignore[no-untyped-def]
+    port = await mnet.listen(Factory.forProtocol(Protocol))
+    listener = port.protocol
+    client = await mnet.connect(port, Factory.forProtocol(Protocol))
+    await mnet.waitFor(lambda: listener.demux.open_sessions == 1)
+    fine = listener._fineTimer
+    now = mnet.reactor.seconds()
+    listener._armTimer(now + 10.0, now)
+    client.transport.loseConnection()
+    await mnet.waitFor(lambda: listener.demux.open_sessions == 0)
+    mnet.ports.remove(port)
+    await mnet.within(port.stopListening())
+    assert listener._fineTimer is None
+    assert fine not in mnet.reactor.getReaders()
+    assert fine.fileno() == -1  # its descriptor closed
