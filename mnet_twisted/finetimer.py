@@ -10,8 +10,10 @@ before a deadline, and finishes the wait on a ``timerfd``, which the kernel
 fires to the microsecond and the reactor watches like a socket.
 
 Where there is no ``timerfd`` (not Linux, a C library without it) or the
-reactor watches no file descriptors, :func:`fine_timer` returns None and
-the port keeps to ``callLater`` alone.
+reactor watches no file descriptors, :func:`fine_timer_possible` says so,
+:func:`fine_timer` returns None, and the port keeps to ``callLater`` alone.
+A port makes its timer the first time it needs one, so a short-lived
+client port never has the extra descriptor.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FineTimer", "fine_timer"]
+__all__ = ["FineTimer", "fine_timer", "fine_timer_possible"]
 
 _CLOCK_MONOTONIC = 1
 _TFD_NONBLOCK = os.O_NONBLOCK
@@ -75,18 +77,22 @@ class FineTimer:
         self._watched = False
         self.armed = False
 
-    def start(self, delay: float) -> None:
-        """Fire once, ``delay`` seconds from now (at least a microsecond)."""
+    def start(self, delay: float) -> bool:
+        """Fire once, ``delay`` seconds from now (at least a microsecond).
+
+        False if the kernel refused to arm it (nothing will fire).
+        """
         assert _CALLS is not None
         nanoseconds = max(1000, int(delay * 1e9))
         value = self._spec.value
         value.seconds, value.nanoseconds = divmod(nanoseconds, 1_000_000_000)
-        if _CALLS[1](self._fd, 0, ctypes.byref(self._spec), None) != 0:
-            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+        if self._fd < 0 or _CALLS[1](self._fd, 0, ctypes.byref(self._spec), None) != 0:
+            return False
         self.armed = True
         if not self._watched:
             self._reactor.addReader(self)
             self._watched = True
+        return True
 
     def cancel(self) -> None:
         if not self.armed:
@@ -127,11 +133,16 @@ class FineTimer:
         return "FineTimer"
 
 
-def fine_timer(reactor: Any, callback: Callable[[], object]) -> FineTimer | None:
-    """A :class:`FineTimer` for ``reactor``, or None where it cannot have one."""
+def fine_timer_possible(reactor: Any) -> bool:
+    """Whether :func:`fine_timer` can give ``reactor`` a timer (Linux, an FD reactor)."""
     from twisted.internet.interfaces import IReactorFDSet
 
-    if _CALLS is None or not IReactorFDSet.providedBy(reactor):
+    return _CALLS is not None and IReactorFDSet.providedBy(reactor)
+
+
+def fine_timer(reactor: Any, callback: Callable[[], object]) -> FineTimer | None:
+    """A :class:`FineTimer` for ``reactor``, or None where it cannot have one."""
+    if _CALLS is None or not fine_timer_possible(reactor):
         return None
     fd = _CALLS[0](_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
     if fd < 0:

@@ -39,7 +39,7 @@ from .config import ListenerLimits, SessionConfig
 from .counts import Counts, numbers, times
 from .demux import shrink_in_place, table_oversized
 from .events import Closed, CloseReason, DataReceived, Established, SendBufferLow
-from .finetimer import FineTimer, fine_timer
+from .finetimer import FineTimer, fine_timer, fine_timer_possible
 from .heap import WaveTrimmer, format_a_first_event
 from .session import ProbeDatagram
 from .sockopts import FragmentationControl, SocketBuffers, size_socket_buffers
@@ -211,8 +211,10 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._armLowWater: list[MNETTransport] = []
         self._flushCall: Any = None
         self._timerCall: Any = None
-        # Finishes the wait for a deadline to the microsecond (finetimer.py).
+        # Finishes the wait for a deadline to the microsecond (finetimer.py):
+        # made when first needed, where possible.
         self._fineTimer: FineTimer | None = None
+        self._fineAvailable = False
         # The deadline _timerCall or _fineTimer was last set for (None: neither).
         self._timerAt: float | None = None
         self._inEventLoop = False
@@ -240,8 +242,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._write = getattr(self.transport, "writeDatagram", self.transport.write)
         self._sendMany = getattr(self.transport, "writeDatagrams", None)
         self._sizeSocketBuffers()
-        if self.fineTimers:
-            self._fineTimer = fine_timer(self._reactor, self._onTimerDue)
+        self._fineAvailable = self.fineTimers and fine_timer_possible(self._reactor)
         sock = getattr(self.transport, "socket", None)
         self._fragmentation = FragmentationControl(sock) if sock is not None else None
         if self._fragmentation is None or not self._fragmentation.supported:
@@ -349,6 +350,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         if self._fineTimer is not None:
             self._fineTimer.close()
             self._fineTimer = None
+        self._fineAvailable = False
         self._trimmer.stop()
         demux = self.demux
         if demux is not None:
@@ -565,7 +567,7 @@ class MNETDatagramProtocol(DatagramProtocol):
                 call.cancel()
             return
         delay = deadline - now
-        if fine is not None:
+        if self._fineAvailable:
             delay -= _REACTOR_LATENESS  # the fine timer waits the rest
         if delay < 0.0:
             delay = 0.0
@@ -579,13 +581,26 @@ class MNETDatagramProtocol(DatagramProtocol):
 
     def _onTimer(self) -> None:
         self._timerCall = None
-        fine, deadline = self._fineTimer, self._timerAt
-        if fine is not None and deadline is not None and not self._stopped:
+        deadline = self._timerAt
+        if self._fineAvailable and deadline is not None and not self._stopped:
             left = deadline - self._reactor.seconds()
             if left > _CLOSE_ENOUGH:
-                fine.start(left)
+                self._waitFinely(left)
                 return
         self._onTimerDue()
+
+    def _waitFinely(self, left: float) -> None:
+        fine = self._fineTimer
+        if fine is None:
+            fine = self._fineTimer = fine_timer(self._reactor, self._onTimerDue)
+        if fine is not None and fine.start(left):
+            return
+        # No timerfd after all: the reactor alone, from now on.
+        self._fineAvailable = False
+        if fine is not None:
+            fine.close()
+            self._fineTimer = None
+        self._timerCall = self._reactor.callLater(left, self._onTimer)
 
     def _onTimerDue(self) -> None:
         self._timerAt = None

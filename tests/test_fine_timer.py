@@ -17,7 +17,7 @@ import pytest_twisted
 from conftest import _reactor
 from twisted.internet.protocol import Factory, Protocol
 
-from mnet_twisted.finetimer import fine_timer
+from mnet_twisted.finetimer import FineTimer, fine_timer
 from mnet_twisted.protocol import MNETDatagramProtocol
 
 HAVE_TIMERFD = fine_timer(_reactor(), lambda: None) is not None
@@ -63,19 +63,20 @@ class _Deadlines:
 
 @NEEDS_TIMERFD
 @pytest_twisted.ensureDeferred
-async def test_the_port_wakes_early_and_finishes_the_wait_on_its_fine_timer(mnet) -> None:  # type: ignore[no-untyped-def]
+async def test_the_port_wakes_early_and_finishes_the_wait_on_its_fine_timer(
+    mnet, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     port = await mnet.listen(Factory.forProtocol(Protocol))
     listener = port.protocol
-    fine = listener._fineTimer
-    assert fine is not None
+    assert listener._fineAvailable and listener._fineTimer is None  # made when needed
     waits: list[float] = []
-    start = fine.start
+    start = FineTimer.start
 
-    def recordingStart(delay: float) -> None:
+    def recordingStart(self: FineTimer, delay: float) -> bool:
         waits.append(delay)
-        start(delay)
+        return start(self, delay)
 
-    fine.start = recordingStart
+    monkeypatch.setattr(FineTimer, "start", recordingStart)
     deadlines = _Deadlines(listener)
     now = mnet.reactor.seconds()
     listener._armTimer(now + 0.005, now)
@@ -84,6 +85,7 @@ async def test_the_port_wakes_early_and_finishes_the_wait_on_its_fine_timer(mnet
     await mnet.waitFor(lambda: deadlines.times)
     assert deadlines.times[0] >= now + 0.005
     assert len(waits) == 1 and 0 < waits[0] <= 0.001 + 0.0005
+    assert listener._fineTimer is not None and not listener._fineTimer.armed
 
 
 @pytest_twisted.ensureDeferred
@@ -94,13 +96,14 @@ async def test_without_fine_timers_the_reactor_alone_runs_the_deadline(mnet) -> 
     finally:
         MNETDatagramProtocol.fineTimers = True
     listener = port.protocol
-    assert listener._fineTimer is None
+    assert not listener._fineAvailable
     deadlines = _Deadlines(listener)
     now = mnet.reactor.seconds()
     listener._armTimer(now + 0.005, now)
     assert listener._timerCall.getTime() == pytest.approx(now + 0.005, abs=1e-4)
     await mnet.waitFor(lambda: deadlines.times)
     assert deadlines.times[0] >= now + 0.005
+    assert listener._fineTimer is None
 
 
 @NEEDS_TIMERFD
@@ -110,9 +113,12 @@ async def test_a_port_that_stops_closes_its_fine_timer(mnet) -> None:  # type: i
     listener = port.protocol
     client = await mnet.connect(port, Factory.forProtocol(Protocol))
     await mnet.waitFor(lambda: listener.demux.open_sessions == 1)
-    fine = listener._fineTimer
+    deadlines = _Deadlines(listener)
     now = mnet.reactor.seconds()
-    listener._armTimer(now + 10.0, now)
+    listener._armTimer(now + 0.002, now)
+    await mnet.waitFor(lambda: deadlines.times)
+    fine = listener._fineTimer
+    assert fine is not None
     client.transport.loseConnection()
     await mnet.waitFor(lambda: listener.demux.open_sessions == 0)
     mnet.ports.remove(port)
@@ -120,3 +126,17 @@ async def test_a_port_that_stops_closes_its_fine_timer(mnet) -> None:  # type: i
     assert listener._fineTimer is None
     assert fine not in mnet.reactor.getReaders()
     assert fine.fileno() == -1  # its descriptor closed
+
+
+@NEEDS_TIMERFD
+@pytest_twisted.ensureDeferred
+async def test_a_timer_the_kernel_will_not_arm_leaves_the_reactor_to_it(mnet, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    port = await mnet.listen(Factory.forProtocol(Protocol))
+    listener = port.protocol
+    monkeypatch.setattr(FineTimer, "start", lambda self, delay: False)
+    deadlines = _Deadlines(listener)
+    now = mnet.reactor.seconds()
+    listener._armTimer(now + 0.005, now)
+    await mnet.waitFor(lambda: deadlines.times)
+    assert deadlines.times[0] >= now + 0.005
+    assert not listener._fineAvailable and listener._fineTimer is None

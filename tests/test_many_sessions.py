@@ -540,7 +540,7 @@ async def test_the_port_timer_is_due_at_the_cores_deadline_after_every_drain(mne
             assert call.active()
             # Set relative to the drain's clock reading: equal within that
             # delay, less the millisecond a fine timer finishes.
-            early = _REACTOR_LATENESS if fine is not None else 0.0
+            early = _REACTOR_LATENESS if protocol._fineAvailable else 0.0
             assert abs(call.getTime() + early - deadline) < 0.05
 
     client = await mnet.connect(port, Factory.forProtocol(lambda: _PingPong(50)))
