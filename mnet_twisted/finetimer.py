@@ -12,8 +12,9 @@ fires to the microsecond and the reactor watches like a socket.
 Where there is no ``timerfd`` (not Linux, a C library without it) or the
 reactor watches no file descriptors, :func:`fine_timer_possible` says so,
 :func:`fine_timer` returns None, and the port keeps to ``callLater`` alone.
-A port makes its timer the first time it needs one, so a short-lived
-client port never has the extra descriptor.
+A listening port makes its timer when it starts; a client port the first
+time it needs one, so a short-lived client port never has the extra
+descriptor.
 """
 
 from __future__ import annotations
@@ -74,8 +75,12 @@ class FineTimer:
         self._callback = callback
         self._fd = fd
         self._spec = _TimerSpec()
-        self._watched = False
         self.armed = False
+        # Watched from the start, disarmed (never readable) until started:
+        # adding it to the reactor's tables later, in a wave of sessions,
+        # would grow them there and keep some of the wave's memory.
+        reactor.addReader(self)
+        self._watched = True
 
     def start(self, delay: float) -> bool:
         """Fire once, ``delay`` seconds from now (at least a microsecond).
@@ -89,9 +94,6 @@ class FineTimer:
         if self._fd < 0 or _CALLS[1](self._fd, 0, ctypes.byref(self._spec), None) != 0:
             return False
         self.armed = True
-        if not self._watched:
-            self._reactor.addReader(self)
-            self._watched = True
         return True
 
     def cancel(self) -> None:

@@ -243,6 +243,10 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._sendMany = getattr(self.transport, "writeDatagrams", None)
         self._sizeSocketBuffers()
         self._fineAvailable = self.fineTimers and fine_timer_possible(self._reactor)
+        if self._fineAvailable and self._accepting:
+            # A listener's now: made in its first wave of sessions, it would
+            # keep some of the wave's memory after it (heap.py).
+            self._fineTimer = fine_timer(self._reactor, self._onTimerDue)
         sock = getattr(self.transport, "socket", None)
         self._fragmentation = FragmentationControl(sock) if sock is not None else None
         if self._fragmentation is None or not self._fragmentation.supported:

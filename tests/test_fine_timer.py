@@ -18,7 +18,7 @@ from conftest import _reactor
 from twisted.internet.protocol import Factory, Protocol
 
 from mnet_twisted.finetimer import FineTimer, fine_timer
-from mnet_twisted.protocol import MNETDatagramProtocol
+from mnet_twisted.protocol import _REACTOR_LATENESS, MNETDatagramProtocol
 
 HAVE_TIMERFD = fine_timer(_reactor(), lambda: None) is not None
 NEEDS_TIMERFD = pytest.mark.skipif(not HAVE_TIMERFD, reason="no timerfd here (Linux only)")
@@ -61,14 +61,24 @@ class _Deadlines:
         demux.handle_timers = handle_timers
 
 
+async def _armAndAwait(mnet: Any, listener: Any, reactorEarly: float) -> None:
+    """Arm a deadline 5 ms ahead: the reactor's call is set ``reactorEarly``
+    before it, and the deadline's work waits for it."""
+    deadlines = _Deadlines(listener)
+    now = mnet.reactor.seconds()
+    listener._armTimer(now + 0.005, now)
+    assert listener._timerCall.getTime() == pytest.approx(now + 0.005 - reactorEarly, abs=1e-4)
+    await mnet.waitFor(lambda: deadlines.times)
+    assert deadlines.times[0] >= now + 0.005
+
+
 @NEEDS_TIMERFD
 @pytest_twisted.ensureDeferred
-async def test_the_port_wakes_early_and_finishes_the_wait_on_its_fine_timer(
-    mnet, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+async def test_the_port_wakes_early_and_waits_the_rest_finely(mnet, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     port = await mnet.listen(Factory.forProtocol(Protocol))
     listener = port.protocol
-    assert listener._fineAvailable and listener._fineTimer is None  # made when needed
+    # A listener has its fine timer from the start, not made in a wave.
+    assert listener._fineAvailable and listener._fineTimer is not None
     waits: list[float] = []
     start = FineTimer.start
 
@@ -77,15 +87,10 @@ async def test_the_port_wakes_early_and_finishes_the_wait_on_its_fine_timer(
         return start(self, delay)
 
     monkeypatch.setattr(FineTimer, "start", recordingStart)
-    deadlines = _Deadlines(listener)
-    now = mnet.reactor.seconds()
-    listener._armTimer(now + 0.005, now)
     # The reactor is asked for the deadline less the millisecond it may be late.
-    assert listener._timerCall.getTime() == pytest.approx(now + 0.004, abs=1e-4)
-    await mnet.waitFor(lambda: deadlines.times)
-    assert deadlines.times[0] >= now + 0.005
-    assert len(waits) == 1 and 0 < waits[0] <= 0.001 + 0.0005
-    assert listener._fineTimer is not None and not listener._fineTimer.armed
+    await _armAndAwait(mnet, listener, _REACTOR_LATENESS)
+    assert len(waits) == 1 and 0 < waits[0] <= _REACTOR_LATENESS + 0.0005
+    assert not listener._fineTimer.armed
 
 
 @pytest_twisted.ensureDeferred
@@ -97,12 +102,7 @@ async def test_without_fine_timers_the_reactor_alone_runs_the_deadline(mnet) -> 
         MNETDatagramProtocol.fineTimers = True
     listener = port.protocol
     assert not listener._fineAvailable
-    deadlines = _Deadlines(listener)
-    now = mnet.reactor.seconds()
-    listener._armTimer(now + 0.005, now)
-    assert listener._timerCall.getTime() == pytest.approx(now + 0.005, abs=1e-4)
-    await mnet.waitFor(lambda: deadlines.times)
-    assert deadlines.times[0] >= now + 0.005
+    await _armAndAwait(mnet, listener, 0.0)
     assert listener._fineTimer is None
 
 
@@ -113,10 +113,7 @@ async def test_a_port_that_stops_closes_its_fine_timer(mnet) -> None:  # type: i
     listener = port.protocol
     client = await mnet.connect(port, Factory.forProtocol(Protocol))
     await mnet.waitFor(lambda: listener.demux.open_sessions == 1)
-    deadlines = _Deadlines(listener)
-    now = mnet.reactor.seconds()
-    listener._armTimer(now + 0.002, now)
-    await mnet.waitFor(lambda: deadlines.times)
+    await _armAndAwait(mnet, listener, _REACTOR_LATENESS)
     fine = listener._fineTimer
     assert fine is not None
     client.transport.loseConnection()
@@ -134,9 +131,5 @@ async def test_a_timer_the_kernel_will_not_arm_leaves_the_reactor_to_it(mnet, mo
     port = await mnet.listen(Factory.forProtocol(Protocol))
     listener = port.protocol
     monkeypatch.setattr(FineTimer, "start", lambda self, delay: False)
-    deadlines = _Deadlines(listener)
-    now = mnet.reactor.seconds()
-    listener._armTimer(now + 0.005, now)
-    await mnet.waitFor(lambda: deadlines.times)
-    assert deadlines.times[0] >= now + 0.005
+    await _armAndAwait(mnet, listener, _REACTOR_LATENESS)
     assert not listener._fineAvailable and listener._fineTimer is None
