@@ -20,6 +20,7 @@ also clears the interpreter's type cache, the most common such keeper
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import sys
 from collections.abc import Callable
@@ -81,10 +82,7 @@ def forget_cached_names() -> None:
         clear()
 
 
-class _FirstEvent:
-    formatted = False
-
-
+@functools.cache
 def format_a_first_event() -> None:
     """Format one log event now, as Twisted's text observers would (once a process).
 
@@ -93,9 +91,6 @@ def format_a_first_event() -> None:
     while a wave of sessions lives (a listener's first "hit its limits"
     warning comes in one), it would keep one of the wave's arenas after it.
     """
-    if _FirstEvent.formatted:
-        return
-    _FirstEvent.formatted = True
     from twisted.logger import formatEventAsClassicLogText
 
     formatEventAsClassicLogText({"log_format": "{n}", "n": 0, "log_time": 0.0})

@@ -586,7 +586,7 @@ class MNETDatagramProtocol(DatagramProtocol):
     def _onTimer(self) -> None:
         self._timerCall = None
         deadline = self._timerAt
-        if self._fineAvailable and deadline is not None and not self._stopped:
+        if self._fineAvailable and deadline is not None:  # (False once stopped)
             left = deadline - self._reactor.seconds()
             if left > _CLOSE_ENOUGH:
                 self._waitFinely(left)
