@@ -134,6 +134,8 @@ class Demultiplexer:
         self._sessions: dict[Session, None] = {}
         self._with_output: dict[Session, None] = {}
         self._with_output_spare: dict[Session, None] = {}
+        #: Sessions that may hold an ack until their answers are sent.
+        self._holding: list[Session] = []
         #: Taken from the end: the first key of a dict whose front was
         #: deleted is found by walking the holes (quadratic over a large
         #: batch), while popping the last leaves none.
@@ -243,6 +245,8 @@ class Demultiplexer:
                     self._reply_abort(tag, address, now)
                     return False
             session.receive_datagram(data, now)
+            if session.held_ack is not None:
+                self._holding.append(session)
             if session.ack_urgent:
                 session.ack_urgent = False
                 return True
@@ -336,8 +340,32 @@ class Demultiplexer:
         if session is not None:
             session.datagram_refused(datagram)
 
+    def take_held_acks(self) -> bool:
+        """Act on the acks sessions held back while their answers went out.
+
+        Call it right after sending what ``datagrams_to_send`` returned: a
+        DATA packet's ack waits for that when it can (``Session.take_held_ack``),
+        so that an echo's answer leaves without its bookkeeping.  True means
+        it left more to drain (events or datagrams), in the usual order.
+        Timers and the next deadline take held acks first by themselves, and
+        a session takes its own before its next datagram.
+        """
+        holding = self._holding
+        if not holding:
+            return False
+        self._holding = []
+        more = False
+        for session in holding:
+            if session.take_held_ack():
+                more = True
+                self._touch(session)
+            if session in self._sessions:
+                self._unscheduled[session] = None  # its deadline moved
+        return more
+
     def handle_timers(self, now: float) -> None:
         """Let every session whose deadline has passed act on it."""
+        self.take_held_acks()
         drained = self._schedule_drained()
         if drained is not None:
             drained.clear()
@@ -430,6 +458,7 @@ class Demultiplexer:
         return drained
 
     def next_deadline(self) -> float | None:
+        self.take_held_acks()
         fresh = self._schedule_drained()
         try:
             heap, scheduled = self._heap, self._scheduled

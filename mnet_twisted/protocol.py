@@ -506,22 +506,25 @@ class MNETDatagramProtocol(DatagramProtocol):
         if self._stopped or self.demux is None:
             return
         demux = self.demux
-        self._inEventLoop = True
-        try:
-            while (item := demux.next_event()) is not None:
-                session, event = item
-                if type(event) is DataReceived:  # the usual event: no _dispatch hop
-                    transport = self._transports.get(session)
-                    if transport is not None:
-                        self.callApplication(
-                            transport, transport.protocol.dataReceived, event.data
-                        )
-                else:
-                    self._dispatch(session, event)
-        finally:
-            self._inEventLoop = False
-        now = self._reactor.seconds()
-        self._sendAll(demux.datagrams_to_send(now))
+        while True:
+            self._inEventLoop = True
+            try:
+                while (item := demux.next_event()) is not None:
+                    session, event = item
+                    if type(event) is DataReceived:  # the usual event: no _dispatch hop
+                        transport = self._transports.get(session)
+                        if transport is not None:
+                            self.callApplication(
+                                transport, transport.protocol.dataReceived, event.data
+                            )
+                    else:
+                        self._dispatch(session, event)
+            finally:
+                self._inEventLoop = False
+            now = self._reactor.seconds()
+            self._sendAll(demux.datagrams_to_send(now))
+            if not demux.take_held_acks():
+                break
         if self._armLowWater:
             arm, self._armLowWater = self._armLowWater, []
             for transport in arm:

@@ -280,6 +280,11 @@ class StreamSender:
         return self.snd_max > self._buffer.start
 
     @property
+    def has_unsent(self) -> bool:
+        """Written bytes that have never been sent."""
+        return self.snd_max < self._buffer.end
+
+    @property
     def retransmissions(self) -> int:
         return self.stats.retransmissions
 
@@ -527,6 +532,21 @@ class StreamSender:
             if resend:
                 out += resend
         return out
+
+    def ack_may_wait(self) -> bool:
+        """Whether an ack of new data may wait until the answer just received is sent.
+
+        True while no loss is suspected or being repaired: then such an ack
+        only releases data and grows the window, which can only let more go
+        later, and a transmit before it resends nothing.
+        """
+        return not (
+            self.in_recovery
+            or self._repair is not None
+            or self._second_ack_due
+            or self._delivered_beyond
+            or self.snd_nxt != self.snd_max
+        )
 
     def _on_duplicate_ack(self, now: float) -> list[Segment]:
         repair = self._repair

@@ -144,6 +144,7 @@ class Session:
         "_handshake_retried",
         "_handshake_retry_at",
         "_handshake_sent_at",
+        "_held_ack_at",
         "_last_heard",
         "_linger_until",
         "_notify",
@@ -163,6 +164,7 @@ class Session:
         "config",
         "datagrams_received",
         "datagrams_sent",
+        "held_ack",
         "is_connector",
         "local_tag",
         "peer_address",
@@ -197,6 +199,10 @@ class Session:
             config.stream_origin, config.receive_buffer_limit, out_of_order_budget
         )
         self._want_send_buffer_low = False
+        #: The ack field of a DATA packet not acted on yet, held until the
+        #: reply to its data is sent (see ``take_held_ack``).
+        self.held_ack: int | None = None
+        self._held_ack_at = 0.0
         self._close_requested = False
         #: Received bytes queued as events the application has not taken.
         self._unread = 0
@@ -329,6 +335,7 @@ class Session:
 
     def close(self, now: float) -> None:
         """Deliver everything written so far, then close both directions."""
+        self.take_held_ack()
         if self._close_requested or self.state not in _HANDSHAKING + _OPEN:
             return
         self._close_requested = True
@@ -422,6 +429,8 @@ class Session:
             tracer.datagram(now, datagram, sent=True)
 
     def next_deadline(self) -> float | None:
+        if self.held_ack is not None and self.take_held_ack():
+            self._notify(self)  # (the demultiplexer takes them before asking)
         if self.state is _CLOSED:
             return self._linger_until
         if self.state in _HANDSHAKING:
@@ -447,6 +456,8 @@ class Session:
 
     def receive_datagram(self, datagram: bytes, now: float) -> None:
         """A datagram the demultiplexer routed to this session."""
+        if self.held_ack is not None:
+            self.take_held_ack()
         self.datagrams_received += 1
         if self.tracer is not None:
             self.tracer.datagram(now, datagram, sent=False)
@@ -520,6 +531,7 @@ class Session:
 
     def handle_timer(self, now: float) -> None:
         """Act on whatever deadline has passed."""
+        self.take_held_ack()
         if self.state is _CLOSED:
             if self._linger_until is not None and now >= self._linger_until:
                 self._linger_until = None
@@ -638,8 +650,12 @@ class Session:
                 self._establish(now)
             elif self.state is _S.COOKIE_WAIT:
                 return False
+        hold = False
         if payload and ack == self._sender.wire_acked:
             newly_acked = 0  # a one-way receiver's usual packet: no news for our sender
+        elif payload and self.state is _ESTABLISHED and self._sender.ack_may_wait():
+            hold = True  # decided once the data is taken
+            newly_acked = 0
         else:
             newly_acked = self._process_ack(ack, now, pure=not payload)
         delivered: list[bytes] = []
@@ -647,6 +663,10 @@ class Session:
             delivered, ack_when = self._receiver.on_segment(seq, payload, self._unread)
             if delivered:
                 self._deliver(delivered)
+                if hold:
+                    self.held_ack, self._held_ack_at = ack, now
+            elif hold:
+                newly_acked = self._process_ack(ack, now, pure=False)
             if ack_when is ACK_LATER:
                 self._ack_pending = True
             else:
@@ -654,6 +674,29 @@ class Session:
                 if ack_when is ACK_FILLED:
                     self.ack_urgent = True
         return bool(newly_acked or delivered) or self._awaits_no_answer()
+
+    def take_held_ack(self) -> bool:
+        """Act on the ack field ``_on_data`` held back; True if that left output or events.
+
+        The ack on a packet that brings new data, while nothing is being
+        repaired, can only release what the peer has and grow the window:
+        nothing the answer to that data needs.  Held until the answer is
+        sent, its bookkeeping (the RTT sample, the release, the window)
+        leaves the round trip.  Its packet already counted as progress.
+        """
+        ack = self.held_ack
+        if ack is None:
+            return False
+        self.held_ack = None
+        if self.state is not _ESTABLISHED:
+            return False  # aborted or closing since: the close took it (or needs it no more)
+        outbox, events = len(self._outbox), len(self._events)
+        self._process_ack(ack, self._held_ack_at, pure=False)
+        return (
+            len(self._outbox) > outbox
+            or len(self._events) > events
+            or self._sender.has_unsent
+        )
 
     def _awaits_no_answer(self) -> bool:
         """Nothing of ours is unacknowledged: any packet from the peer shows life."""

@@ -336,16 +336,27 @@ class Host:
     def drain(self) -> list[tuple[bytes, Address]]:
         """Run the documented drain order; returns the datagrams to put on the wire."""
         now = self.net.now
+        out: list[tuple[bytes, Address]] = []
+        for _ in range(64):
+            self._take_events()
+            self._take_datagrams(now, out)
+            # As the Twisted adapter: the acks held while the answers were
+            # made, acted on now that they are sent; they may leave more.
+            if not self.demux.take_held_acks():
+                break
+        return out
+
+    def _take_events(self) -> None:
         for _ in range(1_000_000):
             item = self.demux.next_event()
             if item is None:
-                break
+                return
             self._handle(*item)
-        else:  # pragma: no cover
-            raise SimError(f"{self.name}: next_event() never returned None")
+        raise SimError(f"{self.name}: next_event() never returned None")  # pragma: no cover
+
+    def _take_datagrams(self, now: float, out: list[tuple[bytes, Address]]) -> None:
         # A datagram_to_send(now) may only be produced by input; events the
         # application reacted to above are already folded in.
-        out: list[tuple[bytes, Address]] = []
         for _ in range(64):
             refused = False
             for datagram, address in self.demux.datagrams_to_send(now):
@@ -358,8 +369,7 @@ class Host:
                 else:
                     out.append((datagram, address))
             if not refused:
-                break
-        return out
+                return
 
 
 class SimNet:
