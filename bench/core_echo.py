@@ -65,8 +65,10 @@ def round_trip(client: Demultiplexer, server: Demultiplexer, session, now: float
             peer.send(event.data)
     for data, _ in server.datagrams_to_send(now):
         client.receive_datagram(data, SERVER, now)
+    server.take_held_acks()  # the documented drain order: once the answer is sent
     while client.next_event() is not None:
         pass
+    client.take_held_acks()
     server.next_deadline()
     client.next_deadline()
 

@@ -692,11 +692,7 @@ class Session:
             return False  # aborted or closing since: the close took it (or needs it no more)
         outbox, events = len(self._outbox), len(self._events)
         self._process_ack(ack, self._held_ack_at, pure=False)
-        return (
-            len(self._outbox) > outbox
-            or len(self._events) > events
-            or self._sender.has_unsent
-        )
+        return len(self._outbox) > outbox or len(self._events) > events or self._sender.has_unsent
 
     def _awaits_no_answer(self) -> bool:
         """Nothing of ours is unacknowledged: any packet from the peer shows life."""
