@@ -672,8 +672,18 @@ class MNETDatagramProtocol(DatagramProtocol):
         """Send in order; consecutive datagrams to one peer go to the port together."""
         sendmany = self._sendMany
         if sendmany is None or len(datagrams) == 1 or not self._port.gso:
+            write, counts = self._write, self._counts
             for datagram, addr in datagrams:
-                self._sendDatagram(datagram, addr)
+                if type(datagram) is not bytes:
+                    self._sendDatagram(datagram, addr)
+                    continue
+                # _sendVia written out: an echo's answer takes this path.
+                try:
+                    write(datagram, addr)
+                except Exception as error:
+                    self._sendFailed(error, datagram, addr, 1)
+                else:
+                    counts["datagramsSent"] += 1
             return
         index, count = 0, len(datagrams)
         while index < count:
@@ -715,16 +725,31 @@ class MNETDatagramProtocol(DatagramProtocol):
         """
         try:
             send(what, addr)
-        except (OSError, MessageLengthError, InvalidAddressError) as error:
+        except Exception as error:
+            self._sendFailed(error, what, addr, count, onTooBig)
+        else:
+            self._counts["datagramsSent"] += count
+
+    def _sendFailed(
+        self,
+        error: Exception,
+        what: Any,
+        addr: tuple[str, int],
+        count: int,
+        onTooBig: Callable[[Any, tuple[str, int]], None] | None = None,
+    ) -> None:
+        if isinstance(error, (OSError, MessageLengthError, InvalidAddressError)):
             if onTooBig is not None and isinstance(error, MessageLengthError):
                 onTooBig(what, addr)
             else:
                 self._counts["sendErrors"] += count
-        except Exception:
-            self._counts["sendErrors"] += count
-            self._log.failure("Unexpected error sending MNET datagrams to {addr}", addr=addr)
         else:
-            self._counts["datagramsSent"] += count
+            self._counts["sendErrors"] += count
+            self._log.failure(
+                "Unexpected error sending MNET datagrams to {addr}",
+                addr=addr,
+                failure=Failure(error),
+            )
 
     def _writeUnfragmented(self, datagram: bytes, addr: tuple[str, int]) -> None:
         control = self._fragmentation
