@@ -46,12 +46,18 @@ class SendBuffer:
     def __len__(self) -> int:
         return self.end - self.start
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes, sent_until: int = 0) -> None:
+        """Hold ``data`` after what is held; ``sent_until`` is how far the stream was sent.
+
+        A tail chunk sent to its end takes no more: a later write starts a
+        chunk of its own, which an interactive session's segment then
+        carries uncopied even while the answer before is unacknowledged.
+        """
         if not data:
             return
         self.last_byte = bytes(data[-1:])
         chunks = self._chunks
-        tail = chunks[-1] if len(chunks) > self._first else None
+        tail = chunks[-1] if len(chunks) > self._first and self.end > sent_until else None
         size = len(data)
         if tail is not None and len(tail) + size <= _CHUNK:
             if type(tail) is bytes:

@@ -324,7 +324,7 @@ class StreamSender:
         return self.snd_max, self._buffer.last_byte
 
     def write(self, data: bytes) -> None:
-        self._buffer.append(data)
+        self._buffer.append(data, self.snd_max)
 
     def resend_unheard(self) -> None:
         """Send everything unacknowledged again, without a congestion signal.

@@ -91,6 +91,21 @@ def test_send_buffer_lookup_does_not_walk_the_whole_buffer() -> None:
     assert len(buffer._chunks) < 1024
 
 
+def test_a_write_after_a_wholly_sent_tail_is_carried_uncopied() -> None:
+    """An echo's answer goes while the one before is unacknowledged: gathered into that
+    chunk it would be copied twice (into the chunk, out of it)."""
+    question, answer = b"q" * 64, b"a" * 64
+    buffer = SendBuffer(100)
+    buffer.append(question)
+    buffer.append(answer, sent_until=164)
+    assert buffer.get(164, 64) is answer
+    assert buffer.get(100, 64) is question
+    unsent = SendBuffer(100)
+    unsent.append(question)
+    unsent.append(answer, sent_until=130)  # the tail is not all sent: gather
+    assert len(unsent._chunks) == 1 and unsent.get(100, 128) == question + answer
+
+
 # -- the Twisted side -------------------------------------------------------------------
 
 
