@@ -690,9 +690,9 @@ class Session:
         self.held_ack = None
         if self.state is not _ESTABLISHED:
             return False  # aborted or closing since: the close took it (or needs it no more)
-        outbox, events = len(self._outbox), len(self._events)
         self._process_ack(ack, self._held_ack_at, pure=False)
-        return len(self._outbox) > outbox or len(self._events) > events or self._sender.has_unsent
+        # (Taken after a drain, the outbox and the events were empty.)
+        return bool(self._outbox or self._events) or self._sender.has_unsent
 
     def _awaits_no_answer(self) -> bool:
         """Nothing of ours is unacknowledged: any packet from the peer shows life."""
