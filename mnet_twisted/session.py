@@ -691,7 +691,7 @@ class Session:
         if self.state is not _ESTABLISHED:
             return False  # aborted or closing since: the close took it (or needs it no more)
         self._process_ack(ack, self._held_ack_at, pure=False)
-        # (Taken after a drain, the outbox and the events were empty.)
+        # (Where the answer counts, after a drain, both were empty before.)
         return bool(self._outbox or self._events) or self._sender.has_unsent
 
     def _awaits_no_answer(self) -> bool:
