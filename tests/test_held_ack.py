@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from simnet import connected_pair
+from test_hot_path import _Asker, _Echo
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 
@@ -189,26 +190,6 @@ def test_the_demultiplexer_takes_held_acks_once_the_answers_are_sent() -> None:
 
 
 # -- over real sockets ------------------------------------------------------------------------
-
-
-class _Echo(Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-class _Asker(Protocol):
-    def connectionMade(self) -> None:
-        self.reply: defer.Deferred[bytes] | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        reply, self.reply = self.reply, None
-        if reply is not None:
-            reply.callback(data)
-
-    def ask(self, message: bytes) -> defer.Deferred[bytes]:
-        self.reply = defer.Deferred()
-        self.transport.write(message)
-        return self.reply
 
 
 @pytest_twisted.ensureDeferred
