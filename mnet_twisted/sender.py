@@ -435,7 +435,7 @@ class StreamSender:
         pass that are still out there, less what was reported arrived.
         """
         beyond_pass = max(0, self.snd_max - max(self.snd_nxt, self._go_back_until))
-        return max(0, self.snd_nxt - self.acked + beyond_pass - self._delivered_beyond)
+        return max(0, self.snd_nxt - self._buffer.start + beyond_pass - self._delivered_beyond)
 
     # ------------------------------------------------------------------
     # Datagram size search

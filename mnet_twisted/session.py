@@ -122,9 +122,9 @@ class _PendingData:
 
     __slots__ = ("chunks", "size")
 
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.size = 0
+    def __init__(self, chunks: list[bytes], size: int) -> None:
+        self.chunks = chunks  # (the caller's list, handed over)
+        self.size = size
 
 
 class Session:
@@ -719,11 +719,11 @@ class Session:
         self._unread += size
         events = self._events
         tail = events[-1] if events else None
-        if type(tail) is not _PendingData:
-            tail = _PendingData()
-            events.append(tail)
-        tail.chunks += chunks
-        tail.size += size
+        if type(tail) is _PendingData:
+            tail.chunks += chunks
+            tail.size += size
+        else:
+            events.append(_PendingData(chunks, size))
 
     # Every packet carries its sender's own tag (observed on the wire).
     def _emit(self, segments: list[Segment], out: list[bytes]) -> None:
