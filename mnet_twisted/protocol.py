@@ -672,18 +672,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         """Send in order; consecutive datagrams to one peer go to the port together."""
         sendmany = self._sendMany
         if sendmany is None or len(datagrams) == 1 or not self._port.gso:
-            write, counts = self._write, self._counts
             for datagram, addr in datagrams:
-                if type(datagram) is not bytes:
-                    self._sendDatagram(datagram, addr)
-                    continue
-                # _sendVia written out: an echo's answer takes this path.
-                try:
-                    write(datagram, addr)
-                except Exception as error:
-                    self._sendFailed(error, datagram, addr, 1)
-                else:
-                    counts["datagramsSent"] += 1
+                self._sendDatagram(datagram, addr)
             return
         index, count = 0, len(datagrams)
         while index < count:
@@ -725,31 +715,16 @@ class MNETDatagramProtocol(DatagramProtocol):
         """
         try:
             send(what, addr)
-        except Exception as error:
-            self._sendFailed(error, what, addr, count, onTooBig)
-        else:
-            self._counts["datagramsSent"] += count
-
-    def _sendFailed(
-        self,
-        error: Exception,
-        what: Any,
-        addr: tuple[str, int],
-        count: int,
-        onTooBig: Callable[[Any, tuple[str, int]], None] | None = None,
-    ) -> None:
-        if isinstance(error, (OSError, MessageLengthError, InvalidAddressError)):
+        except (OSError, MessageLengthError, InvalidAddressError) as error:
             if onTooBig is not None and isinstance(error, MessageLengthError):
                 onTooBig(what, addr)
             else:
                 self._counts["sendErrors"] += count
-        else:
+        except Exception:
             self._counts["sendErrors"] += count
-            self._log.failure(
-                "Unexpected error sending MNET datagrams to {addr}",
-                addr=addr,
-                failure=Failure(error),
-            )
+            self._log.failure("Unexpected error sending MNET datagrams to {addr}", addr=addr)
+        else:
+            self._counts["datagramsSent"] += count
 
     def _writeUnfragmented(self, datagram: bytes, addr: tuple[str, int]) -> None:
         control = self._fragmentation
