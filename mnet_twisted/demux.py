@@ -246,7 +246,11 @@ class Demultiplexer:
                     return False
             session.receive_datagram(data, now)
             if session.held_ack is not None:
-                self._holding.append(session)
+                holding = self._holding
+                # (A batch's datagrams of one session come in a row: each
+                # takes the last one's held ack, and the session is listed once.)
+                if not holding or holding[-1] is not session:
+                    holding.append(session)
             if session.ack_urgent:
                 session.ack_urgent = False
                 return True

@@ -268,3 +268,25 @@ async def test_a_window_a_held_ack_frees_goes_at_once(mnet) -> None:
     stats = session.recovery_stats()
     assert stats["timeouts"] == 0 and stats["retransmissions"] == 0, stats
     client.transport.loseConnection()
+
+
+def test_a_session_holding_ack_after_ack_in_one_batch_is_listed_once() -> None:
+    """Data both ways, each of the client's datagrams acking one more of the server's:
+    every one in the server's batch holds its ack, taking the one before."""
+    client, server, session = _demultiplexers()
+    (served,) = server._sessions
+    served.send(b"a" * 3 * served._sender.segment_size)
+    batch: list[tuple[bytes, object]] = []
+    for data, _ in server.datagrams_to_send(1.01):
+        client.receive_datagram(data, SERVER, 1.01)
+        while client.next_event() is not None:
+            pass
+        session.send(b"b" * 100)
+        batch += client.datagrams_to_send(1.01)
+    acks = [wire.parse_data(d)[1] for d, _ in batch]  # type: ignore[index]
+    assert len(batch) == 3 and all(_payloads(batch)) and len(set(acks)) == 3
+    for data, _ in batch:
+        server.receive_datagram(data, CLIENT, 1.02)
+    assert server._holding == [served] and served.held_ack == acks[-1]
+    server.take_held_acks()
+    assert served.held_ack is None and served._sender.acked == served._sender.snd_max
