@@ -78,7 +78,18 @@ def test_random_loss_transfers_are_intact(tmp_path: Path) -> None:
     # some with it (a drop in the stream leaves one).
     assert loss_free["mnet_out_of_order_share"] == 0, loss_free
     assert 0 < lossy["mnet_out_of_order_share"] <= 1, lossy
-    assert loss_free["mnet_repair_wait"] is None, loss_free  # nothing to repair
+    # The repair column is empty exactly where nothing was repaired.  Loss-free
+    # that is the rule, but a real loopback may stall a peer past the probe
+    # timeout or reorder a burst (the sender moved between CPUs): then a stray
+    # repair goes, which the sender finds spurious, never a go-back pass.
+    stats = [
+        t["sender"]["recovery_stats"]
+        for t in transfers
+        if t["proto"] == "mnet" and t["loss_pct"] == 0
+    ]
+    repaired = any(s["repairs_answered"] for s in stats)
+    assert (loss_free["mnet_repair_wait"] is None) is not repaired, (loss_free, stats)
+    assert all(s["retransmissions"] <= 2 and not s["go_back_passes"] for s in stats), stats
     assert 0 < lossy["mnet_repair_wait"] < 1, lossy
     # Probe-timeout waits, as a share of each transfer's time (a busy
     # machine may stall even a clean transfer past one).
