@@ -207,7 +207,12 @@ def summarize(levels: list[float], transfers: list[dict[str, Any]]) -> list[dict
             out_of_order_share(t["receiver"], t["sender"]) for t in mnet_runs
         )
         row["mnet_repair_wait"] = median_or_none(repair_wait(t["sender"]) for t in mnet_runs)
-        row["mnet_timeout_wait_share"] = median_or_none(timeout_wait_share(t) for t in mnet_runs)
+        row["mnet_timeout_wait_share"] = median_or_none(
+            wait_share(t, "timeout_wait_total") for t in mnet_runs
+        )
+        row["mnet_bound_wait_share"] = median_or_none(
+            wait_share(t, "outstanding_bound_wait") for t in mnet_runs
+        )
         row["udp_rcvbuf_errors"] = sum(
             t["counters"].get("Udp.RcvbufErrors", 0) for t in runs if t["proto"] == "mnet"
         )
@@ -242,10 +247,10 @@ def repair_wait(sender: dict[str, Any] | None) -> float | None:
     return stats["repair_wait_total"] / answered if answered else None
 
 
-def timeout_wait_share(transfer: dict[str, Any]) -> float | None:
-    """The share of an MNET transfer's time its sender spent waiting for probe timeouts."""
+def wait_share(transfer: dict[str, Any], total_key: str) -> float | None:
+    """The share of an MNET transfer's time its sender spent in a wait its recovery_stats sum."""
     stats = (transfer["sender"] or {}).get("recovery_stats") or {}
-    total, took = stats.get("timeout_wait_total"), transfer.get("seconds")
+    total, took = stats.get(total_key), transfer.get("seconds")
     return total / took if total is not None and took else None
 
 
@@ -293,7 +298,7 @@ def print_loss_table(
     print(
         " loss | MNET MB/s   share | TCP MB/s   share | checksums  | timeouts M/T"
         " | retransmits M/T | UDP rcvbuf | MNET CPU s tx/rx | acks/data | early | repair ms"
-        " | PTO wait"
+        " | PTO wait | bound wait"
     )
     for r in rows:
         bad = f", {r['checksums_bad']} BAD" if r["checksums_bad"] else ""
@@ -306,7 +311,8 @@ def print_loss_table(
             f" {r['udp_rcvbuf_errors']:>10} |"
             f" {seconds(r['mnet_sender_cpu']):>7}/{seconds(r['mnet_receiver_cpu']):<8} |"
             f" {ratio(r['mnet_acks_per_data']):9} | {ratio(r['mnet_out_of_order_share']):5} |"
-            f" {milliseconds(r['mnet_repair_wait']):>9} | {share(r['mnet_timeout_wait_share'])}"
+            f" {milliseconds(r['mnet_repair_wait']):>9} | {share(r['mnet_timeout_wait_share'])}  |"
+            f" {share(r['mnet_bound_wait_share'])}"
         )
     print(
         "(share: of the same protocol's goodput at 0 % loss; retransmits: medians of the MNET"
@@ -317,7 +323,10 @@ def print_loss_table(
         " datagrams that reached the MNET receiver ahead of a hole, per DATA datagram;"
         " repair ms: the MNET sender's mean wait from a repair to its ack, which"
         " bounds how fast it gets past one hole after another; PTO wait: the share of"
-        " the MNET transfer's time its sender waited for probe timeouts to fire)",
+        " the MNET transfer's time its sender waited for probe timeouts to fire; bound"
+        " wait: the share it had new data and window room but max_congestion_window bytes"
+        " outstanding, the data past the first hole among them, so that holes repaired one"
+        " per repair wait held the stream back)",
         flush=True,
     )
     if steal is not None:

@@ -121,6 +121,11 @@ class RecoveryStats:
     #: repaired per such wait, so it bounds goodput under random loss.
     repairs_answered: int = 0
     repair_wait_total: float = 0.0
+    #: Seconds new data waited with room in the window but with
+    #: ``max_congestion_window`` bytes already outstanding: behind a hole,
+    #: the data the peer holds past it counts until the hole is repaired,
+    #: so while repairs lag the stream stops there.
+    outstanding_bound_wait: float = 0.0
 
 
 @dataclass(slots=True)
@@ -150,6 +155,7 @@ class StreamSender:
     """Invariant: ``acked <= snd_nxt <= snd_max <= written``."""
 
     __slots__ = (
+        "_bound_since",
         "_buffer",
         "_delivered_beyond",
         "_echoes_due",
@@ -241,6 +247,8 @@ class StreamSender:
         self._round_end = config.stream_origin
         self._reorder_steps = 0
         self._pto_armed_at = 0.0
+        #: Since when new data has waited on ``_max_outstanding`` alone.
+        self._bound_since: float | None = None
         self._timeouts_in_a_row = 0
         self.pto_deadline: float | None = None
         #: When to look again at a hole that reordering may still fill.
@@ -359,6 +367,9 @@ class StreamSender:
     def transmit(self, now: float) -> list[Segment]:
         """Segments the window lets us send now: new ones, or a go-back pass."""
         out: list[Segment] = []
+        if self._bound_since is not None:
+            self.stats.outstanding_bound_wait += now - self._bound_since
+            self._bound_since = None
         buffer = self._buffer
         written = buffer.end
         self.pacing_deadline = None
@@ -398,8 +409,11 @@ class StreamSender:
             elif outstanding:
                 if recompute or start < self.snd_max:
                     pipe = self._pipe()
-                if pipe + size > cwnd or outstanding + size > limit:
+                if pipe + size > cwnd:
                     break  # the window is full
+                if outstanding + size > limit:
+                    self._bound_since = now
+                    break
             if pacer is not None:
                 if probe:
                     pacer.spend(size)

@@ -95,6 +95,9 @@ def test_random_loss_transfers_are_intact(tmp_path: Path) -> None:
     # machine may stall even a clean transfer past one).
     for row in (loss_free, lossy):
         assert 0 <= row["mnet_timeout_wait_share"] < 1, row
+    # Without holes nothing outstanding is held past one: the window binds first.
+    assert loss_free["mnet_bound_wait_share"] == 0, loss_free
+    assert 0 <= lossy["mnet_bound_wait_share"] < 1, lossy
 
 
 def test_bottleneck_flows_are_counted(tmp_path: Path) -> None:

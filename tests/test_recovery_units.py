@@ -737,6 +737,21 @@ def test_outstanding_bytes_never_exceed_the_peer_buffer_bound() -> None:
     assert sender.snd_max - sender.acked <= 10 * MSS
 
 
+def test_waits_on_the_outstanding_bound_are_timed_apart_from_the_window() -> None:
+    """``outstanding_bound_wait``: new data held by the bound alone, until the next transmit."""
+    sender = _sender(window=10, max_congestion_window=10 * MSS)
+    sender.write(bytes(100 * MSS))
+    sender.transmit(now=0.0)
+    _dup(sender, 0.1, times=3)  # a repair, and the window halved: the window holds data
+    assert sender.transmit(now=0.1) == []
+    assert sender.stats.outstanding_bound_wait == 0.0
+    _dup(sender, 0.1, times=7)  # seven more arrived past the hole: room in the window
+    assert sender.transmit(now=0.1) == []  # ...but ten segments are outstanding
+    sender.on_ack(wrap(10 * MSS), now=0.35, pure=True)
+    assert sender.transmit(now=0.35)
+    assert sender.stats.outstanding_bound_wait == pytest.approx(0.25)
+
+
 def test_dead_flight_probe_timeouts_back_off_and_collapse_the_window() -> None:
     sender = _sender(window=10)
     _sampled(sender, 0.001)
