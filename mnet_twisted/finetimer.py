@@ -5,16 +5,16 @@ Twisted's epoll reactor sleeps in ``epoll_wait``, whose timeout counts
 whole milliseconds, rounded up: a call due in 1.3 ms runs after 2.1 ms on
 these machines.  On a loopback path whose round trip is a fraction of a
 millisecond that rounding makes every probe timeout wait half as long again
-as it should.  The port therefore asks the reactor to wake it a millisecond
-before a deadline, and finishes the wait on a ``timerfd``, which the kernel
-fires to the microsecond and the reactor watches like a socket.
+as it should.  The port therefore waits for its deadlines on a ``timerfd``,
+which the kernel fires to the microsecond and the reactor watches like a
+socket.  The reactor then sleeps with no timeout of the port's, which also
+spares each wake-up the kernel timer a short ``epoll_wait`` timeout arms.
 
 Where there is no ``timerfd`` (not Linux, a C library without it) or the
 reactor watches no file descriptors, :func:`fine_timer_possible` says so,
 :func:`fine_timer` returns None, and the port keeps to ``callLater`` alone.
 A listening port makes its timer when it starts; a client port the first
-time it needs one, so a short-lived client port never has the extra
-descriptor.
+time it has a deadline.
 """
 
 from __future__ import annotations

@@ -47,14 +47,6 @@ from .trace import SessionTracer
 from .transport import MNETTransport
 from .udpport import MNETPort
 
-#: How much later than asked the reactor may run a call: epoll waits whole
-#: milliseconds, rounded up (a call due in 1.3 ms ran after 2.1 ms here).
-#: The port's timer asks to be woken that much early, then waits the rest on
-#: a fine timer where it has one (``finetimer.py``).
-_REACTOR_LATENESS = 0.001
-#: A deadline this near when the reactor's call runs is taken as come.
-_CLOSE_ENOUGH = 20e-6
-
 #: The names of ``MNETDatagramProtocol.stats``.
 _STAT_NAMES = (
     "datagramsReceived",
@@ -138,11 +130,15 @@ class MNETDatagramProtocol(DatagramProtocol):
     #: (L{longestMemoryTrim}; C{bench/scale_sessions.py} reports it).
     releaseMemoryAfter: int | None = 256
     releaseMemoryDelay = 1.0
-    #: Finish each wait for a session deadline on a Linux C{timerfd}, to the
-    #: microsecond: the epoll reactor rounds its waits up to whole
-    #: milliseconds, which made every probe timeout on a fast path wait up
-    #: to a millisecond longer than it should (L{mnet_twisted.finetimer}).
-    #: Used where the C library has C{timerfd} and the reactor watches file
+    #: Wait for session deadlines on a Linux C{timerfd} the reactor watches
+    #: (L{mnet_twisted.finetimer}), not on a C{callLater}.  It fires to the
+    #: microsecond, where the epoll reactor rounds its waits up to whole
+    #: milliseconds (a probe timeout on a fast path waited up to a
+    #: millisecond longer than it should).  And the reactor sleeps without a
+    #: timeout of ours: a probe timeout is always a millisecond or so ahead
+    #: on such a path, and a short C{epoll_wait} timeout cost every wake-up
+    #: a few microseconds here (a timer to disarm on each wake).  Used where
+    #: the C library has C{timerfd} and the reactor watches file
     #: descriptors; C{False}: C{callLater} alone.
     fineTimers = True
 
@@ -561,21 +557,22 @@ class MNETDatagramProtocol(DatagramProtocol):
     def _armTimer(self, deadline: float | None, now: float) -> None:
         # Runs after every drain: the call or the fine timer is live exactly
         # while _timerAt is set (it is cleared wherever they fire or are
-        # cancelled), so the usual case needs no questions to the DelayedCall.
+        # cancelled), so the usual case needs no questions to either.
         if deadline == self._timerAt:
             return
-        call, fine = self._timerCall, self._fineTimer
         self._timerAt = deadline
-        if fine is not None and fine.armed:
-            fine.cancel()
+        call = self._timerCall
         if deadline is None:
-            self._timerCall = None
+            fine = self._fineTimer
+            if fine is not None and fine.armed:
+                fine.cancel()
             if call is not None:
+                self._timerCall = None
                 call.cancel()
             return
         delay = deadline - now
-        if self._fineAvailable:
-            delay -= _REACTOR_LATENESS  # the fine timer waits the rest
+        if self._fineAvailable and self._armFinely(delay):
+            return
         if delay < 0.0:
             delay = 0.0
         if call is not None:
@@ -586,28 +583,23 @@ class MNETDatagramProtocol(DatagramProtocol):
         else:
             self._timerCall = self._reactor.callLater(delay, self._onTimer)
 
-    def _onTimer(self) -> None:
-        self._timerCall = None
-        deadline = self._timerAt
-        if self._fineAvailable and deadline is not None:  # (False once stopped)
-            left = deadline - self._reactor.seconds()
-            if left > _CLOSE_ENOUGH:
-                self._waitFinely(left)
-                return
-        self._onTimerDue()
-
-    def _waitFinely(self, left: float) -> None:
+    def _armFinely(self, delay: float) -> bool:
+        """Set the fine timer for ``delay``; False, for good, if there is none to set."""
         fine = self._fineTimer
         if fine is None:
             fine = self._fineTimer = fine_timer(self._reactor, self._onTimerDue)
-        if fine is not None and fine.start(left):
-            return
+        if fine is not None and fine.start(delay):
+            return True
         # No timerfd after all: the reactor alone, from now on.
         self._fineAvailable = False
         if fine is not None:
             fine.close()
             self._fineTimer = None
-        self._timerCall = self._reactor.callLater(left, self._onTimer)
+        return False
+
+    def _onTimer(self) -> None:
+        self._timerCall = None
+        self._onTimerDue()
 
     def _onTimerDue(self) -> None:
         self._timerAt = None

@@ -1,10 +1,11 @@
 """
-The port's timer: woken early by the reactor, then finished on a ``timerfd``.
+The port's timer: a ``timerfd`` the reactor watches, or a ``callLater``.
 
 The epoll reactor rounds every wait up to whole milliseconds, so a probe
-timeout due in 1.3 ms ran after 2.1 ms; ``mnet_twisted.finetimer`` waits the
-rest to the microsecond.  These tests run the real reactor and a real
-``timerfd``; where there is none they check the ``callLater`` fallback only.
+timeout due in 1.3 ms ran after 2.1 ms; ``mnet_twisted.finetimer`` fires to
+the microsecond, and the reactor then sleeps without a timeout of the
+port's.  These tests run the real reactor and a real ``timerfd``; where
+there is none they check the ``callLater`` fallback only.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from conftest import _reactor
 from twisted.internet.protocol import Factory, Protocol
 
 from mnet_twisted.finetimer import FineTimer, fine_timer
-from mnet_twisted.protocol import _REACTOR_LATENESS, MNETDatagramProtocol
+from mnet_twisted.protocol import MNETDatagramProtocol
 
 HAVE_TIMERFD = fine_timer(_reactor(), lambda: None) is not None
 NEEDS_TIMERFD = pytest.mark.skipif(not HAVE_TIMERFD, reason="no timerfd here (Linux only)")
@@ -61,20 +62,26 @@ class _Deadlines:
         demux.handle_timers = handle_timers
 
 
-async def _armAndAwait(mnet: Any, listener: Any, reactorEarly: float) -> None:
-    """Arm a deadline 5 ms ahead: the reactor's call is set ``reactorEarly``
-    before it, and the deadline's work waits for it."""
+async def _armAndAwait(mnet: Any, listener: Any) -> None:
+    """Arm a deadline 5 ms ahead; the deadline's work waits for it.
+
+    With a fine timer the reactor holds no call of the port's (its sleeps
+    get no short timeout); without, the reactor's call is set for it.
+    """
     deadlines = _Deadlines(listener)
     now = mnet.reactor.seconds()
     listener._armTimer(now + 0.005, now)
-    assert listener._timerCall.getTime() == pytest.approx(now + 0.005 - reactorEarly, abs=1e-4)
+    if listener._fineAvailable:
+        assert listener._timerCall is None and listener._fineTimer.armed
+    else:
+        assert listener._timerCall.getTime() == pytest.approx(now + 0.005, abs=1e-4)
     await mnet.waitFor(lambda: deadlines.times)
     assert deadlines.times[0] >= now + 0.005
 
 
 @NEEDS_TIMERFD
 @pytest_twisted.ensureDeferred
-async def test_the_port_wakes_early_and_waits_the_rest_finely(mnet, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_the_port_waits_for_a_deadline_on_its_fine_timer_alone(mnet, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     port = await mnet.listen(Factory.forProtocol(Protocol))
     listener = port.protocol
     # A listener has its fine timer from the start, not made in a wave.
@@ -87,9 +94,8 @@ async def test_the_port_wakes_early_and_waits_the_rest_finely(mnet, monkeypatch)
         return start(self, delay)
 
     monkeypatch.setattr(FineTimer, "start", recordingStart)
-    # The reactor is asked for the deadline less the millisecond it may be late.
-    await _armAndAwait(mnet, listener, _REACTOR_LATENESS)
-    assert len(waits) == 1 and 0 < waits[0] <= _REACTOR_LATENESS + 0.0005
+    await _armAndAwait(mnet, listener)
+    assert waits == [pytest.approx(0.005, abs=1e-6)]
     assert not listener._fineTimer.armed
 
 
@@ -102,7 +108,7 @@ async def test_without_fine_timers_the_reactor_alone_runs_the_deadline(mnet) -> 
         MNETDatagramProtocol.fineTimers = True
     listener = port.protocol
     assert not listener._fineAvailable
-    await _armAndAwait(mnet, listener, 0.0)
+    await _armAndAwait(mnet, listener)
     assert listener._fineTimer is None
 
 
@@ -113,7 +119,7 @@ async def test_a_port_that_stops_closes_its_fine_timer(mnet) -> None:  # type: i
     listener = port.protocol
     client = await mnet.connect(port, Factory.forProtocol(Protocol))
     await mnet.waitFor(lambda: listener.demux.open_sessions == 1)
-    await _armAndAwait(mnet, listener, _REACTOR_LATENESS)
+    await _armAndAwait(mnet, listener)
     fine = listener._fineTimer
     assert fine is not None
     client.transport.loseConnection()
@@ -131,5 +137,5 @@ async def test_a_timer_the_kernel_will_not_arm_leaves_the_reactor_to_it(mnet, mo
     port = await mnet.listen(Factory.forProtocol(Protocol))
     listener = port.protocol
     monkeypatch.setattr(FineTimer, "start", lambda self, delay: False)
-    await _armAndAwait(mnet, listener, _REACTOR_LATENESS)
+    await _armAndAwait(mnet, listener)
     assert not listener._fineAvailable and listener._fineTimer is None

@@ -22,7 +22,6 @@ from mnet_twisted.cookie import CookieMinter
 from mnet_twisted.demux import Demultiplexer
 from mnet_twisted.events import DataReceived
 from mnet_twisted.heap import can_release_free_memory
-from mnet_twisted.protocol import _REACTOR_LATENESS
 from mnet_twisted.session import Session, SessionState
 
 CLIENT, SERVER = ("10.0.0.1", 4000), ("10.0.0.2", 5000)
@@ -544,15 +543,13 @@ async def test_the_port_timer_is_due_at_the_cores_deadline_after_every_drain(mne
         call, fine = protocol._timerCall, protocol._fineTimer
         if deadline is None:
             assert call is None and not (fine is not None and fine.armed)
-        elif call is None:
-            # The reactor's call came (early): the fine timer waits the rest.
-            assert fine is not None and fine.armed
+        elif protocol._fineAvailable:
+            # The fine timer alone waits: the reactor holds no call of ours.
+            assert call is None and fine is not None and fine.armed
         else:
             assert call.active()
-            # Set relative to the drain's clock reading: equal within that
-            # delay, less the millisecond a fine timer finishes.
-            early = _REACTOR_LATENESS if protocol._fineAvailable else 0.0
-            assert abs(call.getTime() + early - deadline) < 0.05
+            # Set relative to the drain's clock reading: equal within that delay.
+            assert abs(call.getTime() - deadline) < 0.05
 
     client = await mnet.connect(port, Factory.forProtocol(lambda: _PingPong(50)))
     for _ in range(5):
