@@ -7,8 +7,10 @@ these machines.  On a loopback path whose round trip is a fraction of a
 millisecond that rounding makes every probe timeout wait half as long again
 as it should.  The port therefore waits for its deadlines on a ``timerfd``,
 which the kernel fires to the microsecond and the reactor watches like a
-socket.  The reactor then sleeps with no timeout of the port's, which also
-spares each wake-up the kernel timer a short ``epoll_wait`` timeout arms.
+socket.  The reactor then sleeps with no timeout of the port's: with a
+probe timeout always about a millisecond ahead, a reactor call meant a 1 ms
+``epoll_wait`` timeout on every sleep, and wake-ups came slower for it on
+these VMs (``bench/suite.py --only echo --breakdown``, its "rest").
 
 Where there is no ``timerfd`` (not Linux, a C library without it) or the
 reactor watches no file descriptors, :func:`fine_timer_possible` says so,
@@ -144,8 +146,9 @@ def fine_timer_possible(reactor: Any) -> bool:
 
 def fine_timer(reactor: Any, callback: Callable[[], object]) -> FineTimer | None:
     """A :class:`FineTimer` for ``reactor``, or None where it cannot have one."""
-    if _CALLS is None or not fine_timer_possible(reactor):
+    if not fine_timer_possible(reactor):
         return None
+    assert _CALLS is not None
     fd = _CALLS[0](_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
     if fd < 0:
         return None

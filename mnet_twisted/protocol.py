@@ -136,8 +136,8 @@ class MNETDatagramProtocol(DatagramProtocol):
     #: milliseconds (a probe timeout on a fast path waited up to a
     #: millisecond longer than it should).  And the reactor sleeps without a
     #: timeout of ours: a probe timeout is always a millisecond or so ahead
-    #: on such a path, and a short C{epoll_wait} timeout cost every wake-up
-    #: a few microseconds here (a timer to disarm on each wake).  Used where
+    #: on such a path, and the 1 ms C{epoll_wait} timeout a reactor call
+    #: gave every sleep made wake-ups slower on these VMs.  Used where
     #: the C library has C{timerfd} and the reactor watches file
     #: descriptors; C{False}: C{callLater} alone.
     fineTimers = True
@@ -563,9 +563,8 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._timerAt = deadline
         call = self._timerCall
         if deadline is None:
-            fine = self._fineTimer
-            if fine is not None and fine.armed:
-                fine.cancel()
+            if self._fineTimer is not None:
+                self._fineTimer.cancel()
             if call is not None:
                 self._timerCall = None
                 call.cancel()

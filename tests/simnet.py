@@ -343,8 +343,8 @@ class Host:
             # As the Twisted adapter: the acks held while the answers were
             # made, acted on now that they are sent; they may leave more.
             if not self.demux.take_held_acks():
-                break
-        return out
+                return out
+        raise SimError(f"{self.name}: take_held_acks() never settled")  # pragma: no cover
 
     def _take_events(self) -> None:
         for _ in range(1_000_000):
