@@ -14,8 +14,8 @@ Three ways, one wait after another, each timed from when it was asked:
 For the port the time is when its sessions' deadlines are handled (the
 demultiplexer's ``handle_timers``), less the deadline it was given.
 Prints the median and 90th percentile lateness in milliseconds.  The epoll
-reactor waits whole milliseconds, rounded up, which is what the fine timer
-exists to finish.
+reactor waits whole milliseconds, rounded up; the fine timer, which the
+port waits on alone where it has one, fires to the microsecond.
 """
 
 from __future__ import annotations
