@@ -93,6 +93,7 @@ class MNETPort(udp.Port):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.counts = Counts("readBatches", "quietReads", "coalescedReads", "batchedWrites")
+        self._readSize = max(self.maxPacketSize, _GRO_BUFFER)
         self._counts = self.counts.live
 
     def afterWave(self) -> None:
@@ -146,27 +147,51 @@ class MNETPort(udp.Port):
         self._counts["readBatches"] += 1
         try:
             if self.gro:
-                quiet = not drain and perf_counter() - self._lastReadEnded > _QUIET_GAP
-                return self._readCoalesced(quiet)
+                if not drain and perf_counter() - self._lastReadEnded > _QUIET_GAP:
+                    return self._readQuiet()
+                return self._readCoalesced()
             return super().doRead()
         finally:
             protocol.readBatchEnded()
             self._lastReadEnded = perf_counter()
 
-    def _readCoalesced(self, quiet: bool = False) -> None:
+    def _readQuiet(self) -> None:
+        """The read after a quiet spell: one ``recvmsg``, handed straight on.
+
+        An interactive peer's message is one datagram: it goes to
+        ``datagramReceived`` without the batch loop's bookkeeping, which
+        would be half of this port's work per message.
+        """
+        self._counts["quietReads"] += 1
+        try:
+            data, ancillary, _, addr = self.socket.recvmsg(self._readSize, 64)
+        except OSError as error:
+            self._readFailed(error)
+            return
+        if self.addressFamily == socket.AF_INET6:
+            addr = addr[:2]
+        if ancillary or len(data) > self.maxPacketSize:
+            self._handRun(
+                self._datagramsIn(data, ancillary),
+                addr,
+                getattr(self.protocol, "datagramsReceived", None),
+            )
+            return
+        try:
+            self.protocol.datagramReceived(data, addr)
+        except BaseException:
+            log.err()
+
+    def _readCoalesced(self) -> None:
         """``doRead`` with GRO: each read may hold many datagrams of one sender.
 
         Consecutive datagrams from one address, whether the kernel
         coalesced them or they came one ``recvmsg`` at a time, reach the
         protocol as one ``datagramsReceived`` batch (when it has that
-        method), so that it can take a run of acks as a whole.  A ``quiet``
-        read stops after the first one (see the module's notes).
+        method), so that it can take a run of acks as a whole.
         """
-        if quiet:
-            self._counts["quietReads"] += 1
         read = datagrams = 0
-        largest = self.maxPacketSize
-        buffer_size = max(largest, _GRO_BUFFER)
+        largest, size = self.maxPacketSize, self._readSize
         ipv6 = self.addressFamily == socket.AF_INET6
         run: list[bytes] = []
         run_from: Any = None
@@ -174,18 +199,13 @@ class MNETPort(udp.Port):
         try:
             while read < self.maxThroughput and datagrams < self.maxDatagramsPerRead:
                 try:
-                    data, ancillary, _, addr = self.socket.recvmsg(buffer_size, 64)
+                    data, ancillary, _, addr = self.socket.recvmsg(size, 64)
                 except OSError as error:
-                    if error.args[0] in udp._sockErrReadIgnore:
-                        return
-                    if error.args[0] in udp._sockErrReadRefuse:
-                        if run:
-                            self._handRun(run, run_from, batch)
-                            run = []
-                        if self._connectedAddr:
-                            self.protocol.connectionRefused()
-                        return
-                    raise
+                    if run:
+                        self._handRun(run, run_from, batch)
+                        run = []
+                    self._readFailed(error)
+                    return
                 read += len(data)
                 if ipv6:
                     addr = addr[:2]
@@ -193,23 +213,36 @@ class MNETPort(udp.Port):
                     self._handRun(run, run_from, batch)
                     run = []
                 run_from = addr
-                segment = _segment_size(ancillary) if ancillary else 0
-                if 0 < segment < len(data):
-                    self._counts["coalescedReads"] += 1
-                    datagrams += -(-len(data) // segment)
-                    run += [
-                        data[at : at + min(segment, largest)]
-                        for at in range(0, len(data), segment)
-                    ]
+                if ancillary or len(data) > largest:
+                    taken = self._datagramsIn(data, ancillary)
+                    datagrams += len(taken)
+                    run += taken
                 else:
                     datagrams += 1
-                    # What recvfrom(maxPacketSize) would have returned.
-                    run.append(data if len(data) <= largest else data[:largest])
-                if quiet:
-                    return
+                    run.append(data)
         finally:
             if run:
                 self._handRun(run, run_from, batch)
+
+    def _datagramsIn(self, data: bytes, ancillary: list[tuple[int, int, bytes]]) -> list[bytes]:
+        """The datagrams one ``recvmsg`` brought: several, if the kernel coalesced them."""
+        largest = self.maxPacketSize
+        segment = _segment_size(ancillary)
+        if 0 < segment < len(data):
+            self._counts["coalescedReads"] += 1
+            return [data[at : at + min(segment, largest)] for at in range(0, len(data), segment)]
+        # What recvfrom(maxPacketSize) would have returned.
+        return [data if len(data) <= largest else data[:largest]]
+
+    def _readFailed(self, error: OSError) -> None:
+        """A ``recvmsg`` failed: nothing more to read, or the peer refused; else it raises."""
+        if error.args[0] in udp._sockErrReadIgnore:
+            return
+        if error.args[0] in udp._sockErrReadRefuse:
+            if self._connectedAddr:
+                self.protocol.connectionRefused()
+            return
+        raise error
 
     def _handRun(self, run: list[bytes], addr: Any, batch: Any) -> None:
         """Give the protocol datagrams that came in a row from ``addr``.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -314,6 +315,46 @@ def test_a_read_after_a_quiet_spell_takes_one_datagram_then_reads_drain(monkeypa
         sender.sendto(b"and again", address)
         port.doRead()
         assert recorder.batches[-1] == [b"again"]
+
+
+def test_a_quiet_read_hands_on_a_coalesced_batch_cuts_long_datagrams_and_finds_nothing_calmly(
+    monkeypatch,
+) -> None:
+    """The quiet read's shortcut is for one plain datagram; the rest takes the general way."""
+    from mnet_twisted import udpport
+
+    with _recorded_gro_port("quiet reads are part of the GRO read path (Linux)") as (
+        port,
+        recorder,
+        sender,
+    ):
+        clock = [100.0]
+        monkeypatch.setattr(udpport, "perf_counter", lambda: clock[0])
+        address = port.getHost().host, port.getHost().port
+        port.doRead()  # nothing there: no error, an empty batch
+        assert recorder.batches == [[]] and port.quietReads == 1
+        # Four datagrams in one sendmsg (GSO): the receiver's GRO keeps them one buffer.
+        segment = 1000
+        payload = b"".join(bytes([index]) * segment for index in range(4))
+        try:
+            sender.sendmsg(
+                [payload],
+                [(udpport._SOL_UDP, udpport._UDP_SEGMENT, struct.pack("=H", segment))],
+                0,
+                address,
+            )
+        except OSError as error:
+            pytest.skip(f"no UDP_SEGMENT here: {error}")
+        clock[0] += 1.0
+        port.doRead()
+        assert recorder.batches[-1] == [bytes([index]) * segment for index in range(4)]
+        assert port.coalescedReads == 1
+        port.maxPacketSize = 100  # what recvfrom(100) would give: the first 100 bytes
+        sender.sendto(b"x" * 300, address)
+        clock[0] += 1.0
+        port.doRead()
+        assert recorder.batches[-1] == [b"x" * 100]
+        assert port.quietReads == 3
 
 
 def test_a_busy_read_is_answered_every_64_datagrams(monkeypatch) -> None:
