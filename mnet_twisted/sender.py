@@ -407,7 +407,12 @@ class StreamSender:
             if probe:
                 size = probe_wanted
             elif outstanding:
-                if recompute or start < self.snd_max:
+                if start == self.snd_max:
+                    if recompute:  # _pipe() with no pass in the way, without the call
+                        pipe = outstanding - self._delivered_beyond
+                        if pipe < 0:
+                            pipe = 0
+                else:
                     pipe = self._pipe()
                 if pipe + size > cwnd:
                     break  # the window is full
