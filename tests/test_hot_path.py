@@ -22,7 +22,7 @@ from test_path_size import _Sink as CollectingSink
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 
-from mnet_twisted import wire
+from mnet_twisted import udpport, wire
 from mnet_twisted.sendbuf import SendBuffer
 from mnet_twisted.udpport import MNETPort
 
@@ -289,8 +289,11 @@ def _recorded_gro_port(why: str) -> Iterator[tuple[Any, _BatchRecorder, socket.s
         port.stopListening()
 
 
-def test_a_read_after_a_quiet_spell_takes_one_datagram_then_reads_drain(monkeypatch) -> None:
-    """One datagram when the socket was quiet; what waits behind it comes at the next read."""
+@contextlib.contextmanager
+def _clocked_gro_port(
+    monkeypatch: Any,
+) -> Iterator[tuple[Any, _BatchRecorder, socket.socket, list[float], tuple[str, int]]]:
+    """``_recorded_gro_port`` with the port's clock in a list the test moves, and its address."""
     from mnet_twisted import udpport
 
     with _recorded_gro_port("quiet reads are part of the GRO read path (Linux)") as (
@@ -300,7 +303,12 @@ def test_a_read_after_a_quiet_spell_takes_one_datagram_then_reads_drain(monkeypa
     ):
         clock = [100.0]
         monkeypatch.setattr(udpport, "perf_counter", lambda: clock[0])
-        address = port.getHost().host, port.getHost().port
+        yield port, recorder, sender, clock, (port.getHost().host, port.getHost().port)
+
+
+def test_a_read_after_a_quiet_spell_takes_one_datagram_then_reads_drain(monkeypatch) -> None:
+    """One datagram when the socket was quiet; what waits behind it comes at the next read."""
+    with _clocked_gro_port(monkeypatch) as (port, recorder, sender, clock, address):
         sent = [bytes([index]) * (10 + index) for index in range(50)]
         for datagram in sent:  # on loopback each is queued before sendto returns
             sender.sendto(datagram, address)
@@ -321,16 +329,7 @@ def test_a_quiet_read_hands_on_a_coalesced_batch_cuts_long_datagrams_and_finds_n
     monkeypatch,
 ) -> None:
     """The quiet read's shortcut is for one plain datagram; the rest takes the general way."""
-    from mnet_twisted import udpport
-
-    with _recorded_gro_port("quiet reads are part of the GRO read path (Linux)") as (
-        port,
-        recorder,
-        sender,
-    ):
-        clock = [100.0]
-        monkeypatch.setattr(udpport, "perf_counter", lambda: clock[0])
-        address = port.getHost().host, port.getHost().port
+    with _clocked_gro_port(monkeypatch) as (port, recorder, sender, clock, address):
         port.doRead()  # nothing there: no error, an empty batch
         assert recorder.batches == [[]] and port.quietReads == 1
         # Four datagrams in one sendmsg (GSO): the receiver's GRO keeps them one buffer.
