@@ -407,12 +407,7 @@ class StreamSender:
             if probe:
                 size = probe_wanted
             elif outstanding:
-                if start == self.snd_max:
-                    if recompute:  # _pipe() with no pass in the way, without the call
-                        pipe = outstanding - self._delivered_beyond
-                        if pipe < 0:
-                            pipe = 0
-                else:
+                if recompute or start < self.snd_max:
                     pipe = self._pipe()
                 if pipe + size > cwnd:
                     break  # the window is full
