@@ -160,7 +160,7 @@ class MNETPort(udp.Port):
 
         An interactive peer's message is one datagram: it goes to
         ``datagramReceived`` without the batch loop's bookkeeping, which
-        would be half of this port's work per message.
+        was half of this port's work per message.
         """
         self._counts["quietReads"] += 1
         try:
@@ -171,16 +171,10 @@ class MNETPort(udp.Port):
         if self.addressFamily == socket.AF_INET6:
             addr = addr[:2]
         if ancillary or len(data) > self.maxPacketSize:
-            self._handRun(
-                self._datagramsIn(data, ancillary),
-                addr,
-                getattr(self.protocol, "datagramsReceived", None),
-            )
-            return
-        try:
-            self.protocol.datagramReceived(data, addr)
-        except BaseException:
-            log.err()
+            run = self._datagramsIn(data, ancillary)
+            self._handRun(run, addr, getattr(self.protocol, "datagramsReceived", None))
+        else:
+            self._handRun([data], addr, None)
 
     def _readCoalesced(self) -> None:
         """``doRead`` with GRO: each read may hold many datagrams of one sender.
