@@ -26,7 +26,10 @@ on a host); connection setup is not counted.  The sender hashes what it
 wrote and the receiver what arrived (SHA-256) and the bench compares them; a
 transfer still running after ``--timeout`` seconds is stopped and reports
 the bytes that did arrive (whose prefix checksum is still checked).  "share"
-is a level's median goodput over the same protocol's median at 0 % loss.
+is a level's median goodput over the same protocol's median at 0 % loss;
+below the table, MNET's share round by round (each lossy transfer over the
+loss-free one of its own round, ``mnet_round_shares`` in the JSON) shows
+how far a machine whose speed swings moves it.
 Mind the path: its round trip is tens of microseconds, so under loss TCP's
 figures are dominated by its 200 ms minimum retransmission timeout
 (``TcpExt.TCPTimeouts`` in the JSON says how often it fired).
@@ -178,6 +181,7 @@ def summarize(levels: list[float], transfers: list[dict[str, Any]]) -> list[dict
             if level == 0:
                 base = row[f"{proto}_goodput"]
             row[f"{proto}_share"] = row[f"{proto}_goodput"] / base if base else None
+            row[f"{proto}_round_shares"] = round_shares(transfers, proto, level)
         row["checksums_ok"] = sum(t["checksum_ok"] is True for t in runs)
         row["checksums_bad"] = sum(
             t["checksum_ok"] is False or t["prefix_ok"] is False for t in runs
@@ -218,6 +222,24 @@ def summarize(levels: list[float], transfers: list[dict[str, Any]]) -> list[dict
         )
         rows.append(row)
     return rows
+
+
+def round_shares(transfers: list[dict[str, Any]], proto: str, level: float) -> list[float]:
+    """Each round's goodput at ``level`` over the same round's loss-free goodput.
+
+    The rounds run every level in turn, so a round's two transfers saw the
+    machine in the same state: their spread says how far the share of the
+    medians can be trusted on a machine whose speed swings.
+    """
+    by_round: dict[int, dict[float, float]] = {}
+    for t in transfers:
+        if t["proto"] == proto and t["loss_pct"] in (0, level):
+            by_round.setdefault(t["round"], {})[t["loss_pct"]] = t["goodput"]
+    return [
+        goodputs[level] / goodputs[0]
+        for _, goodputs in sorted(by_round.items())
+        if goodputs.get(0) and level in goodputs
+    ]
 
 
 def ack_ratio(receiver: dict[str, Any] | None, sender: dict[str, Any] | None) -> float | None:
@@ -329,6 +351,17 @@ def print_loss_table(
         " per repair wait held the stream back)",
         flush=True,
     )
+    spreads = [
+        f"{r['loss_pct']:g} % {min(shares):.0%} to {max(shares):.0%}"
+        for r in rows
+        if r["loss_pct"] and (shares := r["mnet_round_shares"])
+    ]
+    if spreads:
+        print(
+            "(MNET's share round by round, each lossy transfer over the same round's"
+            f" loss-free one: {'; '.join(spreads)})",
+            flush=True,
+        )
     if steal is not None:
         print(
             f"(the hypervisor took {steal:.0%} of this VM's CPU time while it ran:"

@@ -6,6 +6,7 @@ bench printed) where namespaces, nft or tc are not available, e.g. not root.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -98,6 +99,10 @@ def test_random_loss_transfers_are_intact(tmp_path: Path) -> None:
     # Without holes nothing outstanding is held past one: the window binds first.
     assert loss_free["mnet_bound_wait_share"] == 0, loss_free
     assert 0 <= lossy["mnet_bound_wait_share"] < 1, lossy
+    # One round: its share is its lossy transfer's goodput over its loss-free one's.
+    goodput = {(t["loss_pct"], t["proto"]): t["goodput"] for t in transfers}
+    assert loss_free["mnet_round_shares"] == [1.0]
+    assert lossy["mnet_round_shares"] == [pytest.approx(goodput[5, "mnet"] / goodput[0, "mnet"])]
 
 
 def test_bottleneck_flows_are_counted(tmp_path: Path) -> None:
@@ -119,3 +124,29 @@ def test_bottleneck_flows_are_counted(tmp_path: Path) -> None:
             assert flow["bytes_received"] > 0, proto
             # Nothing much beyond the link rate can get through a 20 Mbit/s shaper.
             assert flow["share_of_link"] < 1.2, proto
+
+
+def test_round_shares_pair_each_round_with_its_own_loss_free_transfer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shares round by round compare transfers that ran one after the other."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # its helper modules
+    spec = importlib.util.spec_from_file_location("lossy_netns", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def transfer(round_: int, level: float, proto: str, goodput: float) -> dict[str, Any]:
+        return {"round": round_, "loss_pct": level, "proto": proto, "goodput": goodput}
+
+    transfers = [
+        transfer(0, 0, "mnet", 100.0), transfer(0, 0, "tcp", 50.0),
+        transfer(0, 1, "mnet", 90.0), transfer(0, 1, "tcp", 10.0),
+        transfer(1, 0, "mnet", 200.0), transfer(1, 0, "tcp", 40.0),
+        transfer(1, 1, "mnet", 120.0), transfer(1, 1, "tcp", 20.0),
+        transfer(2, 0, "mnet", 0.0),  # a round without a loss-free figure counts for nothing
+        transfer(2, 1, "mnet", 50.0),
+    ]  # fmt: skip
+    assert bench.round_shares(transfers, "mnet", 1) == [0.9, 0.6]
+    assert bench.round_shares(transfers, "tcp", 1) == [0.2, 0.5]
+    assert bench.round_shares(transfers, "mnet", 0) == [1.0, 1.0]
