@@ -25,7 +25,9 @@ Scenarios (each checks what arrived):
 
 Rounds alternate MNET and TCP so both see the same machine at the same
 time; the table gives medians and the MNET/TCP ratios the hot-path issue
-sets its targets in.  Where aioquic is installed (``pip install aioquic``,
+sets its targets in, and below it each round's own ratios (each MNET figure
+over the TCP one of its round; ``ratios_by_round`` in the JSON) show how far
+the machine's swings move them.  Where aioquic is installed (``pip install aioquic``,
 part of the ``test`` extra), a QUIC column runs bulk and echo the same way
 (``bench/_quic_peer.py``: aioquic on asyncio, one stream per connection);
 ``--no-quic`` leaves it out.  Needs no root.
@@ -215,6 +217,24 @@ def median_of(records: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def ratios_by_round(records: list[dict[str, Any]], variant: str, key: str) -> list[float]:
+    """``variant``'s ``key`` over TCP's, one ratio per round that has both.
+
+    MNET and TCP take turns within each round, so the two figures of a
+    round saw the machine in the same state; their spread says how far
+    the ratio of the medians can be trusted on a machine whose speed swings.
+    """
+    by_round: dict[int, dict[str, float]] = {}
+    for r in records:
+        if r.get("ok") and r.get(key) is not None and r["proto"] in (variant, "tcp"):
+            by_round.setdefault(r["round"], {})[r["proto"]] = r[key]
+    return [
+        figures[variant] / figures["tcp"]
+        for _, figures in sorted(by_round.items())
+        if figures.get("tcp") and variant in figures
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per scenario and protocol")
@@ -254,12 +274,14 @@ def main() -> None:
             if "bulk" in only:
                 for variant in (PINNED, proto) if proto == "mnet" else (proto,):
                     record = bulk_once(variant, options.bulk_mib * 1024 * 1024, 120)
+                    record["round"] = round_
                     runs["bulk"].append(record)
                     note = "" if record["ok"] else f" FAILED {record.get('error')}"
                     rate = f"{record['goodput']:8.1f} MB/s{note}"
                     print(f"  bulk    {variant:9} round {round_ + 1}: {rate}", file=sys.stderr)
             if "echo" in only:
                 record = echo_once(proto, options.echo_count, options.breakdown)
+                record["round"] = round_
                 runs["echo"].append(record)
                 print(f"  echo    {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
             if proto == QUIC:
@@ -267,12 +289,14 @@ def main() -> None:
             for variant in (proto, EARLY) if proto == "mnet" else (proto,):
                 if "connect" in only:
                     record = connect_once(variant, options.connect_count)
+                    record["round"] = round_
                     runs["connect"].append(record)
                     print(f"  connect {variant:10} round {round_ + 1}: {record}", file=sys.stderr)
                 if "rate" in only:
                     record = rate_once(
                         variant, options.rate_clients, options.rate_seconds, options.rate_parallel
                     )
+                    record["round"] = round_
                     runs["rate"].append(record)
                     print(f"  rate    {variant:10} round {round_ + 1}: {record}", file=sys.stderr)
 
@@ -289,6 +313,7 @@ def main() -> None:
         ("rate", EARLY, "per_second", "/s", "new sessions/s, early data"),
     ]
     summary: dict[str, Any] = {}
+    spreads: list[str] = []
     print(f"\nMedians of {options.rounds} round(s), {platform.node()}, {os.cpu_count()} CPUs:")
     quic_head = f" | {'QUIC':>10}" if quic else ""
     print(f" {'scenario':40} | {'MNET':>10} | {'TCP':>10} | MNET/TCP{quic_head} | checks")
@@ -302,7 +327,10 @@ def main() -> None:
         tcp = median_of([r for r in records if r["proto"] == "tcp"], key)
         ok = sum(1 for r in records if r.get("ok"))
         ratio = mnet / tcp if mnet is not None and tcp else None
-        figures = {"mnet": mnet, "tcp": tcp, "ratio": ratio}
+        by_round = ratios_by_round(records, variant, key)
+        figures = {"mnet": mnet, "tcp": tcp, "ratio": ratio, "ratios_by_round": by_round}
+        if len(by_round) > 1:
+            spreads.append(f"{label} {min(by_round):.2f}x to {max(by_round):.2f}x")
         cells = [f"{v:10.2f}" if v is not None else f"{'n/a':>10}" for v in (mnet, tcp)]
         ratio_text = f"{ratio:7.3f}x" if ratio is not None else "     n/a"
         quic_cell = ""
@@ -317,6 +345,12 @@ def main() -> None:
         print(
             f" {name:40} | {cells[0]} | {cells[1]} | {ratio_text}{quic_cell}"
             f" | {ok}/{len(records)} ok"
+        )
+    if spreads:
+        print(
+            "(MNET/TCP round by round, each MNET figure over the TCP one of its own round: "
+            + "; ".join(spreads)
+            + ")"
         )
     if options.breakdown and "echo" in only:
         show_breakdown(runs["echo"])

@@ -12,6 +12,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "suite.py"
 
@@ -63,5 +66,28 @@ def test_every_scenario_reports_checked_figures(tmp_path: Path) -> None:
                     assert not timed, record
         for key, figures in report["summary"].items():
             assert figures["mnet"] and figures["tcp"] and figures["ratio"], key
+            # One round: its own ratio is the ratio of the medians.
+            assert figures["ratios_by_round"] == [pytest.approx(figures["ratio"])], key
             if QUIC_INSTALLED and scenario in ("bulk", "echo") and "1452" not in key:
                 assert figures["quic"], key
+
+
+def test_ratios_by_round_pair_each_mnet_figure_with_tcp_of_the_same_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # its helper modules
+    spec = importlib.util.spec_from_file_location("suite", BENCH)
+    assert spec is not None and spec.loader is not None
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+
+    def record(round_: int, proto: str, p50: float | None, ok: bool = True) -> dict[str, Any]:
+        return {"round": round_, "proto": proto, "p50_us": p50, "ok": ok}
+
+    records = [
+        record(0, "mnet", 130.0), record(0, "tcp", 100.0),
+        record(1, "mnet", 150.0), record(1, "tcp", 125.0),
+        record(2, "mnet", 140.0, ok=False), record(2, "tcp", 100.0),  # a failed run: no pair
+        record(3, "mnet", 120.0),  # TCP's run of this round missing
+    ]  # fmt: skip
+    assert suite.ratios_by_round(records, "mnet", "p50_us") == [1.3, 1.2]
