@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 
@@ -20,3 +24,13 @@ def run_bench(script: str, *arguments: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def load_bench(script: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``bench/<script>`` imported as a module, to test its functions alone."""
+    monkeypatch.syspath_prepend(str(BENCH_DIR))  # its helper modules
+    spec = importlib.util.spec_from_file_location(Path(script).stem, BENCH_DIR / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -6,7 +6,6 @@ bench printed) where namespaces, nft or tc are not available, e.g. not root.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from benchrun import load_bench
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "lossy_netns.py"
 
@@ -130,11 +130,7 @@ def test_round_shares_pair_each_round_with_its_own_loss_free_transfer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Shares round by round compare transfers that ran one after the other."""
-    monkeypatch.syspath_prepend(str(BENCH.parent))  # its helper modules
-    spec = importlib.util.spec_from_file_location("lossy_netns", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("lossy_netns.py", monkeypatch)
 
     def transfer(round_: int, level: float, proto: str, goodput: float) -> dict[str, Any]:
         return {"round": round_, "loss_pct": level, "proto": proto, "goodput": goodput}

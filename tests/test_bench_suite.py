@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from benchrun import load_bench
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "suite.py"
 
@@ -75,11 +76,7 @@ def test_every_scenario_reports_checked_figures(tmp_path: Path) -> None:
 def test_ratios_by_round_pair_each_mnet_figure_with_tcp_of_the_same_round(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.syspath_prepend(str(BENCH.parent))  # its helper modules
-    spec = importlib.util.spec_from_file_location("suite", BENCH)
-    assert spec is not None and spec.loader is not None
-    suite = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(suite)
+    suite = load_bench("suite.py", monkeypatch)
 
     def record(round_: int, proto: str, p50: float | None, ok: bool = True) -> dict[str, Any]:
         return {"round": round_, "proto": proto, "p50_us": p50, "ok": ok}
