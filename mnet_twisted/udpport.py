@@ -170,11 +170,9 @@ class MNETPort(udp.Port):
             return
         if self.addressFamily == socket.AF_INET6:
             addr = addr[:2]
-        if ancillary or len(data) > self.maxPacketSize:
-            run = self._datagramsIn(data, ancillary)
-            self._handRun(run, addr, getattr(self.protocol, "datagramsReceived", None))
-        else:
-            self._handRun([data], addr, None)
+        run = self._datagramsIn(data, ancillary)
+        batch = getattr(self.protocol, "datagramsReceived", None) if len(run) > 1 else None
+        self._handRun(run, addr, batch)
 
     def _readCoalesced(self) -> None:
         """``doRead`` with GRO: each read may hold many datagrams of one sender.
@@ -185,7 +183,7 @@ class MNETPort(udp.Port):
         method), so that it can take a run of acks as a whole.
         """
         read = datagrams = 0
-        largest, size = self.maxPacketSize, self._readSize
+        size = self._readSize
         ipv6 = self.addressFamily == socket.AF_INET6
         run: list[bytes] = []
         run_from: Any = None
@@ -207,13 +205,9 @@ class MNETPort(udp.Port):
                     self._handRun(run, run_from, batch)
                     run = []
                 run_from = addr
-                if ancillary or len(data) > largest:
-                    taken = self._datagramsIn(data, ancillary)
-                    datagrams += len(taken)
-                    run += taken
-                else:
-                    datagrams += 1
-                    run.append(data)
+                taken = self._datagramsIn(data, ancillary)
+                datagrams += len(taken)
+                run += taken
         finally:
             if run:
                 self._handRun(run, run_from, batch)
@@ -221,6 +215,8 @@ class MNETPort(udp.Port):
     def _datagramsIn(self, data: bytes, ancillary: list[tuple[int, int, bytes]]) -> list[bytes]:
         """The datagrams one ``recvmsg`` brought: several, if the kernel coalesced them."""
         largest = self.maxPacketSize
+        if not ancillary and len(data) <= largest:
+            return [data]  # the usual case: one datagram, whole
         segment = _segment_size(ancillary)
         if 0 < segment < len(data):
             self._counts["coalescedReads"] += 1
