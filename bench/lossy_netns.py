@@ -75,6 +75,7 @@ from typing import Any
 
 from _netns_peer import stream_sha256
 from _netns_runner import Peers, Skip, counters, delta, namespaces, run, run_fixed_transfer
+from _rounds import ratios_by_round
 
 PEER = str(Path(__file__).with_name("_netns_peer.py"))
 PREFIX = f"mnetbench-{os.getpid()}"
@@ -225,21 +226,9 @@ def summarize(levels: list[float], transfers: list[dict[str, Any]]) -> list[dict
 
 
 def round_shares(transfers: list[dict[str, Any]], proto: str, level: float) -> list[float]:
-    """Each round's goodput at ``level`` over the same round's loss-free goodput.
-
-    The rounds run every level in turn, so a round's two transfers saw the
-    machine in the same state: their spread says how far the share of the
-    medians can be trusted on a machine whose speed swings.
-    """
-    by_round: dict[int, dict[float, float]] = {}
-    for t in transfers:
-        if t["proto"] == proto and t["loss_pct"] in (0, level):
-            by_round.setdefault(t["round"], {})[t["loss_pct"]] = t["goodput"]
-    return [
-        goodputs[level] / goodputs[0]
-        for _, goodputs in sorted(by_round.items())
-        if goodputs.get(0) and level in goodputs
-    ]
+    """Each round's goodput at ``level`` over the same round's loss-free goodput."""
+    figures = ((t["round"], t["loss_pct"], t["goodput"]) for t in transfers if t["proto"] == proto)
+    return ratios_by_round(figures, level, 0)
 
 
 def ack_ratio(receiver: dict[str, Any] | None, sender: dict[str, Any] | None) -> float | None:

@@ -51,6 +51,7 @@ sys.path.insert(0, str(HERE))
 
 from _netns_peer import stream_sha256  # noqa: E402
 from _netns_runner import Peers, run_fixed_transfer  # noqa: E402
+from _rounds import ratios_by_round  # noqa: E402
 
 PROTOCOLS = ("mnet", "tcp")
 #: MNET with the datagram size pinned at its 1452-byte default (bulk only).
@@ -217,22 +218,12 @@ def median_of(records: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def ratios_by_round(records: list[dict[str, Any]], variant: str, key: str) -> list[float]:
-    """``variant``'s ``key`` over TCP's, one ratio per round that has both.
-
-    MNET and TCP take turns within each round, so the two figures of a
-    round saw the machine in the same state; their spread says how far
-    the ratio of the medians can be trusted on a machine whose speed swings.
-    """
-    by_round: dict[int, dict[str, float]] = {}
-    for r in records:
-        if r.get("ok") and r.get(key) is not None and r["proto"] in (variant, "tcp"):
-            by_round.setdefault(r["round"], {})[r["proto"]] = r[key]
-    return [
-        figures[variant] / figures["tcp"]
-        for _, figures in sorted(by_round.items())
-        if figures.get("tcp") and variant in figures
-    ]
+def round_ratios(records: list[dict[str, Any]], variant: str, key: str) -> list[float]:
+    """``variant``'s ``key`` over TCP's, one ratio per round that has both."""
+    figures = (
+        (r["round"], r["proto"], r[key]) for r in records if r.get("ok") and r.get(key) is not None
+    )
+    return ratios_by_round(figures, variant, "tcp")
 
 
 def main() -> None:
@@ -269,35 +260,36 @@ def main() -> None:
 
         load = ["--sessions", str(options.sessions), "--duration", str(options.sessions_seconds)]
         runs["sessions"].append(scale_sessions(load))
+
+    def keep(scenario: str, record: dict[str, Any], round_: int) -> None:
+        record["round"] = round_  # (for the ratios round by round)
+        runs[scenario].append(record)
+
     for round_ in range(options.rounds):
         for proto in protocols:
             if "bulk" in only:
                 for variant in (PINNED, proto) if proto == "mnet" else (proto,):
                     record = bulk_once(variant, options.bulk_mib * 1024 * 1024, 120)
-                    record["round"] = round_
-                    runs["bulk"].append(record)
+                    keep("bulk", record, round_)
                     note = "" if record["ok"] else f" FAILED {record.get('error')}"
                     rate = f"{record['goodput']:8.1f} MB/s{note}"
                     print(f"  bulk    {variant:9} round {round_ + 1}: {rate}", file=sys.stderr)
             if "echo" in only:
                 record = echo_once(proto, options.echo_count, options.breakdown)
-                record["round"] = round_
-                runs["echo"].append(record)
+                keep("echo", record, round_)
                 print(f"  echo    {proto:4} round {round_ + 1}: {record}", file=sys.stderr)
             if proto == QUIC:
                 continue  # connect and rate: MNET and TCP only
             for variant in (proto, EARLY) if proto == "mnet" else (proto,):
                 if "connect" in only:
                     record = connect_once(variant, options.connect_count)
-                    record["round"] = round_
-                    runs["connect"].append(record)
+                    keep("connect", record, round_)
                     print(f"  connect {variant:10} round {round_ + 1}: {record}", file=sys.stderr)
                 if "rate" in only:
                     record = rate_once(
                         variant, options.rate_clients, options.rate_seconds, options.rate_parallel
                     )
-                    record["round"] = round_
-                    runs["rate"].append(record)
+                    keep("rate", record, round_)
                     print(f"  rate    {variant:10} round {round_ + 1}: {record}", file=sys.stderr)
 
     rows = [
@@ -327,7 +319,7 @@ def main() -> None:
         tcp = median_of([r for r in records if r["proto"] == "tcp"], key)
         ok = sum(1 for r in records if r.get("ok"))
         ratio = mnet / tcp if mnet is not None and tcp else None
-        by_round = ratios_by_round(records, variant, key)
+        by_round = round_ratios(records, variant, key)
         figures = {"mnet": mnet, "tcp": tcp, "ratio": ratio, "ratios_by_round": by_round}
         if len(by_round) > 1:
             spreads.append(f"{label} {min(by_round):.2f}x to {max(by_round):.2f}x")

@@ -87,4 +87,4 @@ def test_ratios_by_round_pair_each_mnet_figure_with_tcp_of_the_same_round(
         record(2, "mnet", 140.0, ok=False), record(2, "tcp", 100.0),  # a failed run: no pair
         record(3, "mnet", 120.0),  # TCP's run of this round missing
     ]  # fmt: skip
-    assert suite.ratios_by_round(records, "mnet", "p50_us") == [1.3, 1.2]
+    assert suite.round_ratios(records, "mnet", "p50_us") == [1.3, 1.2]
