@@ -1001,7 +1001,7 @@ class StreamSender:
                 return self._detect_loss(now), False
         if self.pto_deadline is None or now < self.pto_deadline:
             return [], False
-        self.pto_deadline = None
+        self._disarm_pto()
         if self.snd_max <= self._buffer.start:
             return [], False
         peer, oldest = self.peer, self._hole_sent_at(now)
@@ -1014,6 +1014,12 @@ class StreamSender:
         if peer.silent_since(oldest):
             peer.probing(id(self), self.pto_deadline or now)
         return resent, True
+
+    def _disarm_pto(self) -> None:
+        # A call rather than an assignment in on_timer: after one, mypy takes
+        # pto_deadline for None even once _on_probe_timeout re-armed it, and
+        # the compiled build (setup.py) would act on that belief.
+        self.pto_deadline = None
 
     def _on_probe_timeout(self, now: float) -> list[Segment]:
         """The probe timeout expired with data outstanding: resend, and back off."""

@@ -25,6 +25,7 @@ from .receiver import ACK_FILLED, ACK_LATER, StreamReceiver
 from .recvbuf import SharedBudget
 from .sender import Segment, StreamSender
 from .seqnum import WIRE_MASK, wrap
+from .sizeprobe import ProbeDatagram
 from .trace import SessionTracer
 
 __all__ = ["ProbeDatagram", "Session", "SessionState", "SessionStats"]
@@ -73,17 +74,6 @@ _OPEN = (_ESTABLISHED, _S.SHUTDOWN_PENDING, _S.SHUTDOWN_RECEIVED)
 #: (which waits at least 200 ms to resend it).
 CONTROL_RETRY_FLOOR = 0.2
 _CONTROL_FLOOR_DOUBLINGS = 4
-
-
-class ProbeDatagram(bytes):
-    """A datagram probing a larger size: it must leave unfragmented.
-
-    Its bytes are an ordinary DATA packet; the type only tells the adapter
-    to send it with fragmentation forbidden, and to report a local refusal
-    through ``Demultiplexer.datagram_refused``.
-    """
-
-    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
