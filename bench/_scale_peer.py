@@ -133,32 +133,10 @@ class Echo(Protocol):
         self.transport.write(data)
 
 
-class _Counting:
-    """Counts the calls of one method of a class (the server's instrumentation)."""
-
-    def __init__(self, owner: type, name: str) -> None:
-        calls = self._calls = array("q", [0])  # in place, as GcPauses's numbers
-        original = getattr(owner, name)
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            calls[0] += 1
-            return original(*args, **kwargs)
-
-        setattr(owner, name, counted)
-
-    @property
-    def calls(self) -> int:
-        return self._calls[0]
-
-
 async def serve(options: argparse.Namespace, reactor: Any) -> None:
     from mnet_twisted import MNETServerEndpoint
     from mnet_twisted.config import ListenerLimits
-    from mnet_twisted.demux import Demultiplexer
-    from mnet_twisted.session import Session
 
-    wakeups = _Counting(Demultiplexer, "handle_timers")
-    session_timers = _Counting(Session, "handle_timer")
     if options.tracemalloc:
         import tracemalloc
 
@@ -200,8 +178,8 @@ async def serve(options: argparse.Namespace, reactor: Any) -> None:
             "send_errors": stats.send_errors,
             "memory_trims": port.protocol.stats["memoryTrims"],
             "memory_trim_longest_ms": port.protocol.longestMemoryTrim * 1e3,
-            "timer_wakeups": wakeups.calls,
-            "session_timer_calls": session_timers.calls,
+            "timer_wakeups": port.protocol.stats["timerWakeups"],
+            "session_timer_calls": port.protocol.demux.timers_run,
             "delayed_calls": len(reactor.getDelayedCalls()),
             **recovery_totals(port.protocol.demux),
             # Entries in the demultiplexer's deadline heap, live or superseded.

@@ -55,6 +55,7 @@ _STAT_NAMES = (
     "probesRefused",
     "applicationErrors",
     "memoryTrims",
+    "timerWakeups",
 )
 
 __all__ = ["ListenerStats", "MNETDatagramProtocol", "peerAddress"]
@@ -607,6 +608,7 @@ class MNETDatagramProtocol(DatagramProtocol):
         self._readBeforeTimers()
         if self._stopped:
             return
+        self._counts["timerWakeups"] += 1
         self.demux.handle_timers(self._reactor.seconds())
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
@@ -937,7 +939,15 @@ class MNETDatagramProtocol(DatagramProtocol):
 
 def _fields(snapshot: Any) -> dict[str, Any]:
     """A flat dataclass's fields as a dict (``dataclasses.asdict`` costs ten times more)."""
-    return {name: getattr(snapshot, name) for name in snapshot.__slots__}
+    kind = type(snapshot)
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        # Not __slots__: a class the compiled build made has none.
+        names = _FIELD_NAMES[kind] = tuple(field.name for field in dataclasses.fields(snapshot))
+    return {name: getattr(snapshot, name) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 #: How a session's end is logged: the level, and what it says.
