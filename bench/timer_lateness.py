@@ -23,14 +23,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+import _engine
 from twisted.internet import defer, task
 from twisted.internet.protocol import Factory, Protocol
+
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(_ROOT / "tests"), _engine.ENGINE_PATH]
+
+from demux_spy import spy_on  # noqa: E402  (needs the sys.path entries above)
 
 
 def summary(late: list[float]) -> str:
@@ -64,16 +67,13 @@ async def port_lateness(reactor: Any, waits: int, delay: float, fine: bool) -> l
     if fine and listener._fineTimer is None:
         await port.stopListening()
         return []
-    demux = listener.demux
     handled: list[defer.Deferred[float]] = []
-    original: Callable[[float], Any] = demux.handle_timers
 
-    def handle_timers(now: float) -> Any:
+    def handle_timers(now: float) -> None:
         if handled:
             handled.pop().callback(reactor.seconds())
-        return original(now)
 
-    demux.handle_timers = handle_timers
+    spy_on(listener, handle_timers=handle_timers)
     late = []
     try:
         for _ in range(waits):

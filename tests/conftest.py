@@ -27,6 +27,28 @@ settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "internals: replaces methods of the engine's classes to watch it work, which"
+        " only the pure-Python engine allows",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("MNET_EXPECT_PURE_PYTHON") and mnet_twisted.compiled:
+        raise pytest.UsageError(f"meant for the pure-Python engine: {mnet_twisted.__file__}")
+    if not mnet_twisted.compiled:
+        return
+    # The compiled build still runs these: test_pure_python.py runs them
+    # against the checkout's pure-Python sources.
+    skip = pytest.mark.skip(reason="watches the pure-Python engine (see test_pure_python.py)")
+    for item in items:
+        if item.get_closest_marker("internals") is not None:
+            item.add_marker(skip)
+
+
 #: Short timers so that closes and lingering sessions do not slow the tests.
 FAST_CONFIG = SessionConfig(linger=0.2)
 

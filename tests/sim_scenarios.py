@@ -165,21 +165,15 @@ class SenderWatch:
 
         self._previous_drop = net.drop
         net.drop = self._on_send
-        demux = host.demux
-        receive, handle_timers = demux.receive_datagram, demux.handle_timers
+        host.on_datagram = self._on_datagram
+        host.on_timers = self._on_timers
 
-        def receive_datagram(data: bytes, address: Address, now: float) -> None:
-            self._on_receive(data, now)
-            receive(data, address, now)
+    def _on_datagram(self, data: bytes, address: Address, now: float) -> None:
+        self._on_receive(data, now)
 
-        def timers(now: float) -> None:
-            self._timer_at = now
-            self._stuck_at_timer = now - max(self._last_progress, self._last_sent)
-            handle_timers(now)
-
-        # Instance attributes shadow the methods for this one host only.
-        demux.receive_datagram = receive_datagram  # type: ignore[method-assign]
-        demux.handle_timers = timers  # type: ignore[method-assign]
+    def _on_timers(self, now: float) -> None:
+        self._timer_at = now
+        self._stuck_at_timer = now - max(self._last_progress, self._last_sent)
 
     @property
     def longest_timeout_wait(self) -> float:

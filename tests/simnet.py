@@ -203,6 +203,12 @@ class Host:
         self.on_new_session: Callable[[SessionRecord], None] | None = None
         #: Called with (record, event) after the built-in handling.
         self.on_event: Callable[[SessionRecord, Event], None] | None = None
+        #: Observers called just before the demultiplexer gets a datagram
+        #: (data, source, now) or runs its timers (now).  Hooks here rather
+        #: than wrapped demux methods: a compiled Demultiplexer (setup.py)
+        #: has no instance attributes to shadow its methods with.
+        self.on_datagram: Callable[[bytes, Address, float], None] | None = None
+        self.on_timers: Callable[[float], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Host {self.name} {self.addr} sessions={len(self.demux)}>"
@@ -630,11 +636,15 @@ class SimNet:
                 continue
             for src, data in batches.pop(addr, ()):
                 self.stats.delivered += 1
+                if host.on_datagram is not None:
+                    host.on_datagram(data, src, now)
                 host.demux.receive_datagram(data, src, now)
             deadline = host.demux.next_deadline()
             due = deadline is not None and deadline + self.timer_lag <= now
             spurious = bool(self.spurious_timers) and self.rng.random() < self.spurious_timers
             if due or spurious:
+                if host.on_timers is not None:
+                    host.on_timers(now)
                 host.demux.handle_timers(now)
         for dropped in batches.values():
             self.stats.undeliverable += len(dropped)

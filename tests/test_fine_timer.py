@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from conftest import _reactor
+from demux_spy import spy_on
 from twisted.internet.protocol import Factory, Protocol
 
 from mnet_twisted.finetimer import FineTimer, fine_timer
@@ -52,14 +53,7 @@ class _Deadlines:
 
     def __init__(self, listener: Any) -> None:
         self.times: list[float] = []
-        demux = listener.demux
-        original = demux.handle_timers
-
-        def handle_timers(now: float) -> Any:
-            self.times.append(now)
-            return original(now)
-
-        demux.handle_timers = handle_timers
+        spy_on(listener, handle_timers=self.times.append)
 
 
 async def _armAndAwait(mnet: Any, listener: Any) -> None:

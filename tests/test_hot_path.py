@@ -495,6 +495,7 @@ async def test_connect_sends_its_init_before_returning(mnet) -> None:
 # -- acks handled once per batch ------------------------------------------------------------
 
 
+@pytest.mark.internals
 def test_a_batch_skips_pure_acks_that_a_later_one_supersedes() -> None:
     from mnet_twisted.config import SessionConfig
     from mnet_twisted.cookie import CookieMinter

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet.protocol import Factory, Protocol
 
@@ -125,6 +126,7 @@ class _Sink(Protocol):
         self.received += data
 
 
+@pytest.mark.internals
 @pytest_twisted.ensureDeferred
 async def test_a_read_batch_takes_session_traffic_before_strangers_handshakes(
     mnet, monkeypatch
