@@ -1,0 +1,85 @@
+"""
+Where the build compiled the engine (setup.py), the pure-Python engine
+still gets tested: the same sources, run by the interpreter, are what a
+machine without a C compiler installs.  This runs, in a child pytest
+against the checkout's sources, the tests that can only watch an
+interpreted engine (marked ``internals``) and the simulated-network
+scenarios, which drive every rule of the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mnet_twisted
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The simulated-network and engine-part tests: most of the engine's rules,
+#: in seconds.
+SANS_IO_TESTS = [
+    "tests/test_core_parts.py",
+    "tests/test_sim_loss_recovery.py",
+    "tests/test_hot_path.py",
+]
+
+
+def _child_pytest(*arguments: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["MNET_EXPECT_PURE_PYTHON"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *arguments],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(
+    not mnet_twisted.compiled, reason="the engine is pure Python here: the suite itself ran it"
+)
+@pytest.mark.parametrize(
+    "selection",
+    [("-m", "internals", "tests"), tuple(SANS_IO_TESTS)],
+    ids=["internals", "sans-io"],
+)
+def test_the_pure_python_engine_passes_too(selection: tuple[str, ...]) -> None:
+    result = _child_pytest(*selection)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout, result.stdout[-4000:]
+
+
+@pytest.mark.timeout(300)
+def test_a_machine_that_cannot_compile_gets_the_pure_python_engine(tmp_path: Path) -> None:
+    """setup.py's fallback: a compiler that fails leaves no extension behind, and says so."""
+    pytest.importorskip("setuptools")
+    pytest.importorskip("mypyc")
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "mnet_twisted", source / "mnet_twisted")
+    built = tmp_path / "lib"
+    env = dict(os.environ, CC="false", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("MNET_PURE_PYTHON", None)
+    result = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(built)],
+        cwd=source,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mnet_twisted build: compiling failed" in result.stderr
+    assert "pure Python" in result.stderr
+    assert [path.name for path in built.rglob("*.so")] == []
