@@ -15,8 +15,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import IO, Any
+
+from _engine import ENGINE_PATH
 
 
 class Skip(Exception):
@@ -83,16 +84,14 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {key: value - before.get(key, 0) for key, value in after.items()}
 
 
-#: The checkout these scripts belong to.  Its ``mnet_twisted`` is the one
-#: measured, not whichever one is installed (a worktree of another commit
-#: would otherwise measure the installed checkout's code).
-REPOSITORY = str(Path(__file__).resolve().parent.parent)
-
-
 def peer_environment() -> dict[str, str]:
-    """This process's environment, with the repository first on ``PYTHONPATH``."""
+    """This process's environment, with the measured engine first on ``PYTHONPATH``.
+
+    That is this checkout's code, compiled if a build of it is installed
+    (``_engine``), never whichever other one is installed.
+    """
     environment = dict(os.environ)
-    paths = [REPOSITORY, *filter(None, [environment.get("PYTHONPATH")])]
+    paths = [ENGINE_PATH, *filter(None, [environment.get("PYTHONPATH")])]
     environment["PYTHONPATH"] = os.pathsep.join(paths)
     return environment
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _engine
+
+sys.path.insert(0, _engine.ENGINE_PATH)
 
 from _instructions import available, instructions
 from core_echo import CLIENT, SERVER, connected

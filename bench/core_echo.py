@@ -22,9 +22,10 @@ import cProfile
 import pstats
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _engine
+
+sys.path.insert(0, _engine.ENGINE_PATH)
 
 from _instructions import available, per_unit
 
@@ -112,6 +113,7 @@ def main() -> None:
             round_trip(client, server, session, now)
         best = min(best, time.perf_counter() - started)
     print(f"core echo round trip, both ends: {best / options.messages * 1e6:.2f} µs (best of 7)")
+    print(f"engine: {_engine.ENGINE}")
     if options.instructions:
         if not available():
             print("valgrind is not installed: instructions not counted")

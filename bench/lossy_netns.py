@@ -73,6 +73,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from _engine import ENGINE
 from _netns_peer import stream_sha256
 from _netns_runner import Peers, Skip, counters, delta, namespaces, run, run_fixed_transfer
 from _rounds import ratios_by_round
@@ -306,6 +307,7 @@ def print_loss_table(
         return "-" if value is None else f"{value * 1e3:.2f}"
 
     print(f"\nRandom loss, {options.mib} MiB one way, median of {options.rounds} round(s):")
+    print(f"MNET: {ENGINE}")
     print(
         " loss | MNET MB/s   share | TCP MB/s   share | checksums  | timeouts M/T"
         " | retransmits M/T | UDP rcvbuf | MNET CPU s tx/rx | acks/data | early | repair ms"
@@ -524,6 +526,7 @@ def environment() -> dict[str, Any]:
     return {
         "kernel": platform.release(),
         "python": sys.executable,
+        "engine": ENGINE,
         "sysctl": {key: sysctl(key) for key in keys},
     }
 

@@ -17,6 +17,8 @@ instructions per segment under valgrind (callgrind, if installed): a pass
 of 2,000 segments and one of 6,000, each in its own process, and the
 difference over 4,000, so that start-up and the handshake cancel out (the
 building of the datagrams, the same for any version of the core, stays in).
+It runs the checkout's sources interpreted even where a compiled build is
+installed (bench/_engine.py): its counts are of the Python engine's work.
 """
 
 from __future__ import annotations

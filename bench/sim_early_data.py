@@ -19,8 +19,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import _engine
+
 _ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(_ROOT / "tests"), str(_ROOT)]
+sys.path[:0] = [str(_ROOT / "tests"), _engine.ENGINE_PATH]
 
 from simnet import Link, SimError, echo_round, payload  # noqa: E402
 

@@ -27,10 +27,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import _engine
+
 _ROOT = Path(__file__).resolve().parent.parent
 # The scenarios live with the simulator they drive, in tests/; the package
-# itself comes from this tree too, whether or not it is installed.
-sys.path[:0] = [str(_ROOT / "tests"), str(_ROOT)]
+# is this tree's code (compiled, if a build of it is installed: _engine).
+sys.path[:0] = [str(_ROOT / "tests"), _engine.ENGINE_PATH]
 
 import sim_scenarios as sim  # noqa: E402  (needs the sys.path entries above)
 

@@ -30,10 +30,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _engine
+
+sys.path.insert(0, _engine.ENGINE_PATH)
 
 from _instructions import available, per_unit
 from twisted.internet import defer, protocol
@@ -221,6 +222,7 @@ def main() -> None:
         seconds = run(options.messages, options.cycles, options.tcp)
         print(f"{what}, both ends: {seconds / options.messages * 1e6:.1f} µs")
         print(f"carried by: {', '.join(sorted(CARRIERS))}")
+        print(f"engine: {_engine.ENGINE}")
     elif not available():
         print("valgrind is not installed: instructions not counted")
     else:

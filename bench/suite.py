@@ -49,6 +49,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _engine import ENGINE  # noqa: E402
 from _netns_peer import stream_sha256  # noqa: E402
 from _netns_runner import Peers, run_fixed_transfer  # noqa: E402
 from _rounds import ratios_by_round  # noqa: E402
@@ -307,6 +308,7 @@ def main() -> None:
     summary: dict[str, Any] = {}
     spreads: list[str] = []
     print(f"\nMedians of {options.rounds} round(s), {platform.node()}, {os.cpu_count()} CPUs:")
+    print(f"MNET: {ENGINE}")
     quic_head = f" | {'QUIC':>10}" if quic else ""
     print(f" {'scenario':40} | {'MNET':>10} | {'TCP':>10} | MNET/TCP{quic_head} | checks")
     for scenario, variant, key, unit, label in rows:
@@ -350,6 +352,7 @@ def main() -> None:
         report = {
             "command": sys.argv,
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "engine": ENGINE,
             "machine": {
                 "node": platform.node(),
                 "cpus": os.cpu_count(),
