@@ -453,6 +453,26 @@ class Demultiplexer:
             with_events.popitem()
         return None
 
+    @property
+    def replies_waiting(self) -> bool:
+        """Whether handshakes or stateless replies wait (see ``handshake_replies``)."""
+        return bool(self._handshakes or self._stateless)
+
+    def handshake_replies(self) -> list[tuple[bytes, Address]]:
+        """Take the batch's handshakes now; returns the stateless replies waiting.
+
+        An adapter sends these before it hands events to the application:
+        a connector's COOKIE-ACK need not wait while the accepting side's
+        protocol is built and told of the connection, as a TCP handshake
+        completes in the kernel before ``accept()``.  ``datagrams_to_send``
+        returns everything else.
+        """
+        if self._handshakes:
+            self._take_handshakes()
+        out = self._stateless[:]  # the caller's to keep
+        self._stateless.clear()
+        return out
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         if self._handshakes:
             self._take_handshakes()

@@ -503,6 +503,10 @@ class MNETDatagramProtocol(DatagramProtocol):
         if self._stopped or self.demux is None:
             return
         demux = self.demux
+        if demux.replies_waiting:
+            # The connector waits on the COOKIE-ACK, not on our protocol's
+            # connectionMade: answer handshakes before any event.
+            self._sendAll(demux.handshake_replies())
         while True:
             self._inEventLoop = True
             try:

@@ -496,3 +496,51 @@ async def test_early_data_connect_echo_close_over_a_shared_socket(mnet) -> None:
     await mnet.waitFor(lambda: port.getStats().sessions_open == 0)
     stats = port.getStats()
     assert stats.sessions_accepted == 20 and stats.aborts_sent == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cookie_ack_leaves_before_the_accepted_protocol_is_built(mnet) -> None:
+    """The connector waits on the COOKIE-ACK: it goes before buildProtocol and connectionMade.
+
+    The peer is a plain socket in this process: loopback delivers at
+    ``sendto``, so what it can read while the listener builds the protocol
+    is what the listener had sent by then.
+    """
+    from mnet_twisted import wire
+
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.setblocking(False)
+    peer.bind(("127.0.0.1", 0))
+    seen_at_build: list[bytes] = []
+
+    class Watching(Factory):
+        protocol = Protocol
+
+        def buildProtocol(self, addr: Any) -> Protocol:
+            with contextlib.suppress(BlockingIOError):
+                seen_at_build.append(peer.recv(65536, socket.MSG_PEEK))
+            return super().buildProtocol(addr)
+
+    port = await mnet.listen(Watching(), stopGrace=0.2)
+    address = (port.getHost().host, port.getHost().port)
+    try:
+        peer.sendto(wire.Init(b"\x01\x02\x03").to_bytes(), address)
+        await mnet.waitFor(lambda: _readable(peer))
+        cookie = wire.parse(peer.recv(65536))
+        assert isinstance(cookie, wire.Cookie)
+        peer.sendto(wire.CookieEcho.of(cookie).to_bytes(), address)
+        await mnet.waitFor(lambda: port.protocol.demux.sessions_accepted == 1)
+        await mnet.waitFor(lambda: len(port.protocol._transports) == 1)
+        assert len(seen_at_build) == 1, "nothing had arrived when the protocol was built"
+        assert isinstance(wire.parse(seen_at_build[0]), wire.CookieAck)
+    finally:
+        peer.close()
+        await port.stopListening()
+
+
+def _readable(sock: socket.socket) -> bool:
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    return True
