@@ -5,7 +5,9 @@ Compiled where that can be had: when the installed package (``pip install
 setup.py) holds exactly this checkout's sources, the benchmarks and their
 peer processes import it; otherwise they import the checkout's sources,
 interpreted.  A worktree of another commit so measures its own code, never
-the installed one's.  Each benchmark prints which it measured.
+the installed one's.  An editable install compiles into the checkout
+itself: those modules are measured, and refused once older than their
+sources.  Each benchmark prints which it measured.
 """
 
 from __future__ import annotations
@@ -46,7 +48,27 @@ def _same_sources(package: Path) -> bool:
     return not mismatch and not errors
 
 
+def _stale_modules(package: Path) -> list[str]:
+    """Compiled modules of the checkout older than their sources."""
+    stale = []
+    for source in package.glob("*.py"):
+        for suffix in EXTENSION_SUFFIXES:
+            built = source.with_name(source.stem + suffix)
+            if built.is_file() and built.stat().st_mtime < source.stat().st_mtime:
+                stale.append(source.name)
+    return stale
+
+
 def _choose() -> tuple[str, str]:
+    if _is_compiled(_SOURCES):
+        # An editable install builds the extensions into the checkout itself.
+        stale = _stale_modules(_SOURCES)
+        if stale:
+            raise SystemExit(
+                f"{_SOURCES} holds compiled modules older than their sources"
+                f" ({', '.join(sorted(stale))}): rebuild them, or delete the *.so files"
+            )
+        return str(REPOSITORY), f"compiled engine (mypyc), built into {_SOURCES}"
     package = _installed_package()
     if package is not None and _is_compiled(package) and _same_sources(package):
         return str(package.parent), f"compiled engine (mypyc), installed in {package}"
