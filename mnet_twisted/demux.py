@@ -465,7 +465,7 @@ class Demultiplexer:
         a connector's COOKIE-ACK need not wait while the accepting side's
         protocol is built and told of the connection, as a TCP handshake
         completes in the kernel before ``accept()``.  ``datagrams_to_send``
-        returns everything else.
+        returns these too, then what the sessions have.
         """
         if self._handshakes:
             self._take_handshakes()
@@ -474,10 +474,7 @@ class Demultiplexer:
         return out
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        if self._handshakes:
-            self._take_handshakes()
-        out = self._stateless[:]  # the caller's to keep
-        self._stateless.clear()
+        out = self.handshake_replies()  # first, and the caller's to keep
         sessions = self._with_output
         self._with_output, self._with_output_spare = self._with_output_spare, sessions
         for session in sessions:
