@@ -3,8 +3,8 @@ Where the build compiled the engine (setup.py), the pure-Python engine
 still gets tested: the same sources, run by the interpreter, are what a
 machine without a C compiler installs.  This runs, in a child pytest
 against the checkout's sources, the tests that can only watch an
-interpreted engine (marked ``internals``) and the simulated-network
-scenarios, which drive every rule of the engine.
+interpreted engine (marked ``internals``) and the engine's own tests
+(``ENGINE_TESTS``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import pytest
 import mnet_twisted
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The simulated-network and engine-part tests: most of the engine's rules,
-#: in seconds.
-SANS_IO_TESTS = [
+#: The simulated-network and engine-part tests, which drive most of the
+#: engine's rules in seconds, and the hot-path tests (sans-IO and real
+#: sockets), which hold its fast paths to the rules.
+ENGINE_TESTS = [
     "tests/test_core_parts.py",
     "tests/test_sim_loss_recovery.py",
     "tests/test_hot_path.py",
@@ -50,8 +51,8 @@ def _child_pytest(*arguments: str) -> subprocess.CompletedProcess[str]:
 )
 @pytest.mark.parametrize(
     "selection",
-    [("-m", "internals", "tests"), tuple(SANS_IO_TESTS)],
-    ids=["internals", "sans-io"],
+    [("-m", "internals", "tests"), tuple(ENGINE_TESTS)],
+    ids=["internals", "engine"],
 )
 def test_the_pure_python_engine_passes_too(selection: tuple[str, ...]) -> None:
     result = _child_pytest(*selection)
