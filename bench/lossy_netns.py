@@ -56,6 +56,14 @@ session has it), nft drop counters, and the namespace's /proc/net/snmp and
 netstat deltas (``Udp.RcvbufErrors`` counts datagrams the kernel dropped
 because a socket buffer was full: loss nobody asked for).  The exit status
 is 1 if a completed transfer's checksum did not match or a peer failed.
+
+Below the random-loss table the bench prints MNET's CPU per MB delivered
+(of the busier peer) and how busy that peer was: where a loss-free transfer
+keeps a peer near 100 % busy, the CPU and not the path sets its pace, and a
+lossy level's share cannot exceed the loss-free CPU per MB over its own.
+``--rate-cap-mbit R`` shapes the namespace's loopback to R Mbit/s (``tc
+tbf``, 64 KB bucket, 5 ms queue; data, acks and TCP alike), so that the
+path sets the loss-free pace instead, as on a real network.
 """
 
 from __future__ import annotations
@@ -147,6 +155,14 @@ def loss_scenario(options: argparse.Namespace) -> dict[str, Any]:
         ("ip", "netns", "exec", ns, "nft", "add", "chain", *TABLE.split(), "input",
          "{ type filter hook input priority 0; }"),
     ]  # fmt: skip
+    if options.rate_cap_mbit:
+        # Both directions cross the one loopback, so data and acks (and
+        # TCP's too) share the cap; a 64 KB bucket lets a GSO-free burst of
+        # about 44 datagrams through at once.
+        setup.append(
+            ("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "tbf",
+             "rate", f"{options.rate_cap_mbit:g}mbit", "burst", "64kb", "latency", "5ms")
+        )  # fmt: skip
     transfers = []
     with namespaces([ns], setup):
         # Round by round, every level in each: a slow spell of a shared
@@ -206,6 +222,8 @@ def summarize(levels: list[float], transfers: list[dict[str, Any]]) -> list[dict
             row[f"mnet_{role}_cpu"] = median_or_none(
                 (t[role] or {}).get("cpu_seconds") for t in mnet_runs
             )
+        row["mnet_cpu_per_mb"] = median_or_none(cpu_per_mb(t) for t in mnet_runs)
+        row["mnet_busiest_peer"] = median_or_none(busiest_peer(t) for t in mnet_runs)
         row["mnet_acks_per_data"] = median_or_none(
             ack_ratio(t["receiver"], t["sender"]) for t in mnet_runs
         )
@@ -250,6 +268,23 @@ def out_of_order_share(
     early = ((receiver or {}).get("session") or {}).get("out_of_order_segments")
     data = ((sender or {}).get("recovery_stats") or {}).get("data_datagrams_sent")
     return early / data if early is not None and data else None
+
+
+def cpu_per_mb(transfer: dict[str, Any]) -> float | None:
+    """The busier peer's process CPU seconds per MB (10**6 bytes) that arrived."""
+    cpu = [(transfer[role] or {}).get("cpu_seconds") for role in ("sender", "receiver")]
+    if None in cpu or not transfer["bytes_received"]:
+        return None
+    return max(cpu) / (transfer["bytes_received"] / 1e6)
+
+
+def busiest_peer(transfer: dict[str, Any]) -> float | None:
+    """The busier peer's CPU time over the transfer's time: near 1, the CPU set the pace."""
+    cpu = [(transfer[role] or {}).get("cpu_seconds") for role in ("sender", "receiver")]
+    seconds = transfer.get("seconds")
+    if None in cpu or not seconds:
+        return None
+    return max(cpu) / seconds
 
 
 def repair_wait(sender: dict[str, Any] | None) -> float | None:
@@ -306,7 +341,8 @@ def print_loss_table(
     def milliseconds(value: float | None) -> str:
         return "-" if value is None else f"{value * 1e3:.2f}"
 
-    print(f"\nRandom loss, {options.mib} MiB one way, median of {options.rounds} round(s):")
+    cap = f", loopback shaped to {options.rate_cap_mbit:g} Mbit/s" if options.rate_cap_mbit else ""
+    print(f"\nRandom loss, {options.mib} MiB one way{cap}, median of {options.rounds} round(s):")
     print(f"MNET: {ENGINE}")
     print(
         " loss | MNET MB/s   share | TCP MB/s   share | checksums  | timeouts M/T"
@@ -351,6 +387,22 @@ def print_loss_table(
         print(
             "(MNET's share round by round, each lossy transfer over the same round's"
             f" loss-free one: {'; '.join(spreads)})",
+            flush=True,
+        )
+    base = next((r["mnet_cpu_per_mb"] for r in rows if r["loss_pct"] == 0), None)
+    costs = [
+        f"{r['loss_pct']:g} % {r['mnet_cpu_per_mb'] * 1e3:.1f} ms"
+        + (f" ({r['mnet_cpu_per_mb'] / base:.2f}x)" if base and r["loss_pct"] else "")
+        + (f", busiest {r['mnet_busiest_peer']:.0%}" if r["mnet_busiest_peer"] else "")
+        for r in rows
+        if r["mnet_cpu_per_mb"]
+    ]
+    if costs:
+        print(
+            "(MNET CPU per MB delivered, of the busier peer, and that peer's CPU over the"
+            f" transfer time: {'; '.join(costs)}.  Where the loss-free transfer keeps a peer"
+            " near 100 % busy the CPU sets its pace, and a lossy level's share cannot pass"
+            " the loss-free CPU per MB over its own: one process uses at most one CPU)",
             flush=True,
         )
     if steal is not None:
@@ -496,6 +548,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per transfer")
     parser.add_argument("--seconds", type=float, default=10.0, help="bottleneck phase length")
     parser.add_argument("--rate-mbit", type=float, default=20.0, help="bottleneck rate")
+    parser.add_argument(
+        "--rate-cap-mbit",
+        type=float,
+        default=None,
+        help="scenario A: shape the loopback to this rate (tc tbf), so that the path,"
+        " not the CPU, sets the loss-free pace",
+    )
     parser.add_argument(
         "--startup-slack",
         type=float,

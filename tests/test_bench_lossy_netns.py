@@ -99,10 +99,33 @@ def test_random_loss_transfers_are_intact(tmp_path: Path) -> None:
     # Without holes nothing outstanding is held past one: the window binds first.
     assert loss_free["mnet_bound_wait_share"] == 0, loss_free
     assert 0 <= lossy["mnet_bound_wait_share"] < 1, lossy
+    # CPU per MB delivered (of the busier peer) and how busy that peer was.
+    for row in (loss_free, lossy):
+        assert row["mnet_cpu_per_mb"] > 0, row
+        assert 0 < row["mnet_busiest_peer"] < 1.5, row
     # One round: its share is its lossy transfer's goodput over its loss-free one's.
     goodput = {(t["loss_pct"], t["proto"]): t["goodput"] for t in transfers}
     assert loss_free["mnet_round_shares"] == [1.0]
     assert lossy["mnet_round_shares"] == [pytest.approx(goodput[5, "mnet"] / goodput[0, "mnet"])]
+
+
+def test_a_rate_cap_shapes_both_protocols(tmp_path: Path) -> None:
+    """``--rate-cap-mbit`` shapes the loopback: neither protocol gets past the cap.
+
+    Unshaped, this loopback carries tens of MB/s or more; shaping can only
+    slow a transfer, so the bound cannot fail on a slow machine.
+    """
+    report = run_bench(
+        tmp_path, "--no-bottleneck", "--mib", "1", "--loss", "0", "--rounds", "1",
+        "--timeout", "60", "--rate-cap-mbit", "40",
+    )  # fmt: skip
+    assert report["settings"]["rate_cap_mbit"] == 40
+    transfers = report["loss"]["transfers"]
+    assert sorted(t["proto"] for t in transfers) == ["mnet", "tcp"]
+    for t in transfers:
+        assert t["complete"] and t["checksum_ok"] is True, t["proto"]
+        # 40 Mbit/s is 5 MB/s; the 64 KB bucket lets a little more through at first.
+        assert 0 < t["goodput"] < 8, (t["proto"], t["goodput"])
 
 
 def test_bottleneck_flows_are_counted(tmp_path: Path) -> None:
