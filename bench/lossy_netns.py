@@ -160,7 +160,7 @@ def loss_scenario(options: argparse.Namespace) -> dict[str, Any]:
         # TCP's too) share the cap; a 64 KB bucket lets a GSO-free burst of
         # about 44 datagrams through at once.
         setup.append(
-            ("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "tbf",
+            ("tc", "-n", ns, "qdisc", "add", "dev", "lo", "root", "tbf",
              "rate", f"{options.rate_cap_mbit:g}mbit", "burst", "64kb", "latency", "5ms")
         )  # fmt: skip
     transfers = []
@@ -270,21 +270,24 @@ def out_of_order_share(
     return early / data if early is not None and data else None
 
 
-def cpu_per_mb(transfer: dict[str, Any]) -> float | None:
-    """The busier peer's process CPU seconds per MB (10**6 bytes) that arrived."""
+def busier_peer_cpu(transfer: dict[str, Any]) -> float | None:
+    """Process CPU seconds of the busier MNET peer, if both reported theirs."""
     cpu = [(transfer[role] or {}).get("cpu_seconds") for role in ("sender", "receiver")]
-    if None in cpu or not transfer["bytes_received"]:
+    return None if None in cpu else max(cpu)
+
+
+def cpu_per_mb(transfer: dict[str, Any]) -> float | None:
+    """The busier peer's CPU seconds per MB (10**6 bytes) that arrived."""
+    cpu = busier_peer_cpu(transfer)
+    if cpu is None or not transfer["bytes_received"]:
         return None
-    return max(cpu) / (transfer["bytes_received"] / 1e6)
+    return cpu / (transfer["bytes_received"] / 1e6)
 
 
 def busiest_peer(transfer: dict[str, Any]) -> float | None:
     """The busier peer's CPU time over the transfer's time: near 1, the CPU set the pace."""
-    cpu = [(transfer[role] or {}).get("cpu_seconds") for role in ("sender", "receiver")]
-    seconds = transfer.get("seconds")
-    if None in cpu or not seconds:
-        return None
-    return max(cpu) / seconds
+    cpu, seconds = busier_peer_cpu(transfer), transfer.get("seconds")
+    return None if cpu is None or not seconds else cpu / seconds
 
 
 def repair_wait(sender: dict[str, Any] | None) -> float | None:
